@@ -1,0 +1,91 @@
+"""Where the images come from: a TFDS builder, with the bundled MNIST as offline fallback.
+
+Resolution order for the data_dir:
+1. `config.data_dir` when set;
+2. TFDS's own default (which honours TFDS_DATA_DIR) when it holds a prepared copy;
+3. the copy of TFDS's prepared `mnist` 3.0.1 bundled in this package, for mnist, so
+   that training works on a fresh machine without internet;
+4. otherwise TFDS's default, where TFDS downloads and prepares the dataset.
+Errors name the dataset, the directory and the fix rather than surfacing a raw
+TFDS traceback.
+"""
+
+import os
+
+from absl import logging
+import tensorflow_datasets as tfds
+
+# TFDS data_dir holding the prepared mnist 3.0.1 shipped with this package.
+BUNDLED_DATA_DIR = os.path.join(os.path.dirname(__file__), "data", "tensorflow_datasets")
+# Dataset names available in BUNDLED_DATA_DIR.
+BUNDLED_DATASETS = ("mnist",)
+# Image shape every dataset must have: the models are built for it.
+IMAGE_SHAPE = (28, 28, 1)
+
+
+class DatasetUnavailableError(RuntimeError):
+  """The dataset is neither prepared in the data_dir nor downloadable."""
+
+
+def _create_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  try:
+    return tfds.builder(dataset, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as error:
+    raise ValueError(
+        f"Unknown TFDS dataset {dataset!r}; set --config.dataset to a TFDS dataset "
+        "of 28x28x1 images such as mnist, fashion_mnist, kmnist or emnist/digits."
+    ) from error
+
+
+def get_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  """Returns the TFDS builder for `dataset`, choosing the data_dir as the module docstring says.
+
+  Does not download anything: see `ensure_prepared`.
+
+  Raises:
+    ValueError: the dataset is unknown to TFDS or its images are not 28x28x1.
+  """
+  builder = _create_builder(dataset, data_dir)
+  if not data_dir and not builder.is_prepared() and builder.name in BUNDLED_DATASETS:
+    bundled = _create_builder(dataset, BUNDLED_DATA_DIR)
+    if bundled.is_prepared():
+      logging.info("TFDS has no prepared %s in %s; reading the bundled copy in %s.",
+                   dataset, builder.data_dir, BUNDLED_DATA_DIR)
+      builder = bundled
+  check_image_shape(builder)
+  return builder
+
+
+def check_image_shape(builder: tfds.core.DatasetBuilder) -> None:
+  """Raises ValueError naming the shape unless the dataset has 28x28x1 `image`s."""
+  features = builder.info.features
+  if "image" not in features:
+    raise ValueError(
+        f"TFDS dataset {builder.name!r} has no 'image' feature (features: "
+        f"{', '.join(features.keys())}); choose an image dataset such as mnist.")
+  shape = tuple(features["image"].shape)
+  if shape != IMAGE_SHAPE:
+    raise ValueError(
+        f"TFDS dataset {builder.name!r} has images of shape {shape}, but dae-trainer "
+        f"needs {IMAGE_SHAPE}; choose a 28x28 grayscale dataset such as mnist, "
+        "fashion_mnist, kmnist or emnist/digits.")
+
+
+def ensure_prepared(builder: tfds.core.DatasetBuilder) -> None:
+  """Downloads and prepares the dataset if needed, or raises DatasetUnavailableError saying how to fix it."""
+  if builder.is_prepared():
+    return
+  logging.info("Preparing TFDS dataset %s in %s.", builder.name, builder.data_dir)
+  try:
+    builder.download_and_prepare()
+  except Exception as error:  # pylint: disable=broad-except
+    # Download errors come from many libraries (requests, urllib3, TFDS's own
+    # checksum and manual-dir errors); they all mean the same thing to the user.
+    cause = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    raise DatasetUnavailableError(
+        f"TFDS dataset {builder.name!r} is not prepared in {builder.data_dir} and could "
+        f"not be downloaded ({cause[:300]}). Fix: on a machine with internet run "
+        f"`tfds build {builder.name} --data_dir=DIR`, copy DIR here and pass "
+        "--config.data_dir=DIR (or set TFDS_DATA_DIR=DIR); or put the original "
+        f"archives in {builder.data_dir_root}/downloads/manual and run again."
+    ) from error

@@ -1,0 +1,1 @@
+"""Trainer: models, metrics, distribution strategy, the training loop, export and reports."""

@@ -1,0 +1,107 @@
+"""Files a run leaves in its workdir: config.json, history.json, metrics.json and plots/.
+
+All I/O goes through tf.io.gfile so the workdir may be a gs:// path. Files are
+written to a temporary name and renamed, so a crash never leaves half a file.
+"""
+
+import io
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # No display on training machines.
+from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+CONFIG_FILENAME = "config.json"
+HISTORY_FILENAME = "history.json"
+METRICS_FILENAME = "metrics.json"
+PLOTS_DIRNAME = "plots"
+LOSS_PLOT_FILENAME = "loss.png"
+DENOISED_PLOT_FILENAME = "denoised.png"
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  temporary_path = f"{path}.tmp"
+  with tf.io.gfile.GFile(temporary_path, "wb") as file:
+    file.write(data)
+  tf.io.gfile.rename(temporary_path, path, overwrite=True)
+
+
+def write_json(path: str, value) -> None:
+  _write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: str):
+  with tf.io.gfile.GFile(path, "r") as file:
+    return json.load(file)
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Saves the resolved config, so a run can always be traced to its settings."""
+  write_json(os.path.join(workdir, CONFIG_FILENAME), config.to_dict())
+
+
+def load_history(workdir: str, num_epochs: int) -> list[dict[str, float]]:
+  """Per-epoch metrics of the first `num_epochs` epochs recorded in workdir."""
+  path = os.path.join(workdir, HISTORY_FILENAME)
+  if not tf.io.gfile.exists(path):
+    return []
+  return read_json(path)[:num_epochs]
+
+
+def write_history(workdir: str, history: list[dict[str, float]]) -> None:
+  write_json(os.path.join(workdir, HISTORY_FILENAME), history)
+
+
+def _save_figure(figure, path: str) -> None:
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+  pyplot.close(figure)
+  _write_bytes(path, buffer.getvalue())
+
+
+def plot_loss(history: list[dict[str, float]], loss_name: str, path: str) -> None:
+  """Train and validation loss per epoch, log scale."""
+  epochs = [entry["epoch"] for entry in history]
+  figure, axes = pyplot.subplots(figsize=(8, 4.5))
+  axes.plot(epochs, [entry["train_loss"] for entry in history], marker=".",
+            label="train (noisy train -> clean)")
+  axes.plot(epochs, [entry["eval_loss"] for entry in history], marker=".",
+            label="validation (noisy test -> clean)")
+  axes.set_yscale("log")
+  axes.set_xlabel("epoch")
+  axes.set_ylabel(f"loss ({loss_name})")
+  axes.set_title("Denoising autoencoder loss")
+  axes.grid(True, which="both", alpha=0.3)
+  axes.legend()
+  _save_figure(figure, path)
+
+
+def plot_denoised(clean: np.ndarray, noisy: np.ndarray, denoised: np.ndarray,
+                  path: str) -> None:
+  """Rows original / noisy / denoised, one column per image."""
+  rows = (("original", clean), ("noisy", noisy), ("denoised", denoised))
+  num_images = clean.shape[0]
+  figure, axes = pyplot.subplots(len(rows), num_images, squeeze=False,
+                                 figsize=(1.6 * num_images, 1.8 * len(rows)))
+  for row, (title, images) in enumerate(rows):
+    for column in range(num_images):
+      axis = axes[row][column]
+      axis.imshow(images[column, :, :, 0], cmap="gray", vmin=0.0, vmax=1.0)
+      axis.set_xticks([])
+      axis.set_yticks([])
+      if column == 0:
+        axis.set_ylabel(title)
+  figure.tight_layout()
+  _save_figure(figure, path)
+
+
+def image_grid(clean: np.ndarray, noisy: np.ndarray, denoised: np.ndarray) -> np.ndarray:
+  """One [1, 3 * 28, n * 28, 1] image: rows original, noisy, denoised."""
+  rows = [np.concatenate(list(images), axis=1) for images in (clean, noisy, denoised)]
+  return np.concatenate(rows, axis=0)[np.newaxis]

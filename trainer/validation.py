@@ -1,0 +1,83 @@
+"""Checks a config before any work starts: every error names the bad value and the fix."""
+
+import ml_collections
+
+from configs import default
+from input_pipeline import data_source
+from input_pipeline import noise
+from trainer import metrics
+from trainer import models
+from trainer import strategy as strategy_lib
+
+
+def _flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
+  keys = set()
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      keys |= _flat_keys(value, f"{prefix}{key}.")
+    else:
+      keys.add(f"{prefix}{key}")
+  return keys
+
+
+def _check_keys(config: ml_collections.ConfigDict) -> None:
+  """Rejects fields that the trainer would silently ignore, or lacks."""
+  expected = _flat_keys(default.get_config())
+  actual = _flat_keys(config)
+  unknown = sorted(actual - expected)
+  if unknown:
+    raise ValueError(
+        f"Unknown config key(s) {', '.join(unknown)}; valid keys are those of "
+        "configs/default.py (check the spelling).")
+  missing = sorted(expected - actual)
+  if missing:
+    raise ValueError(
+        f"Config lacks key(s) {', '.join(missing)}; build configs from "
+        "configs.default.get_config() and change fields instead.")
+
+
+def _check_positive(config: ml_collections.ConfigDict, names: tuple[str, ...]) -> None:
+  for name in names:
+    section, field = name.split(".")
+    value = config[section][field]
+    if not value > 0:
+      raise ValueError(f"{name}={value} must be > 0 (set --config.{name}=...).")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError if `config` cannot train; cheap, touches no data."""
+  _check_keys(config)
+  noise.validate_noise_config(config.noise)
+  if config.model.type not in models.MODEL_TYPES:
+    raise ValueError(
+        f"Unknown model.type {config.model.type!r}; valid types are "
+        f"{', '.join(models.MODEL_TYPES)} (set --config.model.type=...).")
+  if config.train.loss not in metrics.LOSSES:
+    raise ValueError(
+        f"Unknown train.loss {config.train.loss!r}; valid losses are "
+        f"{', '.join(metrics.LOSSES)} (set --config.train.loss=...).")
+  if config.runtime.strategy not in strategy_lib.STRATEGIES:
+    raise ValueError(
+        f"Unknown runtime.strategy {config.runtime.strategy!r}; valid strategies are "
+        f"{', '.join(strategy_lib.STRATEGIES)} (set --config.runtime.strategy=...).")
+  _check_positive(config, (
+      "model.latent_dim", "train.num_epochs", "train.batch_size",
+      "train.eval_batch_size", "train.learning_rate", "train.shuffle_buffer_size",
+      "train.steps_per_loop", "train.checkpoints_to_keep", "train.num_images_to_show"))
+  if config.runtime.num_cpu_devices < 0:
+    raise ValueError(
+        f"runtime.num_cpu_devices={config.runtime.num_cpu_devices} must be >= 0 "
+        "(0 leaves the CPU as one device).")
+  # Unknown datasets and wrong image shapes fail here, before any download.
+  data_source.get_builder(config.dataset, config.data_dir)
+
+
+def validate_batch_sizes(config: ml_collections.ConfigDict, num_replicas: int) -> None:
+  """Global batch sizes must split evenly over the replicas."""
+  for name in ("batch_size", "eval_batch_size"):
+    value = config.train[name]
+    if value % num_replicas:
+      raise ValueError(
+          f"train.{name}={value} is not divisible by the {num_replicas} replicas; "
+          f"use a multiple of {num_replicas} (e.g. --config.train.{name}="
+          f"{max(num_replicas, value // num_replicas * num_replicas)}).")
