@@ -57,7 +57,5 @@ def add_noise(images: tf.Tensor, noise_config: ml_collections.ConfigDict,
     dropped = tf.random.stateless_uniform(shape, seed=seed) < factor
     noisy = tf.where(dropped, tf.zeros_like(images), images)
   else:
-    raise ValueError(
-        f"Unknown noise.type {noise_config.type!r}; valid types are "
-        f"{', '.join(NOISE_TYPES)}.")
+    validate_noise_config(noise_config)  # Raises for an unknown type.
   return tf.clip_by_value(noisy, 0.0, 1.0)

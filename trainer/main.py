@@ -10,7 +10,9 @@ from absl import logging
 from ml_collections import config_flags
 import tensorflow as tf
 
+from input_pipeline import data_source
 from trainer import train
+from trainer import validation
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory (local or gs://) for checkpoints, summaries and reports.")
@@ -20,12 +22,31 @@ config_flags.DEFINE_config_file(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags; a config override naming a field that does not exist exits with one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    raise SystemExit(f"FATAL Flags parsing error: {error}\n"
+                     "Pass --helpshort or --helpfull to see help on flags.") from error
+  except (AttributeError, KeyError) as error:
+    # config_flags reports an unknown `--config.a.b` key this way.
+    message = str(error).replace("\\n", ". ").replace("\\'", "").strip("'\" ")
+    raise SystemExit(
+        f"dae-trainer: unknown config key in a --config.* override: {message} "
+        "Valid keys are the fields of configs/default.py.") from error
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.info("TensorFlow %s, config:\n%s", tf.__version__, flags.FLAGS.config)
-  train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+  try:
+    train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+  except (validation.ConfigError, data_source.DatasetUnavailableError) as error:
+    # Bad input, found before training starts: one line, no traceback.
+    raise SystemExit(f"dae-trainer: {error}") from error
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

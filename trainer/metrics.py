@@ -11,22 +11,26 @@ LOSSES = ("bce", "mse")
 _EPSILON = 1e-7
 
 
+def check_loss_name(loss_name: str) -> None:
+  if loss_name not in LOSSES:
+    raise ValueError(
+        f"Unknown train.loss {loss_name!r}; valid losses are {', '.join(LOSSES)} "
+        "(set --config.train.loss=...).")
+
+
 def per_example_loss(clean: tf.Tensor, denoised: tf.Tensor, loss_name: str) -> tf.Tensor:
   """Mean over pixels of the reconstruction loss, one value per example.
 
   bce matches `keras.losses.binary_crossentropy` on probabilities (the
   tutorial's loss); mse is the mean squared error.
   """
+  check_loss_name(loss_name)
   if loss_name == "bce":
     probabilities = tf.clip_by_value(denoised, _EPSILON, 1.0 - _EPSILON)
     per_pixel = -(clean * tf.math.log(probabilities)
                   + (1.0 - clean) * tf.math.log(1.0 - probabilities))
-  elif loss_name == "mse":
-    per_pixel = tf.math.squared_difference(clean, denoised)
   else:
-    raise ValueError(
-        f"Unknown train.loss {loss_name!r}; valid losses are {', '.join(LOSSES)} "
-        "(set --config.train.loss=...).")
+    per_pixel = tf.math.squared_difference(clean, denoised)
   return tf.reduce_mean(per_pixel, axis=[1, 2, 3])
 
 

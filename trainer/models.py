@@ -69,12 +69,7 @@ def _conv_encoder(model_config, initializers):
 
 def _conv_decoder(model_config, initializers):
   """Dense back to the encoder's last feature map, then stride-2 transposed convolutions."""
-  num_downsamplings = len(model_config.conv_filters)
-  side = _IMAGE_SHAPE[0] // 2**num_downsamplings
-  if side * 2**num_downsamplings != _IMAGE_SHAPE[0]:
-    raise ValueError(
-        f"model.conv_filters={tuple(model_config.conv_filters)} halves 28x28 images "
-        f"{num_downsamplings} times, which does not divide 28; use 1 or 2 filters.")
+  side = _IMAGE_SHAPE[0] // 2**len(model_config.conv_filters)
   latent = keras.Input(shape=(model_config.latent_dim,), name="latent")
   last_filters = model_config.conv_filters[-1]
   x = keras.layers.Dense(side * side * last_filters, activation="relu",
@@ -89,22 +84,40 @@ def _conv_decoder(model_config, initializers):
   return keras.Model(latent, images, name="decoder")
 
 
+def check_model_config(model_config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the bad field and the fix if `create_model` cannot build it."""
+  if model_config.type not in MODEL_TYPES:
+    raise ValueError(
+        f"Unknown model.type {model_config.type!r}; valid types are "
+        f"{', '.join(MODEL_TYPES)} (set --config.model.type=...).")
+  if not model_config.latent_dim > 0:
+    raise ValueError(f"model.latent_dim={model_config.latent_dim} must be > 0.")
+  if model_config.type == "dense" and not all(
+      units > 0 for units in model_config.dense_hidden_units):
+    raise ValueError(
+        f"model.dense_hidden_units={tuple(model_config.dense_hidden_units)} must all be > 0.")
+  if model_config.type == "conv":
+    # Each stride-2 convolution halves the side; 28 halves at most twice evenly.
+    if not (1 <= len(model_config.conv_filters) <= 2
+            and all(filters > 0 for filters in model_config.conv_filters)):
+      raise ValueError(
+          f"model.conv_filters={tuple(model_config.conv_filters)} must be 1 or 2 "
+          "positive filter counts (28 -> 14 -> 7), e.g. --config.model.conv_filters=(32,64).")
+
+
 def create_model(model_config: ml_collections.ConfigDict, seed: int = 0) -> keras.Model:
   """Returns the autoencoder described by `config.model`, with `encoder` and `decoder` sub-models.
 
   The same `seed` gives the same initial weights.
   """
+  check_model_config(model_config)
   initializers = _kernel_initializers(seed)
   if model_config.type == "dense":
     encoder = _dense_encoder(model_config, initializers)
     decoder = _dense_decoder(model_config, initializers)
-  elif model_config.type == "conv":
+  else:
     encoder = _conv_encoder(model_config, initializers)
     decoder = _conv_decoder(model_config, initializers)
-  else:
-    raise ValueError(
-        f"Unknown model.type {model_config.type!r}; valid types are "
-        f"{', '.join(MODEL_TYPES)} (set --config.model.type=...).")
   images = keras.Input(shape=_IMAGE_SHAPE, name="images")
   model = keras.Model(images, decoder(encoder(images)),
                       name=f"{model_config.type}_denoising_autoencoder")

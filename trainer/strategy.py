@@ -26,6 +26,13 @@ def _split_cpu(num_cpu_devices: int) -> None:
           "the first job of a fresh process.") from error
 
 
+def check_strategy_name(name: str) -> None:
+  if name not in STRATEGIES:
+    raise ValueError(
+        f"Unknown runtime.strategy {name!r}; valid strategies are "
+        f"{', '.join(STRATEGIES)} (set --config.runtime.strategy=...).")
+
+
 def get_strategy(runtime_config: ml_collections.ConfigDict) -> tf.distribute.Strategy:
   """Returns the strategy for `runtime_config.strategy`.
 
@@ -33,10 +40,7 @@ def get_strategy(runtime_config: ml_collections.ConfigDict) -> tf.distribute.Str
     ValueError: the name is not one of STRATEGIES.
   """
   name = runtime_config.strategy
-  if name not in STRATEGIES:
-    raise ValueError(
-        f"Unknown runtime.strategy {name!r}; valid strategies are "
-        f"{', '.join(STRATEGIES)} (set --config.runtime.strategy=...).")
+  check_strategy_name(name)
   if runtime_config.num_cpu_devices > 0:
     _split_cpu(runtime_config.num_cpu_devices)
   if name == "default":

@@ -155,7 +155,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> keras
   Returns the trained model.
   """
   validation.validate_config(config)
-  strategy = strategy_lib.get_strategy(config.runtime)
+  try:
+    strategy = strategy_lib.get_strategy(config.runtime)
+  except ValueError as error:
+    raise validation.ConfigError(str(error)) from error
   validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
   is_chief = strategy_lib.is_chief(strategy)
   builder = data_source.get_builder(config.dataset, config.data_dir)
@@ -168,7 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> keras
       num_train_examples, config.train.batch_size,
       strategy_lib.num_input_pipelines(strategy))
   if steps_per_epoch < 1:
-    raise ValueError(
+    raise validation.ConfigError(
         f"train_split {config.train_split!r} has {num_train_examples} examples, fewer "
         f"than one batch of train.batch_size={config.train.batch_size}; lower the batch size.")
 

@@ -10,6 +10,10 @@ from trainer import models
 from trainer import strategy as strategy_lib
 
 
+class ConfigError(ValueError):
+  """The config cannot train; the message names the bad value and the fix."""
+
+
 def _flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
   keys = set()
   for key, value in config.items():
@@ -26,12 +30,12 @@ def _check_keys(config: ml_collections.ConfigDict) -> None:
   actual = _flat_keys(config)
   unknown = sorted(actual - expected)
   if unknown:
-    raise ValueError(
+    raise ConfigError(
         f"Unknown config key(s) {', '.join(unknown)}; valid keys are those of "
         "configs/default.py (check the spelling).")
   missing = sorted(expected - actual)
   if missing:
-    raise ValueError(
+    raise ConfigError(
         f"Config lacks key(s) {', '.join(missing)}; build configs from "
         "configs.default.get_config() and change fields instead.")
 
@@ -45,23 +49,23 @@ def _check_positive(config: ml_collections.ConfigDict, names: tuple[str, ...]) -
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError if `config` cannot train; cheap, touches no data."""
+  """Raises ConfigError if `config` cannot train; cheap, downloads nothing."""
+  try:
+    _validate(config)
+  except ConfigError:
+    raise
+  except ValueError as error:
+    raise ConfigError(str(error)) from error
+
+
+def _validate(config: ml_collections.ConfigDict) -> None:
   _check_keys(config)
   noise.validate_noise_config(config.noise)
-  if config.model.type not in models.MODEL_TYPES:
-    raise ValueError(
-        f"Unknown model.type {config.model.type!r}; valid types are "
-        f"{', '.join(models.MODEL_TYPES)} (set --config.model.type=...).")
-  if config.train.loss not in metrics.LOSSES:
-    raise ValueError(
-        f"Unknown train.loss {config.train.loss!r}; valid losses are "
-        f"{', '.join(metrics.LOSSES)} (set --config.train.loss=...).")
-  if config.runtime.strategy not in strategy_lib.STRATEGIES:
-    raise ValueError(
-        f"Unknown runtime.strategy {config.runtime.strategy!r}; valid strategies are "
-        f"{', '.join(strategy_lib.STRATEGIES)} (set --config.runtime.strategy=...).")
+  models.check_model_config(config.model)
+  metrics.check_loss_name(config.train.loss)
+  strategy_lib.check_strategy_name(config.runtime.strategy)
   _check_positive(config, (
-      "model.latent_dim", "train.num_epochs", "train.batch_size",
+      "train.num_epochs", "train.batch_size",
       "train.eval_batch_size", "train.learning_rate", "train.shuffle_buffer_size",
       "train.steps_per_loop", "train.checkpoints_to_keep", "train.num_images_to_show"))
   if config.runtime.num_cpu_devices < 0:
@@ -73,11 +77,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def validate_batch_sizes(config: ml_collections.ConfigDict, num_replicas: int) -> None:
-  """Global batch sizes must split evenly over the replicas."""
+  """Raises ConfigError unless the global batch sizes split evenly over the replicas."""
   for name in ("batch_size", "eval_batch_size"):
     value = config.train[name]
     if value % num_replicas:
-      raise ValueError(
+      raise ConfigError(
           f"train.{name}={value} is not divisible by the {num_replicas} replicas; "
           f"use a multiple of {num_replicas} (e.g. --config.train.{name}="
           f"{max(num_replicas, value // num_replicas * num_replicas)}).")

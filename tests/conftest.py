@@ -1,0 +1,38 @@
+"""Shared fixtures: configs, mocked TFDS data for unit tests, one real-MNIST run for end-to-end tests."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # pylint: disable=g-import-not-at-top
+import tensorflow_datasets as tfds
+
+from configs import test as test_config
+from input_pipeline import data_source
+from trainer import train
+
+
+@pytest.fixture
+def config():
+  """The tiny test config: a 2048-image slice of the bundled MNIST, one epoch."""
+  return test_config.get_config()
+
+
+@pytest.fixture
+def mock_mnist():
+  """Returns a context manager serving random fake mnist images (with mnist's real metadata)."""
+
+  def mock(num_examples):
+    return tfds.testing.mock_data(num_examples=num_examples,
+                                  data_dir=data_source.BUNDLED_DATA_DIR)
+
+  return mock
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+  """A finished 1-epoch run of configs/test.py on the bundled real MNIST: (workdir, config, model)."""
+  workdir = str(tmp_path_factory.mktemp("run") / "workdir")
+  config = test_config.get_config()
+  model = train.train_and_evaluate(config, workdir)
+  return workdir, config, model
