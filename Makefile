@@ -25,7 +25,7 @@ train: $(INSTALLED)
 	$(VENV_PYTHON) -m trainer.main --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
 
 test: $(INSTALLED)
-	$(VENV_PYTHON) -m pytest -n 2 tests
+	$(VENV_PYTHON) -m pytest -n 2 --dist loadfile tests
 
 tensorboard: $(INSTALLED)
 	$(VENV)/bin/tensorboard --logdir $(WORKDIR)

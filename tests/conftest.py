@@ -29,7 +29,7 @@ def mock_mnist():
   return mock
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
   """A finished 1-epoch run of configs/test.py on the bundled real MNIST: (workdir, config, model)."""
   workdir = str(tmp_path_factory.mktemp("run") / "workdir")

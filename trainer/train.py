@@ -222,7 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> keras
 
     summaries.write_scalars(writers.train, {
         **train_metrics,
-        "learning_rate": float(optimizer.learning_rate),
+        "learning_rate": float(tf.convert_to_tensor(optimizer.learning_rate.value)),
         "examples_per_second": examples_per_second,
     }, step)
     summaries.write_scalars(writers.eval, eval_metrics, step)

@@ -1,0 +1,78 @@
+"""Models: the tutorial's exact dense architecture and the conv variant at several latent sizes."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import conv as conv_config
+from configs import default as default_config
+from trainer import models
+
+
+def _tutorial_parameter_count():
+  """784-256-128-64-128-256-784, every Dense layer with a bias."""
+  sizes = [784, 256, 128, 64, 128, 256, 784]
+  return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
+
+
+def test_dense_model_has_the_tutorials_parameter_count():
+  model = models.create_model(default_config.get_config().model)
+  assert _tutorial_parameter_count() == 484_944
+  assert model.count_params() == 484_944
+
+
+def test_dense_model_has_the_tutorials_layers():
+  model = models.create_model(default_config.get_config().model)
+  dense_layers = [layer for sub_model in ("encoder", "decoder")
+                  for layer in model.get_layer(sub_model).layers
+                  if layer.__class__.__name__ == "Dense"]
+  assert [layer.units for layer in dense_layers] == [256, 128, 64, 128, 256, 784]
+  assert [layer.activation.__name__ for layer in dense_layers] == ["relu"] * 5 + ["sigmoid"]
+
+
+@pytest.mark.parametrize("model_type", models.MODEL_TYPES)
+def test_encoder_and_decoder_are_usable_alone(model_type):
+  config = default_config.get_config().model
+  config.type = model_type
+  model = models.create_model(config)
+  images = tf.random.stateless_uniform((3, 28, 28, 1), seed=[0, 1])
+  latent = models.get_encoder(model)(images)
+  assert latent.shape == (3, 64)
+  np.testing.assert_allclose(model.get_layer("decoder")(latent).numpy(),
+                             model(images).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("latent_dim", [2, 16, 64, 128])
+def test_conv_model_runs_at_every_latent_dim(latent_dim):
+  config = conv_config.get_config().model
+  config.latent_dim = latent_dim
+  model = models.create_model(config)
+  images = tf.random.stateless_uniform((5, 28, 28, 1), seed=[0, 2])
+  denoised = model(images)
+  assert denoised.shape == (5, 28, 28, 1)
+  assert 0.0 <= float(tf.reduce_min(denoised)) and float(tf.reduce_max(denoised)) <= 1.0
+  assert models.get_encoder(model)(images).shape == (5, latent_dim)
+  assert any(layer.__class__.__name__ == "Conv2DTranspose"
+             for layer in model.get_layer("decoder").layers)
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+  config = default_config.get_config().model
+  first = models.create_model(config, seed=3).get_weights()
+  again = models.create_model(config, seed=3).get_weights()
+  other = models.create_model(config, seed=4).get_weights()
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(first[0], other[0])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("type", "vae", "valid types are dense, conv"),
+    ("latent_dim", 0, "latent_dim=0 must be > 0"),
+    ("conv_filters", (8, 16, 32), "must be 1 or 2 positive filter counts"),
+])
+def test_invalid_model_config_is_rejected(field, value, message):
+  config = conv_config.get_config().model
+  config[field] = value
+  with pytest.raises(ValueError, match=message):
+    models.create_model(config)

@@ -1,0 +1,84 @@
+"""A real TensorBoard server on a finished workdir lists the run's scalar and image tags."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+_TIMEOUT_SECONDS = 120
+
+
+def _free_port():
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    return sock.getsockname()[1]
+
+
+@pytest.fixture
+def tensorboard_url(trained_run):
+  workdir, _, _ = trained_run
+  port = _free_port()
+  tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+  process = subprocess.Popen(
+      [tensorboard, "--logdir", workdir, "--host", "127.0.0.1", "--port", str(port)],
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  yield f"http://127.0.0.1:{port}"
+  process.terminate()
+  process.wait(timeout=30)
+
+
+def _get_json(url):
+  with urllib.request.urlopen(url, timeout=10) as response:
+    return json.load(response)
+
+
+def _wait_for(url, ready):
+  """Polls `url` until `ready(json)`; TensorBoard loads event files in the background."""
+  deadline = time.time() + _TIMEOUT_SECONDS
+  last = None
+  while time.time() < deadline:
+    try:
+      last = _get_json(url)
+      if ready(last):
+        return last
+    except (urllib.error.URLError, ConnectionError):
+      pass
+    time.sleep(1)
+  raise AssertionError(f"{url} did not become ready in {_TIMEOUT_SECONDS} s; last answer: {last}")
+
+
+def test_tensorboard_lists_scalar_and_image_tags(tensorboard_url):
+  scalars = _wait_for(f"{tensorboard_url}/data/plugin/scalars/tags",
+                      lambda tags: "train" in tags and "eval" in tags)
+  assert {"loss", "psnr", "learning_rate", "examples_per_second"} <= set(scalars["train"])
+  assert {"loss", "mse", "psnr", "ssim"} <= set(scalars["eval"])
+
+  images = _get_json(f"{tensorboard_url}/data/plugin/images/tags")
+  assert "denoising/original_noisy_denoised" in images["eval"]
+  texts = _get_json(f"{tensorboard_url}/data/plugin/text/tags")
+  assert "config" in texts["."]
+
+  image_list = _get_json(f"{tensorboard_url}/data/plugin/images/images?"
+                         "run=eval&tag=denoising/original_noisy_denoised&sample=0")
+  assert image_list and image_list[0]["step"] == 32
+
+
+def test_tensorboard_shows_the_hparams_session(tensorboard_url):
+  _wait_for(f"{tensorboard_url}/data/plugin/scalars/tags", lambda tags: "eval" in tags)
+  listing = _get_json(f"{tensorboard_url}/data/plugins_listing")
+  assert listing["hparams"]["enabled"]
+  request = urllib.request.Request(
+      f"{tensorboard_url}/data/plugin/hparams/experiment", data=b"{}",
+      headers={"Content-Type": "application/json", "X-TensorBoard-Feature-Flags": "{}"})
+  with urllib.request.urlopen(request, timeout=10) as response:
+    experiment = json.load(response)
+  hparam_names = {info["name"] for info in experiment["hparamInfos"]}
+  assert {"noise.type", "noise.factor", "model.type", "train.learning_rate"} <= hparam_names
+  metric_tags = {info["name"]["tag"] for info in experiment["metricInfos"]}
+  assert {"loss", "psnr", "ssim"} <= metric_tags

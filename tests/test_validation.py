@@ -1,0 +1,82 @@
+"""Bad configs fail before any training starts, with one line naming the value and the fix."""
+
+import os
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from trainer import validation
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"noise.factor": -0.1}, "noise.factor=-0.1 is a negative standard deviation"),
+    ({"noise.type": "masking", "noise.factor": -0.5}, "noise.factor=-0.5 is not a fraction"),
+    ({"noise.type": "salt_and_pepper", "noise.factor": 1.5}, "noise.factor=1.5 is not a fraction"),
+    ({"noise.type": "speckle"}, "Unknown noise.type 'speckle'"),
+    ({"model.type": "vae"}, "Unknown model.type 'vae'"),
+    ({"runtime.strategy": "horovod"}, "Unknown runtime.strategy 'horovod'; valid strategies "
+                                      "are default, mirrored, multi_worker_mirrored, tpu"),
+    ({"dataset": "not_a_dataset"}, "Unknown TFDS dataset 'not_a_dataset'"),
+    ({"dataset": "cifar10"}, r"images of shape \(32, 32, 3\)"),
+    ({"train.loss": "hinge"}, "Unknown train.loss 'hinge'"),
+    ({"train.batch_size": 0}, "train.batch_size=0 must be > 0"),
+    ({"train.num_epochs": -1}, "train.num_epochs=-1 must be > 0"),
+])
+def test_bad_config_is_rejected(config, overrides, message):
+  for key, value in overrides.items():
+    section, _, field = key.rpartition(".")
+    (config[section] if section else config)[field] = value
+  with pytest.raises(validation.ConfigError, match=message):
+    validation.validate_config(config)
+
+
+def test_unknown_key_is_rejected(config):
+  unlocked = ml_collections.ConfigDict(config.to_dict())
+  unlocked.train.num_epoch = 3
+  with pytest.raises(validation.ConfigError, match="Unknown config key.*train.num_epoch"):
+    validation.validate_config(unlocked)
+
+
+def test_locked_config_refuses_misspelled_fields(config):
+  with pytest.raises(AttributeError, match="num_epochs"):
+    config.train.num_epoch = 3
+
+
+def test_batch_size_must_split_over_replicas(config):
+  config.train.batch_size = 63
+  with pytest.raises(validation.ConfigError, match="train.batch_size=63 is not divisible by "
+                                                   "the 2 replicas"):
+    validation.validate_batch_sizes(config, 2)
+  validation.validate_batch_sizes(config, 1)
+
+
+def _run_main(workdir, *flags):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run(
+      [sys.executable, "-m", "trainer.main", "--config=configs/test.py",
+       f"--workdir={workdir}", *flags],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--config.train.num_epoch=3"],
+     'dae-trainer: unknown config key in a --config.* override: num_epoch. '
+     'Did you mean "num_epochs"'),
+    (["--config.noise.type=masking", "--config.noise.factor=1.5"],
+     "dae-trainer: noise.factor=1.5 is not a fraction of pixels"),
+    (["--config.runtime.strategy=mirrored", "--config.runtime.num_cpu_devices=2",
+      "--config.runtime.devices=CPU:0,CPU:1", "--config.train.batch_size=63"],
+     "dae-trainer: train.batch_size=63 is not divisible by the 2 replicas"),
+])
+def test_main_fails_with_one_line_before_writing_anything(tmp_path, flags, message):
+  workdir = tmp_path / "workdir"
+  result = _run_main(workdir, *flags)
+  assert result.returncode != 0
+  last_line = result.stderr.strip().splitlines()[-1]
+  assert last_line.startswith(message), result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  assert not workdir.exists()
