@@ -13,6 +13,7 @@ TFDS traceback.
 import os
 
 from absl import logging
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 # TFDS data_dir holding the prepared mnist 3.0.1 shipped with this package.
@@ -37,6 +38,12 @@ def _create_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuil
     ) from error
 
 
+def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+  """`builder.is_prepared()`, without TFDS's warning when the folder simply does not exist."""
+  info_path = os.path.join(os.fspath(builder.data_dir), "dataset_info.json")
+  return tf.io.gfile.exists(info_path) and builder.is_prepared()
+
+
 def get_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   """Returns the TFDS builder for `dataset`, choosing the data_dir as the module docstring says.
 
@@ -46,11 +53,12 @@ def get_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     ValueError: the dataset is unknown to TFDS or its images are not 28x28x1.
   """
   builder = _create_builder(dataset, data_dir)
-  if not data_dir and not builder.is_prepared() and builder.name in BUNDLED_DATASETS:
+  if not data_dir and builder.name in BUNDLED_DATASETS and not is_prepared(builder):
     bundled = _create_builder(dataset, BUNDLED_DATA_DIR)
-    if bundled.is_prepared():
-      logging.info("TFDS has no prepared %s in %s; reading the bundled copy in %s.",
-                   dataset, builder.data_dir, BUNDLED_DATA_DIR)
+    if is_prepared(bundled):
+      logging.log_first_n(
+          logging.INFO, "TFDS has no prepared %s in %s; reading the bundled copy in %s.",
+          1, dataset, builder.data_dir, BUNDLED_DATA_DIR)
       builder = bundled
   check_image_shape(builder)
   return builder
@@ -73,7 +81,7 @@ def check_image_shape(builder: tfds.core.DatasetBuilder) -> None:
 
 def ensure_prepared(builder: tfds.core.DatasetBuilder) -> None:
   """Downloads and prepares the dataset if needed, or raises DatasetUnavailableError saying how to fix it."""
-  if builder.is_prepared():
+  if is_prepared(builder):
     return
   logging.info("Preparing TFDS dataset %s in %s.", builder.name, builder.data_dir)
   try:
