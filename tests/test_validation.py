@@ -1,5 +1,6 @@
 """Bad configs fail before any training starts, with one line naming the value and the fix."""
 
+import json
 import os
 import subprocess
 import sys
@@ -80,3 +81,14 @@ def test_main_fails_with_one_line_before_writing_anything(tmp_path, flags, messa
   assert last_line.startswith(message), result.stderr[-2000:]
   assert "Traceback" not in result.stderr
   assert not workdir.exists()
+
+
+def test_resuming_a_workdir_with_another_model_is_rejected(config):
+  earlier = json.loads(json.dumps(config.to_dict()))
+  validation.check_resumable(config, None)
+  validation.check_resumable(config, earlier)
+  config.train.num_epochs = 5  # Training longer is what resuming is for.
+  validation.check_resumable(config, earlier)
+  config.model.latent_dim = 32
+  with pytest.raises(validation.ConfigError, match=r"model.latent_dim=64 -> 32"):
+    validation.check_resumable(config, earlier)

@@ -46,6 +46,12 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   write_json(os.path.join(workdir, CONFIG_FILENAME), config.to_dict())
 
 
+def read_config(workdir: str) -> dict | None:
+  """The config.json of an earlier run in `workdir`, or None."""
+  path = os.path.join(workdir, CONFIG_FILENAME)
+  return read_json(path) if tf.io.gfile.exists(path) else None
+
+
 def load_history(workdir: str, num_epochs: int) -> list[dict[str, float]]:
   """Per-epoch metrics of the first `num_epochs` epochs recorded in workdir."""
   path = os.path.join(workdir, HISTORY_FILENAME)

@@ -163,6 +163,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> keras
   is_chief = strategy_lib.is_chief(strategy)
   builder = data_source.get_builder(config.dataset, config.data_dir)
   data_source.ensure_prepared(builder)
+  validation.check_resumable(config, reports.read_config(workdir))
   if is_chief:
     reports.write_config(config, workdir)
 

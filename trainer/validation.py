@@ -1,5 +1,7 @@
 """Checks a config before any work starts: every error names the bad value and the fix."""
 
+import json
+
 import ml_collections
 
 from configs import default
@@ -74,6 +76,25 @@ def _validate(config: ml_collections.ConfigDict) -> None:
         "(0 leaves the CPU as one device).")
   # Unknown datasets and wrong image shapes fail here, before any download.
   data_source.get_builder(config.dataset, config.data_dir)
+
+
+def check_resumable(config: ml_collections.ConfigDict, previous: dict | None) -> None:
+  """Raises ConfigError if a workdir's earlier run used another model: its checkpoints cannot load.
+
+  Args:
+    config: the config of this run.
+    previous: the earlier run's config.json content, or None for a new workdir.
+  """
+  if previous is None:
+    return
+  current = json.loads(json.dumps(config.to_dict()))  # Tuples become lists, as in the file.
+  earlier_model = previous.get("model", {})
+  changes = [f"model.{key}={earlier_model.get(key)!r} -> {value!r}"
+             for key, value in current["model"].items() if earlier_model.get(key) != value]
+  if changes:
+    raise ConfigError(
+        f"The workdir holds a run of another model ({', '.join(changes)}); its checkpoints "
+        "cannot be resumed. Use a new --workdir, or the earlier run's model settings.")
 
 
 def validate_batch_sizes(config: ml_collections.ConfigDict, num_replicas: int) -> None:
