@@ -41,6 +41,12 @@ def add_noise(images: tf.Tensor, noise_config: ml_collections.ConfigDict,
     noise_config: `config.noise`: `type` in NOISE_TYPES and `factor`.
     seed: shape [2] integer tensor for the stateless random ops.
   """
+  return tf.clip_by_value(add_unclipped_noise(images, noise_config, seed), 0.0, 1.0)
+
+
+def add_unclipped_noise(images: tf.Tensor, noise_config: ml_collections.ConfigDict,
+                        seed: tf.Tensor) -> tf.Tensor:
+  """`add_noise` before clipping: Gaussian noise may leave [0, 1], the other types never do."""
   shape = tf.shape(images)
   factor = tf.cast(noise_config.factor, images.dtype)
   if noise_config.type == "gaussian":
@@ -58,4 +64,4 @@ def add_noise(images: tf.Tensor, noise_config: ml_collections.ConfigDict,
     noisy = tf.where(dropped, tf.zeros_like(images), images)
   else:
     validate_noise_config(noise_config)  # Raises for an unknown type.
-  return tf.clip_by_value(noisy, 0.0, 1.0)
+  return noisy

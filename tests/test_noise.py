@@ -30,6 +30,16 @@ def test_gaussian_residual_std_is_factor(factor):
   assert abs(residual.mean()) < 0.01 * factor
 
 
+@pytest.mark.parametrize("factor", [0.2, 0.4, 1.0])
+def test_gaussian_residual_std_before_clipping_is_factor(factor):
+  images = tf.random.stateless_uniform((64, 28, 28, 1), seed=[5, 5])
+  noisy = noise.add_unclipped_noise(images, _noise_config("gaussian", factor), SEED)
+  residual = (noisy - images).numpy()
+  assert abs(residual.std() - factor) < 0.02 * factor
+  clipped = noise.add_noise(images, _noise_config("gaussian", factor), SEED).numpy()
+  np.testing.assert_array_equal(clipped, np.clip(noisy.numpy(), 0.0, 1.0))
+
+
 def test_gaussian_is_clipped_to_unit_interval():
   noisy = noise.add_noise(_gray(), _noise_config("gaussian", 2.0), SEED).numpy()
   assert noisy.min() == 0.0 and noisy.max() == 1.0

@@ -8,6 +8,7 @@ import sys
 import ml_collections
 import pytest
 
+from trainer import strategy as strategy_lib
 from trainer import validation
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,3 +93,14 @@ def test_resuming_a_workdir_with_another_model_is_rejected(config):
   config.model.latent_dim = 32
   with pytest.raises(validation.ConfigError, match=r"model.latent_dim=64 -> 32"):
     validation.check_resumable(config, earlier)
+
+
+def test_get_strategy_rejects_unknown_names_listing_valid_ones(config):
+  config.runtime.strategy = "parameter_server"
+  with pytest.raises(ValueError, match="'parameter_server'; valid strategies are default, "
+                                       "mirrored, multi_worker_mirrored, tpu"):
+    strategy_lib.get_strategy(config.runtime)
+
+
+def test_get_strategy_default_is_one_replica(config):
+  assert strategy_lib.get_strategy(config.runtime).num_replicas_in_sync == 1
