@@ -149,23 +149,17 @@ def _write_dir(workdir: str, strategy) -> str:
   return os.path.join(workdir, "workers", f"{resolver.task_type}_{resolver.task_id}")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> keras.Model:
-  """Trains the denoising autoencoder described by `config`, writing everything to `workdir`.
-
-  Returns the trained model.
-  """
+def _setup(config: ml_collections.ConfigDict, workdir: str):
+  """Checks everything that can be checked before training; returns (strategy, steps_per_epoch)."""
   validation.validate_config(config)
   try:
     strategy = strategy_lib.get_strategy(config.runtime)
   except ValueError as error:
     raise validation.ConfigError(str(error)) from error
   validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
-  is_chief = strategy_lib.is_chief(strategy)
   builder = data_source.get_builder(config.dataset, config.data_dir)
   data_source.ensure_prepared(builder)
   validation.check_resumable(config, reports.read_config(workdir))
-  if is_chief:
-    reports.write_config(config, workdir)
 
   num_train_examples = builder.info.splits[config.train_split].num_examples
   steps_per_epoch = pipeline.steps_per_epoch(
@@ -175,28 +169,61 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> keras
     raise validation.ConfigError(
         f"train_split {config.train_split!r} has {num_train_examples} examples, fewer "
         f"than one batch of train.batch_size={config.train.batch_size}; lower the batch size.")
+  return strategy, steps_per_epoch
 
+
+def _create_train_state(config, workdir, strategy):
+  """Model, optimizer and a checkpoint manager, restored from the latest checkpoint if any.
+
+  Returns (model, optimizer, checkpoint, manager); `checkpoint.epoch` is the
+  number of epochs already trained.
+  """
   with strategy.scope():
     model = models.create_model(config.model, config.seed)
     optimizer = create_optimizer(config.train)
     # Create the slot variables now, so a checkpoint restores them immediately.
     optimizer.build(model.trainable_variables)
-  epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_variable)
+  checkpoint = tf.train.Checkpoint(
+      model=model, optimizer=optimizer,
+      epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"))
   manager = tf.train.CheckpointManager(
       checkpoint, os.path.join(_write_dir(workdir, strategy), CHECKPOINT_DIRNAME),
       max_to_keep=config.train.checkpoints_to_keep)
   if manager.latest_checkpoint:
     checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     logging.info("Resumed from %s.", manager.latest_checkpoint)
-  start_epoch = int(epoch_variable.numpy())
+  return model, optimizer, checkpoint, manager
+
+
+def _write_epoch_summaries(writers, step, train_metrics, eval_metrics, learning_rate,
+                           examples_per_second, image_grid) -> None:
+  summaries.write_scalars(writers.train, {
+      **train_metrics,
+      "learning_rate": learning_rate,
+      "examples_per_second": examples_per_second,
+  }, step)
+  summaries.write_scalars(writers.eval, eval_metrics, step)
+  summaries.write_images(writers.eval, "denoising/original_noisy_denoised", image_grid, step)
+  writers.flush()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> keras.Model:
+  """Trains the denoising autoencoder described by `config`, writing everything to `workdir`.
+
+  Returns the trained model.
+  """
+  strategy, steps_per_epoch = _setup(config, workdir)
+  is_chief = strategy_lib.is_chief(strategy)
+  if is_chief:
+    reports.write_config(config, workdir)
+  model, optimizer, checkpoint, manager = _create_train_state(config, workdir, strategy)
+  start_epoch = int(checkpoint.epoch.numpy())
   history = reports.load_history(workdir, start_epoch)
 
-  train_dataset = strategy.distribute_datasets_from_function(
-      lambda context: pipeline.create_dataset(config, "train", context, start_epoch))
+  train_iterator = iter(strategy.distribute_datasets_from_function(
+      lambda context: pipeline.create_dataset(config, "train", context, start_epoch)))
   eval_dataset = strategy.distribute_datasets_from_function(
       lambda context: pipeline.create_dataset(config, "eval", context))
-  train_iterator = iter(train_dataset)
   train_steps = make_train_function(strategy, model, optimizer, config)
   evaluate = make_eval_function(strategy, model, config)
   sample_noisy, sample_clean = (
@@ -216,24 +243,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> keras
     epoch_start = time.time()
     train_metrics = _run_epoch(train_steps, train_iterator, epoch, steps_per_epoch,
                                config.train.steps_per_loop)
-    train_seconds = time.time() - epoch_start
+    examples_per_second = (steps_per_epoch * config.train.batch_size
+                           / (time.time() - epoch_start))
     eval_metrics = _to_floats(evaluate(eval_dataset))
     step = (epoch + 1) * steps_per_epoch
-    examples_per_second = steps_per_epoch * config.train.batch_size / train_seconds
-
-    summaries.write_scalars(writers.train, {
-        **train_metrics,
-        "learning_rate": float(tf.convert_to_tensor(optimizer.learning_rate.value)),
-        "examples_per_second": examples_per_second,
-    }, step)
-    summaries.write_scalars(writers.eval, eval_metrics, step)
     sample_denoised = model(sample_noisy, training=False).numpy()
-    summaries.write_images(writers.eval, "denoising/original_noisy_denoised",
-                           reports.image_grid(sample_clean, sample_noisy, sample_denoised),
-                           step)
-    writers.flush()
+    _write_epoch_summaries(
+        writers, step, train_metrics, eval_metrics,
+        float(tf.convert_to_tensor(optimizer.learning_rate.value)), examples_per_second,
+        reports.image_grid(sample_clean, sample_noisy, sample_denoised))
 
-    epoch_variable.assign(epoch + 1)
+    checkpoint.epoch.assign(epoch + 1)
     manager.save(checkpoint_number=epoch + 1)
     history.append({"epoch": epoch + 1, "step": step,
                     "train_loss": train_metrics["loss"], "train_psnr": train_metrics["psnr"],
@@ -241,8 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> keras
     if is_chief:
       reports.write_history(workdir, history)
 
-    epochs_done = epoch + 1 - start_epoch
-    seconds_left = (time.time() - run_start) / epochs_done * (
+    seconds_left = (time.time() - run_start) / (epoch + 1 - start_epoch) * (
         config.train.num_epochs - epoch - 1)
     logging.info(
         "epoch %d/%d: train loss %.4f PSNR %.2f dB | eval loss %.4f PSNR %.2f dB "
