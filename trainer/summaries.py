@@ -14,6 +14,8 @@ import numpy as np
 from tensorboard.plugins.hparams import api as hparams_api
 import tensorflow as tf
 
+from trainer import validation
+
 # Eval scalars reported as hparams metrics, so runs can be compared in the HParams tab.
 _HPARAMS_METRICS = ("loss", "psnr", "ssim")
 
@@ -41,25 +43,17 @@ def _hparam_value(value):
   return str(value)
 
 
-def flatten_config(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
-  flat = {}
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      flat.update(flatten_config(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = _hparam_value(value)
-  return flat
-
-
 def write_run_description(writers: Writers, config: ml_collections.ConfigDict,
                           trial_id: str) -> None:
   """Writes the hparams session and the resolved config as text, once per run start."""
+  hparams = {name: _hparam_value(value)
+             for name, value in validation.flatten_config(config).items()}
   with writers.root.as_default():
     hparams_api.hparams_config(
-        hparams=[hparams_api.HParam(name) for name in flatten_config(config)],
+        hparams=[hparams_api.HParam(name) for name in hparams],
         metrics=[hparams_api.Metric(name, group="eval", display_name=f"eval {name}")
                  for name in _HPARAMS_METRICS])
-    hparams_api.hparams(flatten_config(config), trial_id=trial_id)
+    hparams_api.hparams(hparams, trial_id=trial_id)
     config_json = json.dumps(config.to_dict(), indent=2, sort_keys=True)
     # Indented by four spaces: TensorBoard renders text summaries as Markdown.
     tf.summary.text("config", "\n".join("    " + line for line in config_json.splitlines()),

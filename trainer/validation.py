@@ -16,20 +16,21 @@ class ConfigError(ValueError):
   """The config cannot train; the message names the bad value and the fix."""
 
 
-def _flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
-  keys = set()
+def flatten_config(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
+  """{"train.num_epochs": 50, ...}: every leaf field under its dotted name."""
+  flat = {}
   for key, value in config.items():
     if isinstance(value, ml_collections.ConfigDict):
-      keys |= _flat_keys(value, f"{prefix}{key}.")
+      flat.update(flatten_config(value, f"{prefix}{key}."))
     else:
-      keys.add(f"{prefix}{key}")
-  return keys
+      flat[f"{prefix}{key}"] = value
+  return flat
 
 
 def _check_keys(config: ml_collections.ConfigDict) -> None:
   """Rejects fields that the trainer would silently ignore, or lacks."""
-  expected = _flat_keys(default.get_config())
-  actual = _flat_keys(config)
+  expected = set(flatten_config(default.get_config()))
+  actual = set(flatten_config(config))
   unknown = sorted(actual - expected)
   if unknown:
     raise ConfigError(
