@@ -12,7 +12,7 @@ from trainer import models
 def _tutorial_parameter_count():
   """784-256-128-64-128-256-784, every Dense layer with a bias."""
   sizes = [784, 256, 128, 64, 128, 256, 784]
-  return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
+  return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes, sizes[1:], strict=False))
 
 
 def test_dense_model_has_the_tutorials_parameter_count():
@@ -61,7 +61,7 @@ def test_same_seed_same_weights_other_seed_other_weights():
   first = models.create_model(config, seed=3).get_weights()
   again = models.create_model(config, seed=3).get_weights()
   other = models.create_model(config, seed=4).get_weights()
-  for a, b in zip(first, again):
+  for a, b in zip(first, again, strict=True):
     np.testing.assert_array_equal(a, b)
   assert not np.array_equal(first[0], other[0])
 

@@ -63,7 +63,7 @@ def test_training_data_is_reproducible_per_epoch(config, mock_mnist):
     again = _batches(pipeline.create_dataset(config, "train", start_epoch=2))
     config.seed += 1
     other_seed = _batches(pipeline.create_dataset(config, "train", start_epoch=2))
-  for a, b in zip(first[0] + first[1], again[0] + again[1]):
+  for a, b in zip(first[0] + first[1], again[0] + again[1], strict=True):
     np.testing.assert_array_equal(a, b)
   assert (first[0][0] != other_seed[0][0]).mean() > 0.3
 

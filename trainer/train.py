@@ -53,7 +53,7 @@ def train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, batch,
     # replicas are then the gradient of the global mean.
     loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_batch_size)
   gradients = tape.gradient(loss, model.trainable_variables)
-  optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+  optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
   psnr = tf.nn.compute_average_loss(metrics.per_example_psnr(clean, denoised),
                                     global_batch_size=global_batch_size)
   return {"loss": loss, "psnr": psnr}
