@@ -29,12 +29,16 @@ config_flags.DEFINE_config_file("config", "configs/default.py", "Configuration f
                                 lock_config=True)
 
 
+def _steps_per_epoch(config) -> int:
+  builder = data_source.get_builder(config.dataset, config.data_dir)
+  return pipeline.steps_per_epoch(builder.info.splits[config.train_split].num_examples,
+                                  config.train.batch_size)
+
+
 def benchmark_input_pipeline(config, num_epochs: int) -> None:
   config.train.num_epochs = num_epochs + 1
   dataset = pipeline.create_dataset(config, "train")
-  builder = data_source.get_builder(config.dataset, config.data_dir)
-  steps = pipeline.steps_per_epoch(builder.info.splits[config.train_split].num_examples,
-                                   config.train.batch_size)
+  steps = _steps_per_epoch(config)
   iterator = iter(dataset)
   start = time.perf_counter()
   for _ in range(steps):  # First epoch: reads, decodes and caches.
@@ -62,9 +66,7 @@ def benchmark_training(config, num_epochs: int) -> None:
       lambda context: pipeline.create_dataset(config, "train", context))
   iterator = iter(dataset)
   train_steps = train.make_train_function(strategy, model, optimizer, config)
-  builder = data_source.get_builder(config.dataset, config.data_dir)
-  steps = pipeline.steps_per_epoch(builder.info.splits[config.train_split].num_examples,
-                                   config.train.batch_size)
+  steps = _steps_per_epoch(config)
   chunk = tf.constant(config.train.steps_per_loop)
   float(train_steps(iterator, chunk)["loss"])  # Trace and fill the cache.
   num_calls = steps * num_epochs // config.train.steps_per_loop
