@@ -18,7 +18,7 @@ install: $(INSTALLED)
 $(INSTALLED): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_PYTHON) -m pip install --quiet --upgrade pip
-	$(VENV_PYTHON) -m pip install --quiet -e ".[test]"
+	$(VENV_PYTHON) -m pip install --quiet -e ".[cpu,test]"
 	touch $@
 
 train: $(INSTALLED)

@@ -1,6 +1,19 @@
-"""Packaging for dae-trainer: a distributed denoising-autoencoder training job."""
+"""Packaging for dae-trainer: a distributed denoising-autoencoder training job.
+
+TensorFlow itself is an extra, so that each machine gets the one build it needs
+and a TPU VM's `tensorflow-tpu` is never replaced by a second TensorFlow:
+
+    pip install ".[cpu]"   # laptops, CPU VMs, CI (TensorFlow 2.20 or 2.21)
+    pip install ".[gpu]"   # NVIDIA GPUs: TensorFlow with its CUDA libraries
+    pip install ".[tpu]" -f https://storage.googleapis.com/libtpu-releases/index.html
+                           # Cloud TPU VMs: tensorflow-tpu 2.20 with libtpu
+"""
 
 import setuptools
+
+# TensorFlow releases this job is tested with: 2.21, and 2.20, the last one
+# built for TPUs.
+_TENSORFLOW_VERSIONS = ">=2.20,<2.22"
 
 setuptools.setup(
     name="dae-trainer",
@@ -14,7 +27,6 @@ setuptools.setup(
     include_package_data=True,
     package_data={"input_pipeline": ["data/**/*"]},
     install_requires=[
-        "tensorflow>=2.21,<2.22",
         "keras>=3.15,<4",
         "tensorflow-datasets>=4.9.10,<5",
         # tensorflow-datasets 4.9.10 imports importlib_resources without declaring it.
@@ -26,6 +38,10 @@ setuptools.setup(
         "numpy>=1.26",
     ],
     extras_require={
+        "cpu": [f"tensorflow{_TENSORFLOW_VERSIONS}"],
+        "gpu": [f"tensorflow[and-cuda]{_TENSORFLOW_VERSIONS}"],
+        # tensorflow-tpu stops at 2.20; libtpu comes from Google's index (-f above).
+        "tpu": ["tensorflow-tpu>=2.20,<2.21"],
         "test": ["pytest>=8", "pytest-xdist>=3.5"],
     },
 )
