@@ -48,7 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.num_epochs = 50
   # Global batch size, split evenly over all replicas.
   config.train.batch_size = 128
-  # Global batch size for evaluation (the last batch may be smaller).
+  # Global batch size for evaluation (the last batch is padded to full size).
   config.train.eval_batch_size = 1000
   # Adam learning rate.
   config.train.learning_rate = 1e-3
@@ -70,8 +70,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.runtime.devices = ""
   # If > 0, split the CPU into this many logical devices (to try mirrored on a laptop).
   config.runtime.num_cpu_devices = 0
-  # TPU name or grpc:// address for the tpu strategy; empty = the local TPU.
+  # TPU name or grpc:// address for the tpu strategy; empty = this TPU VM's own TPU.
   config.runtime.tpu_address = ""
+  # Compile the train and eval steps with XLA (a TPU compiles them with XLA regardless).
+  config.runtime.jit_compile = False
+  # Seconds a collective op may wait for the other workers before the job stops
+  # (multi_worker_mirrored); a dead worker is usually noticed much sooner.
+  config.runtime.collective_timeout_seconds = 300.0
 
   config.lock()
   return config

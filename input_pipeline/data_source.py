@@ -8,8 +8,16 @@ Resolution order for the data_dir:
 4. otherwise TFDS's default, where TFDS downloads and prepares the dataset.
 Errors name the dataset, the directory and the fix rather than surfacing a raw
 TFDS traceback.
+
+`create_data_source(config)` resolves all of that once per run into a
+`DataSource`: the builder, the split sizes, the image shape and the step
+counts. Everything downstream (pipelines, validation, the benchmark) takes that
+object instead of looking the dataset up again, so N workers reading a gs://
+data_dir read its metadata once each, and "which data" is decided here only.
 """
 
+import dataclasses
+import math
 import os
 
 from absl import logging
@@ -26,6 +34,92 @@ IMAGE_SHAPE = (28, 28, 1)
 
 class DatasetUnavailableError(RuntimeError):
   """The dataset is neither prepared in the data_dir nor downloadable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+  """The data of one run, resolved once: what to read and how many steps it makes.
+
+  Attributes:
+    builder: the TFDS builder, with its data_dir chosen (see the module docstring).
+    train_split: TFDS split (or slice) to train on.
+    eval_split: TFDS split (or slice) to evaluate on.
+    num_train_examples: examples in `train_split`.
+    num_eval_examples: examples in `eval_split`.
+    image_shape: shape of one image, (28, 28, 1).
+    steps_per_epoch: full global training batches per epoch; the remainder of
+      the split is dropped, so every step has the same static shape.
+    num_eval_steps: global evaluation batches covering the whole eval split; the
+      last one is padded (with zero-weight examples) to full size.
+  """
+  builder: tfds.core.DatasetBuilder
+  train_split: str
+  eval_split: str
+  num_train_examples: int
+  num_eval_examples: int
+  image_shape: tuple[int, int, int]
+  steps_per_epoch: int
+  num_eval_steps: int
+
+  @property
+  def name(self) -> str:
+    return self.builder.name
+
+
+def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
+  """Full global batches in one pass over `num_examples`.
+
+  Independent of the number of input pipelines: each of P pipelines reads
+  every P-th example, at least num_examples // P of them, and needs only
+  steps * global_batch_size / P, which is never more.
+  """
+  return num_examples // global_batch_size
+
+
+def num_eval_steps(num_examples: int, global_batch_size: int) -> int:
+  """Global batches that cover `num_examples`, the last one padded."""
+  return math.ceil(num_examples / global_batch_size)
+
+
+def _num_examples(builder: tfds.core.DatasetBuilder, split: str, field: str) -> int:
+  try:
+    return builder.info.splits[split].num_examples
+  except (KeyError, ValueError) as error:
+    raise ValueError(
+        f"{field}={split!r} is not a split of TFDS dataset {builder.name!r} (its splits: "
+        f"{', '.join(sorted(builder.info.splits.keys()))}; slices such as 'train[:10%]' "
+        f"work); set --config.{field}=...") from error
+
+
+def create_data_source(config) -> DataSource:
+  """Resolves, checks and (if needed) prepares the dataset of `config`, once.
+
+  Raises:
+    ValueError: unknown dataset or split, wrong image shape, or a split with
+      fewer examples than one training batch.
+    DatasetUnavailableError: the dataset is not prepared and cannot be downloaded.
+  """
+  builder = get_builder(config.dataset, config.data_dir)
+  num_train_examples = _num_examples(builder, config.train_split, "train_split")
+  num_eval_examples = _num_examples(builder, config.eval_split, "eval_split")
+  steps = steps_per_epoch(num_train_examples, config.train.batch_size)
+  if steps < 1:
+    raise ValueError(
+        f"train_split {config.train_split!r} has {num_train_examples} examples, fewer "
+        f"than one batch of train.batch_size={config.train.batch_size}; lower the batch size.")
+  if num_eval_examples < 1:
+    raise ValueError(f"eval_split {config.eval_split!r} is empty; choose another eval_split.")
+  ensure_prepared(builder)
+  return DataSource(
+      builder=builder,
+      train_split=config.train_split,
+      eval_split=config.eval_split,
+      num_train_examples=num_train_examples,
+      num_eval_examples=num_eval_examples,
+      image_shape=IMAGE_SHAPE,
+      steps_per_epoch=steps,
+      num_eval_steps=num_eval_steps(num_eval_examples, config.train.eval_batch_size),
+  )
 
 
 def _create_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:

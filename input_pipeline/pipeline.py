@@ -1,9 +1,10 @@
 """tf.data pipelines of (noisy, clean) image pairs for training and evaluation.
 
-`create_dataset(config, split, input_context)` is the only entry point the
-trainer needs. Both splits share `preprocess`: scale uint8 images to [0, 1],
-corrupt them with `noise.add_noise` and clip, so train and eval never differ in
-preprocessing, only in how the noise is seeded:
+`create_dataset(data, config, split, input_context)` is the only entry point
+the trainer needs; `data` is the run's `data_source.DataSource`, resolved once.
+Both splits share `preprocess`: scale uint8 images to [0, 1], corrupt them with
+`noise.add_noise` and clip, so train and eval never differ in preprocessing,
+only in how the noise is seeded:
 
 - training noise is fresh for every batch of every epoch, seeded by
   (seed, epoch, input pipeline, batch index), so a run resumed at epoch k sees
@@ -12,6 +13,14 @@ preprocessing, only in how the noise is seeded:
   the noisy test set is the same at every epoch, in every run with the same
   seed, whatever the batch size or number of replicas. Because it never
   changes, it is computed once and cached.
+
+Every batch has a static shape (TPUs need it): training drops the split's
+remainder, evaluation pads its last batch with zero-weight examples, so the
+metrics, weighted by the third element of each eval batch, stay exact.
+
+Under several workers or TPU hosts, each input pipeline (one per host, from
+`input_context`) reads every n-th example and produces the same number of
+batches as every other pipeline, so no worker waits on another at epoch ends.
 """
 
 import ml_collections
@@ -39,79 +48,70 @@ def preprocess(images: tf.Tensor, noise_config: ml_collections.ConfigDict,
   return noise.add_noise(clean, noise_config, seed), clean
 
 
-def steps_per_epoch(num_examples: int, global_batch_size: int,
-                    num_input_pipelines: int = 1) -> int:
-  """Training steps in one epoch: every input pipeline can deliver that many full batches.
-
-  Each pipeline reads 1/num_input_pipelines of the examples (rounded down) and
-  batches them with its share of the global batch; partial batches are dropped.
-  """
-  examples_per_pipeline = num_examples // num_input_pipelines
-  batch_per_pipeline = global_batch_size // num_input_pipelines
-  return examples_per_pipeline // batch_per_pipeline
-
-
-def _read_images(builder, tfds_split: str, input_context) -> tf.data.Dataset:
-  """Decoded uint8 images [28, 28, 1] of one split, this pipeline's shard only."""
-  dataset = builder.as_dataset(split=tfds_split, shuffle_files=False,
-                               read_config=_READ_CONFIG)
-  dataset = dataset.map(lambda example: example["image"],
-                        num_parallel_calls=tf.data.AUTOTUNE)
+def _shard(dataset: tf.data.Dataset, input_context) -> tf.data.Dataset:
+  # Shard by element, not by file: mnist has a single file per split, and
+  # file-based sharding would starve every pipeline but one.
   if input_context and input_context.num_input_pipelines > 1:
-    # Shard by element, not by file: mnist has a single file per split, and
-    # file-based sharding would starve every pipeline but one.
     dataset = dataset.shard(input_context.num_input_pipelines,
                             input_context.input_pipeline_id)
   return dataset
+
+
+def _read_examples(data: data_source.DataSource, tfds_split: str) -> tf.data.Dataset:
+  return data.builder.as_dataset(split=tfds_split, shuffle_files=False,
+                                 read_config=_READ_CONFIG)
 
 
 def _seed(config: ml_collections.ConfigDict, stream: int) -> tf.Tensor:
   return tf.constant([config.seed, stream], dtype=tf.int64)
 
 
-def _per_replica_batch_size(global_batch_size: int, input_context) -> int:
+def _batching(global_batch_size: int, input_context) -> tuple[int, int]:
+  """(per-replica batch size, replicas fed by this pipeline)."""
   if input_context is None:
-    return global_batch_size
-  return input_context.get_per_replica_batch_size(global_batch_size)
+    return global_batch_size, 1
+  replicas_per_pipeline = (input_context.num_replicas_in_sync
+                           // input_context.num_input_pipelines)
+  return input_context.get_per_replica_batch_size(global_batch_size), replicas_per_pipeline
 
 
-def create_dataset(config: ml_collections.ConfigDict, split: str,
-                   input_context: tf.distribute.InputContext | None = None,
+def create_dataset(data: data_source.DataSource, config: ml_collections.ConfigDict,
+                   split: str, input_context: tf.distribute.InputContext | None = None,
                    start_epoch: int = 0) -> tf.data.Dataset:
-  """Returns a dataset of (noisy, clean) float32 batches [batch, 28, 28, 1].
+  """Returns a dataset of per-replica batches [batch, 28, 28, 1] for one input pipeline.
 
   Args:
+    data: the run's data source.
     config: the full training config.
-    split: "train" (epochs `start_epoch` .. `config.train.num_epochs - 1`, shuffled,
-      full batches only) or "eval" (one pass, fixed noise, last batch may be short).
+    split: "train": (noisy, clean) batches of epochs `start_epoch` ..
+      `config.train.num_epochs - 1`, shuffled, `data.steps_per_epoch` global
+      steps per epoch; or "eval": (noisy, clean, weight) batches, one pass over
+      `data.eval_split` with fixed noise, `data.num_eval_steps` global steps,
+      weight 1 for real examples and 0 for the padding of the last batch.
     input_context: from `strategy.distribute_datasets_from_function`; None for
       a single pipeline feeding one replica.
     start_epoch: first training epoch to produce (when resuming).
   """
   if split not in SPLITS:
     raise ValueError(f"Unknown split {split!r}; valid splits are {', '.join(SPLITS)}.")
-  builder = data_source.get_builder(config.dataset, config.data_dir)
-  data_source.ensure_prepared(builder)
   if split == "train":
-    return _create_train_dataset(config, builder, input_context, start_epoch)
-  return _create_eval_dataset(config, builder, input_context)
+    return _create_train_dataset(data, config, input_context, start_epoch)
+  return _create_eval_dataset(data, config, input_context)
 
 
-def _create_train_dataset(config, builder, input_context, start_epoch):
+def _create_train_dataset(data, config, input_context, start_epoch):
   """Order: cache -> (per epoch) shuffle -> batch -> noise -> prefetch."""
-  num_input_pipelines = input_context.num_input_pipelines if input_context else 1
-  batch_size = _per_replica_batch_size(config.train.batch_size, input_context)
-  replicas_per_pipeline = config.train.batch_size // num_input_pipelines // batch_size
-  num_examples = builder.info.splits[config.train_split].num_examples
+  batch_size, replicas_per_pipeline = _batching(config.train.batch_size, input_context)
   # Batches this pipeline contributes per epoch: the same number of global steps
   # on every pipeline, so workers never wait on each other at epoch ends.
-  num_batches = steps_per_epoch(num_examples, config.train.batch_size,
-                                num_input_pipelines) * replicas_per_pipeline
+  num_batches = data.steps_per_epoch * replicas_per_pipeline
   pipeline_id = input_context.input_pipeline_id if input_context else 0
 
   # Cache the decoded uint8 images (47 MB for MNIST) before anything random:
   # decoding happens once, and every epoch reshuffles and renoises the cache.
-  images = _read_images(builder, config.train_split, input_context).cache()
+  images = _read_examples(data, data.train_split).map(
+      lambda example: example["image"], num_parallel_calls=tf.data.AUTOTUNE)
+  images = _shard(images, input_context).cache()
   shuffle_seed = _seed(config, _SHUFFLE_STREAM)
   noise_seed = tf.random.experimental.stateless_fold_in(
       _seed(config, _TRAIN_NOISE_STREAM), pipeline_id)
@@ -139,17 +139,12 @@ def _create_train_dataset(config, builder, input_context, start_epoch):
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _noisy_eval_pairs(config, builder, input_context):
-  """Unbatched (noisy, clean) test pairs, each image with its own fixed noise."""
+def _noisy_eval_pairs(data, config, input_context):
+  """Unbatched (noisy, clean) eval pairs, each image with its own fixed noise."""
   eval_seed = _seed(config, _EVAL_NOISE_STREAM)
-  dataset = builder.as_dataset(split=config.eval_split, shuffle_files=False,
-                               read_config=_READ_CONFIG)
   # The index is taken before sharding: an image's noise depends only on its
   # position in the split, never on how many pipelines or replicas there are.
-  dataset = dataset.enumerate()
-  if input_context and input_context.num_input_pipelines > 1:
-    dataset = dataset.shard(input_context.num_input_pipelines,
-                            input_context.input_pipeline_id)
+  dataset = _shard(_read_examples(data, data.eval_split).enumerate(), input_context)
   return dataset.map(
       lambda index, example: preprocess(
           example["image"], config.noise,
@@ -157,18 +152,24 @@ def _noisy_eval_pairs(config, builder, input_context):
       num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _create_eval_dataset(config, builder, input_context):
-  """Order: index -> shard -> noise per image -> cache -> batch -> prefetch."""
+def _create_eval_dataset(data, config, input_context):
+  """Order: index -> shard -> noise per image -> cache -> pad -> batch -> prefetch."""
+  batch_size, replicas_per_pipeline = _batching(config.train.eval_batch_size, input_context)
+  num_padded_examples = data.num_eval_steps * replicas_per_pipeline * batch_size
   # The noisy test set never changes, so it is computed once and cached.
-  dataset = _noisy_eval_pairs(config, builder, input_context).cache()
-  dataset = dataset.batch(
-      _per_replica_batch_size(config.train.eval_batch_size, input_context))
+  examples = _noisy_eval_pairs(data, config, input_context).map(
+      lambda noisy, clean: (noisy, clean, tf.constant(1.0))).cache()
+  # Zero-weight blank images fill the last batch (and, when the split does not
+  # divide evenly, give every pipeline the same number of batches).
+  blank = tf.zeros(data.image_shape, tf.float32)
+  padding = tf.data.Dataset.from_tensors((blank, blank, tf.constant(0.0))).repeat()
+  dataset = examples.concatenate(padding).take(num_padded_examples)
+  dataset = dataset.batch(batch_size, drop_remainder=True)
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def first_eval_examples(config: ml_collections.ConfigDict,
+def first_eval_examples(data: data_source.DataSource, config: ml_collections.ConfigDict,
                         num_examples: int) -> tuple[tf.Tensor, tf.Tensor]:
   """(noisy, clean) of the first `num_examples` eval images, with the evaluation's own noise."""
-  builder = data_source.get_builder(config.dataset, config.data_dir)
-  dataset = _noisy_eval_pairs(config, builder, input_context=None)
+  dataset = _noisy_eval_pairs(data, config, input_context=None)
   return next(iter(dataset.batch(num_examples)))

@@ -29,16 +29,10 @@ config_flags.DEFINE_config_file("config", "configs/default.py", "Configuration f
                                 lock_config=True)
 
 
-def _steps_per_epoch(config) -> int:
-  builder = data_source.get_builder(config.dataset, config.data_dir)
-  return pipeline.steps_per_epoch(builder.info.splits[config.train_split].num_examples,
-                                  config.train.batch_size)
-
-
-def benchmark_input_pipeline(config, num_epochs: int) -> None:
+def benchmark_input_pipeline(data, config, num_epochs: int) -> None:
   config.train.num_epochs = num_epochs + 1
-  dataset = pipeline.create_dataset(config, "train")
-  steps = _steps_per_epoch(config)
+  dataset = pipeline.create_dataset(data, config, "train")
+  steps = data.steps_per_epoch
   iterator = iter(dataset)
   start = time.perf_counter()
   for _ in range(steps):  # First epoch: reads, decodes and caches.
@@ -54,19 +48,17 @@ def benchmark_input_pipeline(config, num_epochs: int) -> None:
         f"{seconds / num_epochs:.2f} s/epoch")
 
 
-def benchmark_training(config, num_epochs: int) -> None:
-  strategy = strategy_lib.get_strategy(config.runtime)
-  validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
+def benchmark_training(strategy, data, config, num_epochs: int) -> None:
   config.train.num_epochs = num_epochs + 1
   with strategy.scope():
-    model = models.create_model(config.model, config.seed)
+    model = models.create_model(config.model, data.image_shape, config.seed)
     optimizer = train.create_optimizer(config.train)
     optimizer.build(model.trainable_variables)
   dataset = strategy.distribute_datasets_from_function(
-      lambda context: pipeline.create_dataset(config, "train", context))
+      lambda context: pipeline.create_dataset(data, config, "train", context))
   iterator = iter(dataset)
   train_steps = train.make_train_function(strategy, model, optimizer, config)
-  steps = _steps_per_epoch(config)
+  steps = data.steps_per_epoch
   chunk = tf.constant(config.train.steps_per_loop)
   float(train_steps(iterator, chunk)["loss"])  # Trace and fill the cache.
   num_calls = steps * num_epochs // config.train.steps_per_loop
@@ -85,8 +77,13 @@ def main(argv):
   del argv
   config = flags.FLAGS.config
   validation.validate_config(config)
-  benchmark_input_pipeline(config.copy_and_resolve_references(), _NUM_EPOCHS.value)
-  benchmark_training(config.copy_and_resolve_references(), _NUM_EPOCHS.value)
+  # The strategy first: splitting the CPU into logical devices must happen
+  # before any other TensorFlow op runs.
+  strategy = strategy_lib.get_strategy(config.runtime)
+  validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
+  data = data_source.create_data_source(config)
+  benchmark_input_pipeline(data, config.copy_and_resolve_references(), _NUM_EPOCHS.value)
+  benchmark_training(strategy, data, config.copy_and_resolve_references(), _NUM_EPOCHS.value)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from configs import conv as conv_config
 from configs import default as default_config
 from trainer import models
 
+IMAGE_SHAPE = (28, 28, 1)
+
 
 def _tutorial_parameter_count():
   """784-256-128-64-128-256-784, every Dense layer with a bias."""
@@ -16,13 +18,13 @@ def _tutorial_parameter_count():
 
 
 def test_dense_model_has_the_tutorials_parameter_count():
-  model = models.create_model(default_config.get_config().model)
+  model = models.create_model(default_config.get_config().model, IMAGE_SHAPE)
   assert _tutorial_parameter_count() == 484_944
   assert model.count_params() == 484_944
 
 
 def test_dense_model_has_the_tutorials_layers():
-  model = models.create_model(default_config.get_config().model)
+  model = models.create_model(default_config.get_config().model, IMAGE_SHAPE)
   dense_layers = [layer for sub_model in ("encoder", "decoder")
                   for layer in model.get_layer(sub_model).layers
                   if layer.__class__.__name__ == "Dense"]
@@ -34,7 +36,7 @@ def test_dense_model_has_the_tutorials_layers():
 def test_encoder_and_decoder_are_usable_alone(model_type):
   config = default_config.get_config().model
   config.type = model_type
-  model = models.create_model(config)
+  model = models.create_model(config, IMAGE_SHAPE)
   images = tf.random.stateless_uniform((3, 28, 28, 1), seed=[0, 1])
   latent = models.get_encoder(model)(images)
   assert latent.shape == (3, 64)
@@ -46,7 +48,7 @@ def test_encoder_and_decoder_are_usable_alone(model_type):
 def test_conv_model_runs_at_every_latent_dim(latent_dim):
   config = conv_config.get_config().model
   config.latent_dim = latent_dim
-  model = models.create_model(config)
+  model = models.create_model(config, IMAGE_SHAPE)
   images = tf.random.stateless_uniform((5, 28, 28, 1), seed=[0, 2])
   denoised = model(images)
   assert denoised.shape == (5, 28, 28, 1)
@@ -58,9 +60,9 @@ def test_conv_model_runs_at_every_latent_dim(latent_dim):
 
 def test_same_seed_same_weights_other_seed_other_weights():
   config = default_config.get_config().model
-  first = models.create_model(config, seed=3).get_weights()
-  again = models.create_model(config, seed=3).get_weights()
-  other = models.create_model(config, seed=4).get_weights()
+  first = models.create_model(config, IMAGE_SHAPE, seed=3).get_weights()
+  again = models.create_model(config, IMAGE_SHAPE, seed=3).get_weights()
+  other = models.create_model(config, IMAGE_SHAPE, seed=4).get_weights()
   for a, b in zip(first, again, strict=True):
     np.testing.assert_array_equal(a, b)
   assert not np.array_equal(first[0], other[0])
@@ -75,4 +77,4 @@ def test_invalid_model_config_is_rejected(field, value, message):
   config = conv_config.get_config().model
   config[field] = value
   with pytest.raises(ValueError, match=message):
-    models.create_model(config)
+    models.create_model(config, IMAGE_SHAPE)

@@ -1,21 +1,42 @@
-"""tf.data pipelines on fake TFDS data: shapes, ranges, epochs, fixed eval noise, sharding."""
+"""tf.data pipelines on fake TFDS data: shapes, ranges, epochs, fixed eval noise, padding,
+sharding; and on the bundled real MNIST: two pipelines see every training image once."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from input_pipeline import data_source
 from input_pipeline import pipeline
 
 
+def _create(config, split, input_context=None, start_epoch=0):
+  """The dataset as the trainer builds it: from the run's data source."""
+  data = data_source.create_data_source(config)
+  return pipeline.create_dataset(data, config, split, input_context, start_epoch)
+
+
 def _batches(dataset, count=None):
-  batches = [(noisy.numpy(), clean.numpy()) for noisy, clean in dataset.take(count or -1)]
+  """(noisy batches, clean batches) as numpy; eval batches' weights are dropped."""
+  batches = [(element[0].numpy(), element[1].numpy()) for element in dataset.take(count or -1)]
   return [b[0] for b in batches], [b[1] for b in batches]
+
+
+def _weights(dataset):
+  return np.concatenate([weight.numpy() for _, _, weight in dataset])
+
+
+def _contexts(num_pipelines):
+  """Input contexts of `num_pipelines` workers with one replica each."""
+  return [tf.distribute.InputContext(num_input_pipelines=num_pipelines,
+                                     input_pipeline_id=index,
+                                     num_replicas_in_sync=num_pipelines)
+          for index in range(num_pipelines)]
 
 
 @pytest.mark.parametrize("split", pipeline.SPLITS)
 def test_elements_are_noisy_clean_pairs_in_unit_range(config, mock_mnist, split):
   with mock_mnist(200):
-    dataset = pipeline.create_dataset(config, split)
+    dataset = _create(config, split)
     noisy, clean = _batches(dataset)
   batch_size = config.train.batch_size if split == "train" else config.train.eval_batch_size
   assert noisy[0].shape == clean[0].shape == (batch_size, 28, 28, 1)
@@ -28,27 +49,33 @@ def test_elements_are_noisy_clean_pairs_in_unit_range(config, mock_mnist, split)
 
 def test_train_batches_are_full_and_static(config, mock_mnist):
   with mock_mnist(200):
-    dataset = pipeline.create_dataset(config, "train")
+    dataset = _create(config, "train")
     noisy, _ = _batches(dataset)
   # 200 images, batch 64: 3 full batches, the remainder is dropped (static shapes for TPU).
   assert len(noisy) == 3
   assert dataset.element_spec[0].shape == (64, 28, 28, 1)
 
 
-def test_eval_keeps_every_image(config, mock_mnist):
+def test_eval_keeps_every_image_in_full_padded_batches(config, mock_mnist):
   with mock_mnist(200):
-    _, clean = _batches(pipeline.create_dataset(config, "eval"))
-  assert [len(batch) for batch in clean] == [128, 72]
+    dataset = _create(config, "eval")
+    _, clean = _batches(dataset)
+    weights = _weights(dataset)
+  # Static shapes (TPU): the last batch is padded to 128 with zero-weight blanks.
+  assert [len(batch) for batch in clean] == [128, 128]
+  assert dataset.element_spec[0].shape == (128, 28, 28, 1)
+  np.testing.assert_array_equal(weights, [1.0] * 200 + [0.0] * 56)
+  assert not np.concatenate(clean)[200:].any()
 
 
 def test_training_noise_is_fresh_every_epoch(config, mock_mnist):
   config.train.shuffle_buffer_size = 1  # Same order every epoch: compare image by image.
   config.train.num_epochs = 3
   with mock_mnist(128):
-    noisy_0, clean_0 = _batches(pipeline.create_dataset(config, "train", start_epoch=0), 2)
-    noisy_1, clean_1 = _batches(pipeline.create_dataset(config, "train", start_epoch=1), 2)
+    noisy_0, clean_0 = _batches(_create(config, "train", start_epoch=0), 2)
+    noisy_1, clean_1 = _batches(_create(config, "train", start_epoch=1), 2)
     # In one iteration over all epochs, epoch 1 starts after epoch 0's two batches.
-    noisy_all, clean_all = _batches(pipeline.create_dataset(config, "train"), 4)
+    noisy_all, clean_all = _batches(_create(config, "train"), 4)
   np.testing.assert_array_equal(clean_0[0], clean_1[0])
   assert (noisy_0[0] != noisy_1[0]).mean() > 0.3
   np.testing.assert_array_equal(noisy_all[2], noisy_1[0])
@@ -59,10 +86,10 @@ def test_training_data_is_reproducible_per_epoch(config, mock_mnist):
   # What makes resuming at epoch k reproduce the uninterrupted run.
   config.train.num_epochs = 3
   with mock_mnist(128):
-    first = _batches(pipeline.create_dataset(config, "train", start_epoch=2))
-    again = _batches(pipeline.create_dataset(config, "train", start_epoch=2))
+    first = _batches(_create(config, "train", start_epoch=2))
+    again = _batches(_create(config, "train", start_epoch=2))
     config.seed += 1
-    other_seed = _batches(pipeline.create_dataset(config, "train", start_epoch=2))
+    other_seed = _batches(_create(config, "train", start_epoch=2))
   for a, b in zip(first[0] + first[1], again[0] + again[1], strict=True):
     np.testing.assert_array_equal(a, b)
   assert (first[0][0] != other_seed[0][0]).mean() > 0.3
@@ -71,7 +98,7 @@ def test_training_data_is_reproducible_per_epoch(config, mock_mnist):
 def test_training_order_is_reshuffled_every_epoch(config, mock_mnist):
   config.train.num_epochs = 2
   with mock_mnist(128):
-    _, clean = _batches(pipeline.create_dataset(config, "train"))
+    _, clean = _batches(_create(config, "train"))
   epoch_0, epoch_1 = np.concatenate(clean[:2]), np.concatenate(clean[2:])
   # Same images (sorted by content), different order.
   sort = lambda images: images[np.lexsort(images.reshape(len(images), -1).T)]
@@ -81,17 +108,18 @@ def test_training_order_is_reshuffled_every_epoch(config, mock_mnist):
 
 def test_eval_noise_is_identical_between_runs_and_batch_sizes(config, mock_mnist):
   with mock_mnist(100):
-    first, _ = _batches(pipeline.create_dataset(config, "eval"))
-    again, _ = _batches(pipeline.create_dataset(config, "eval"))
+    first, _ = _batches(_create(config, "eval"))
+    again, _ = _batches(_create(config, "eval"))
     config.train.eval_batch_size = 30
-    rebatched, _ = _batches(pipeline.create_dataset(config, "eval"))
+    rebatched, _ = _batches(_create(config, "eval"))
   np.testing.assert_array_equal(np.concatenate(first), np.concatenate(again))
-  np.testing.assert_array_equal(np.concatenate(first), np.concatenate(rebatched))
+  # The 100 (mock) images, before the padding that differs with the batch size.
+  np.testing.assert_array_equal(np.concatenate(first)[:100], np.concatenate(rebatched)[:100])
 
 
 def test_eval_noise_is_fixed_across_epochs_of_one_dataset(config, mock_mnist):
   with mock_mnist(100):
-    dataset = pipeline.create_dataset(config, "eval")
+    dataset = _create(config, "eval")
     first, _ = _batches(dataset)
     second, _ = _batches(dataset)
   np.testing.assert_array_equal(np.concatenate(first), np.concatenate(second))
@@ -99,37 +127,85 @@ def test_eval_noise_is_fixed_across_epochs_of_one_dataset(config, mock_mnist):
 
 def test_first_eval_examples_match_the_eval_dataset(config, mock_mnist):
   with mock_mnist(100):
-    noisy, clean = pipeline.first_eval_examples(config, 10)
-    eval_noisy, eval_clean = _batches(pipeline.create_dataset(config, "eval"), 1)
+    noisy, clean = pipeline.first_eval_examples(
+        data_source.create_data_source(config), config, 10)
+    eval_noisy, eval_clean = _batches(_create(config, "eval"), 1)
   np.testing.assert_array_equal(noisy.numpy(), eval_noisy[0][:10])
   np.testing.assert_array_equal(clean.numpy(), eval_clean[0][:10])
 
 
 def test_input_pipelines_read_disjoint_shards(config, mock_mnist):
   """Two workers: element-wise shards, per-replica batches, same number of batches."""
-  contexts = [tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i,
-                                         num_replicas_in_sync=2) for i in range(2)]
+  contexts = _contexts(2)
   config.train.shuffle_buffer_size = 1
   with mock_mnist(256):
-    shards = [_batches(pipeline.create_dataset(config, "train", context))[1]
+    shards = [_batches(_create(config, "train", context))[1]
               for context in contexts]
-    eval_shards = [_batches(pipeline.create_dataset(config, "eval", context))[1]
+    eval_shards = [_batches(_create(config, "eval", context))[1]
                    for context in contexts]
   assert len(shards[0]) == len(shards[1]) == 4  # 128 images each, per-replica batch 32.
   assert shards[0][0].shape == (32, 28, 28, 1)
   flat = [np.concatenate(shard).reshape(128, -1) for shard in shards]
   shared = {row.tobytes() for row in flat[0]} & {row.tobytes() for row in flat[1]}
   assert not shared
-  assert sum(len(np.concatenate(shard)) for shard in eval_shards) == 256
+  assert [len(shard) for shard in eval_shards] == [2, 2]  # 128 images each, batch 64.
 
 
-def test_steps_per_epoch():
-  assert pipeline.steps_per_epoch(60_000, 128) == 468
-  assert pipeline.steps_per_epoch(60_000, 128, num_input_pipelines=2) == 468
-  # 4 pipelines read 250 images each, in batches of 3.
-  assert pipeline.steps_per_epoch(1_001, 12, num_input_pipelines=4) == 83
+def test_two_pipelines_see_every_training_image_once_per_epoch(config):
+  """On the real bundled MNIST, sharded as two workers of a multi-worker job see it."""
+  config.train.num_epochs = 2
+  data = data_source.create_data_source(config)
+  assert data.steps_per_epoch == 32  # 2048 images, global batch 64.
+  seen = []
+  for context in _contexts(2):
+    _, clean = _batches(pipeline.create_dataset(data, config, "train", context))
+    # Per-replica batches of 32, the same number (32 per epoch) on both workers.
+    assert len(clean) == 2 * data.steps_per_epoch and clean[0].shape == (32, 28, 28, 1)
+    seen.append(np.concatenate(clean))
+  split = np.stack([example["image"] for example in data.builder.as_dataset(
+      split=config.train_split).as_numpy_iterator()]).astype(np.float32) / 255.0
+  as_rows = lambda images: np.sort(images.reshape(len(images), -1).view(
+      np.dtype((np.void, 784 * 4))).ravel())
+  for epoch in range(2):
+    epoch_images = np.concatenate([images[epoch * 1024:(epoch + 1) * 1024]
+                                   for images in seen])
+    # The same multiset of images as the split: each example exactly once.
+    np.testing.assert_array_equal(as_rows(epoch_images), as_rows(split))
+
+
+def test_uneven_eval_shards_pad_to_the_same_number_of_batches(config):
+  """201 test images over 2 workers: 101 and 100, both padded to 2 batches of 64."""
+  config.eval_split = "test[:201]"
+  data = data_source.create_data_source(config)
+  assert data.num_eval_steps == 2  # ceil(201 / 128)
+  _, unsharded = pipeline.first_eval_examples(data, config, 201)
+  real = []
+  for context in _contexts(2):
+    dataset = pipeline.create_dataset(data, config, "eval", context)
+    _, clean = _batches(dataset)
+    weights = _weights(dataset)
+    assert [len(batch) for batch in clean] == [64, 64]
+    real.append(np.concatenate(clean)[weights > 0])
+  assert [len(images) for images in real] == [101, 100]
+  np.testing.assert_array_equal(np.sort(np.concatenate(real), axis=None),
+                                np.sort(unsharded.numpy(), axis=None))
+
+
+def test_steps_per_epoch_and_eval_steps():
+  assert data_source.steps_per_epoch(60_000, 128) == 468
+  # Any number of pipelines can deliver these: 4 pipelines of 250 images, batches of 3.
+  assert data_source.steps_per_epoch(1_001, 12) == 83
+  assert data_source.num_eval_steps(10_000, 1000) == 10
+  assert data_source.num_eval_steps(10_001, 1000) == 11
 
 
 def test_unknown_split_is_rejected(config):
   with pytest.raises(ValueError, match="valid splits are train, eval"):
-    pipeline.create_dataset(config, "test")
+    _create(config, "test")
+
+
+def test_unknown_tfds_split_names_the_splits(config):
+  config.eval_split = "nonexistent"
+  with pytest.raises(ValueError, match="eval_split='nonexistent' is not a split of TFDS "
+                                       "dataset 'mnist' \\(its splits: test, train"):
+    data_source.create_data_source(config)

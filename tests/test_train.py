@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from input_pipeline import data_source
 from input_pipeline import pipeline
 from trainer import models
 from trainer import reports
@@ -27,15 +28,64 @@ def _run_python(code, timeout=300):
   return result.stdout
 
 
-def test_loss_drops_over_a_few_steps(config):
+def _train_briefly(config, num_chunks, steps_per_chunk=4):
+  """Trains on one device; returns (model, data, per-chunk losses)."""
   strategy = tf.distribute.get_strategy()
-  model = models.create_model(config.model, config.seed)
+  data = data_source.create_data_source(config)
+  model = models.create_model(config.model, data.image_shape, config.seed)
   optimizer = train.create_optimizer(config.train)
   train_steps = train.make_train_function(strategy, model, optimizer, config)
-  iterator = iter(pipeline.create_dataset(config, "train"))
-  losses = [float(train_steps(iterator, tf.constant(4))["loss"]) for _ in range(8)]
+  iterator = iter(pipeline.create_dataset(data, config, "train"))
+  losses = [float(train_steps(iterator, tf.constant(steps_per_chunk))["loss"])
+            for _ in range(num_chunks)]
+  return model, data, losses
+
+
+def _evaluate(model, data, config):
+  evaluate = train.make_eval_function(tf.distribute.get_strategy(), model, config)
+  dataset = pipeline.create_dataset(data, config, "eval")
+  return {name: float(value) for name, value in
+          evaluate(iter(dataset), tf.constant(data.num_eval_steps)).items()}
+
+
+def test_loss_drops_over_a_few_steps(config):
+  _, _, losses = _train_briefly(config, num_chunks=8)
   assert all(np.isfinite(losses))
   assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_xla_steps_match_plain_steps(config):
+  """runtime.jit_compile changes how the steps run, not what they compute."""
+  plain_model, data, plain_losses = _train_briefly(config, num_chunks=3)
+  config.runtime.jit_compile = True
+  xla_model, _, xla_losses = _train_briefly(config, num_chunks=3)
+  np.testing.assert_allclose(xla_losses, plain_losses, rtol=1e-5, atol=1e-5)
+  xla_metrics = _evaluate(xla_model, data, config)
+  config.runtime.jit_compile = False
+  plain_metrics = _evaluate(plain_model, data, config)
+  # The models differ by XLA's float rounding over 12 steps; compare the eval
+  # steps on the same weights too.
+  xla_model.set_weights(plain_model.get_weights())
+  config.runtime.jit_compile = True
+  same_weights_metrics = _evaluate(xla_model, data, config)
+  for name in train.EVAL_METRICS:
+    assert xla_metrics[name] == pytest.approx(plain_metrics[name], rel=1e-5, abs=1e-5), name
+    assert same_weights_metrics[name] == pytest.approx(plain_metrics[name],
+                                                       rel=1e-5, abs=1e-5), name
+
+
+def test_padded_evaluation_equals_unpadded(config):
+  """300 test images in batches of 128: the padded last batch changes no metric."""
+  config.eval_split = "test[:300]"
+  data = data_source.create_data_source(config)
+  model = models.create_model(config.model, data.image_shape, config.seed)
+  padded = _evaluate(model, data, config)
+  noisy, clean = pipeline.first_eval_examples(data, config, 300)
+  unpadded = train.eval_step(model, (noisy, clean, tf.ones([300])), config.train.loss)
+  assert float(unpadded["count"]) == 300
+  for name in train.EVAL_METRICS:
+    assert np.isfinite(padded[name]), name
+    assert padded[name] == pytest.approx(float(unpadded[name]) / 300, rel=1e-6, abs=1e-6), name
 
 
 def test_nan_loss_raises_with_the_step_range():
@@ -67,7 +117,7 @@ def test_mirrored_two_replicas_match_one_device():
 
       def run(strategy):
         with strategy.scope():
-          model = models.create_model(config.model, seed=0)
+          model = models.create_model(config.model, (28, 28, 1), seed=0)
           optimizer = train.create_optimizer(config.train)
           optimizer.build(model.trainable_variables)
         dataset = strategy.experimental_distribute_dataset(
@@ -79,7 +129,7 @@ def test_mirrored_two_replicas_match_one_device():
       one_loss, one_weights, one_replicas = run(tf.distribute.get_strategy())
       two_loss, two_weights, two_replicas = run(
           tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"]))
-      initial = models.create_model(config.model, seed=0).get_weights()
+      initial = models.create_model(config.model, (28, 28, 1), seed=0).get_weights()
       print(json.dumps({
           "replicas": [one_replicas, two_replicas],
           "losses": [one_loss, two_loss],

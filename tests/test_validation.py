@@ -8,6 +8,7 @@ import sys
 import ml_collections
 import pytest
 
+from input_pipeline import data_source
 from trainer import strategy as strategy_lib
 from trainer import validation
 
@@ -22,8 +23,6 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ({"model.type": "vae"}, "Unknown model.type 'vae'"),
     ({"runtime.strategy": "horovod"}, "Unknown runtime.strategy 'horovod'; valid strategies "
                                       "are default, mirrored, multi_worker_mirrored, tpu"),
-    ({"dataset": "not_a_dataset"}, "Unknown TFDS dataset 'not_a_dataset'"),
-    ({"dataset": "cifar10"}, r"images of shape \(32, 32, 3\)"),
     ({"train.loss": "hinge"}, "Unknown train.loss 'hinge'"),
     ({"train.batch_size": 0}, "train.batch_size=0 must be > 0"),
     ({"train.num_epochs": -1}, "train.num_epochs=-1 must be > 0"),
@@ -34,6 +33,21 @@ def test_bad_config_is_rejected(config, overrides, message):
     (config[section] if section else config)[field] = value
   with pytest.raises(validation.ConfigError, match=message):
     validation.validate_config(config)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"dataset": "not_a_dataset"}, "Unknown TFDS dataset 'not_a_dataset'"),
+    ({"dataset": "cifar10"}, r"images of shape \(32, 32, 3\)"),
+    ({"train_split": "train[:10]"}, "has 10 examples, fewer than one batch of "
+                                    "train.batch_size=64"),
+    ({"eval_split": "validation"}, "eval_split='validation' is not a split"),
+])
+def test_bad_data_is_rejected_when_the_data_source_is_created(config, overrides, message):
+  for key, value in overrides.items():
+    config[key] = value
+  validation.validate_config(config)  # Cheap checks pass: the data is checked once, here.
+  with pytest.raises(ValueError, match=message):
+    data_source.create_data_source(config)
 
 
 def test_unknown_key_is_rejected(config):

@@ -9,7 +9,6 @@ Signatures (fixed: serving clients rely on them):
 import keras
 import tensorflow as tf
 
-from input_pipeline import data_source
 from trainer import models
 
 SERVING_ENDPOINT = "serving_default"
@@ -17,9 +16,12 @@ ENCODE_ENDPOINT = "encode"
 
 
 def export_saved_model(model: keras.Model, path: str) -> None:
-  """Writes `model` (built by `models.create_model`) as a SavedModel at `path`."""
+  """Writes `model` (built by `models.create_model`) as a SavedModel at `path`.
+
+  The signatures take images of the shape the model was built for.
+  """
   encoder = models.get_encoder(model)
-  input_signature = [tf.TensorSpec([None, *data_source.IMAGE_SHAPE], tf.float32,
+  input_signature = [tf.TensorSpec([None, *model.input_shape[1:]], tf.float32,
                                    name="images")]
   archive = keras.export.ExportArchive()
   archive.track(model)

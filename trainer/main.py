@@ -11,6 +11,7 @@ from ml_collections import config_flags
 import tensorflow as tf
 
 from input_pipeline import data_source
+from trainer import strategy as strategy_lib
 from trainer import train
 from trainer import validation
 
@@ -45,6 +46,10 @@ def main(argv):
     train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
   except (validation.ConfigError, data_source.DatasetUnavailableError) as error:
     # Bad input, found before training starts: one line, no traceback.
+    raise SystemExit(f"dae-trainer: {error}") from error
+  except (strategy_lib.PeerLostError, FloatingPointError) as error:
+    # The message already says what happened and what to do; the traceback
+    # would only bury it.
     raise SystemExit(f"dae-trainer: {error}") from error
 
 

@@ -10,15 +10,12 @@ per layer), never from Keras's global RNG state.
 """
 
 import itertools
+import math
 
 import keras
 import ml_collections
 
-from input_pipeline import data_source
-
 MODEL_TYPES = ("dense", "conv")
-_IMAGE_SHAPE = data_source.IMAGE_SHAPE
-_NUM_PIXELS = _IMAGE_SHAPE[0] * _IMAGE_SHAPE[1] * _IMAGE_SHAPE[2]
 
 
 def _kernel_initializers(seed: int):
@@ -27,9 +24,9 @@ def _kernel_initializers(seed: int):
     yield keras.initializers.GlorotUniform(seed=seed * 10_000 + offset)
 
 
-def _dense_encoder(model_config, initializers):
+def _dense_encoder(model_config, image_shape, initializers):
   """Flatten, then the tutorial's 256-128 ReLU layers and a ReLU bottleneck."""
-  images = keras.Input(shape=_IMAGE_SHAPE, name="images")
+  images = keras.Input(shape=image_shape, name="images")
   x = keras.layers.Flatten()(images)
   for units in model_config.dense_hidden_units:
     x = keras.layers.Dense(units, activation="relu",
@@ -40,22 +37,22 @@ def _dense_encoder(model_config, initializers):
   return keras.Model(images, latent, name="encoder")
 
 
-def _dense_decoder(model_config, initializers):
+def _dense_decoder(model_config, image_shape, initializers):
   """Mirror of the encoder, with a sigmoid output reshaped to an image."""
   latent = keras.Input(shape=(model_config.latent_dim,), name="latent")
   x = latent
   for units in reversed(model_config.dense_hidden_units):
     x = keras.layers.Dense(units, activation="relu",
                            kernel_initializer=next(initializers))(x)
-  x = keras.layers.Dense(_NUM_PIXELS, activation="sigmoid",
+  x = keras.layers.Dense(math.prod(image_shape), activation="sigmoid",
                          kernel_initializer=next(initializers))(x)
-  images = keras.layers.Reshape(_IMAGE_SHAPE)(x)
+  images = keras.layers.Reshape(image_shape)(x)
   return keras.Model(latent, images, name="decoder")
 
 
-def _conv_encoder(model_config, initializers):
+def _conv_encoder(model_config, image_shape, initializers):
   """Stride-2 3x3 convolutions (28 -> 14 -> 7), then a dense ReLU bottleneck."""
-  images = keras.Input(shape=_IMAGE_SHAPE, name="images")
+  images = keras.Input(shape=image_shape, name="images")
   x = images
   for filters in model_config.conv_filters:
     x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
@@ -67,9 +64,9 @@ def _conv_encoder(model_config, initializers):
   return keras.Model(images, latent, name="encoder")
 
 
-def _conv_decoder(model_config, initializers):
+def _conv_decoder(model_config, image_shape, initializers):
   """Dense back to the encoder's last feature map, then stride-2 transposed convolutions."""
-  side = _IMAGE_SHAPE[0] // 2**len(model_config.conv_filters)
+  side = image_shape[0] // 2**len(model_config.conv_filters)
   latent = keras.Input(shape=(model_config.latent_dim,), name="latent")
   last_filters = model_config.conv_filters[-1]
   x = keras.layers.Dense(side * side * last_filters, activation="relu",
@@ -79,7 +76,7 @@ def _conv_decoder(model_config, initializers):
     x = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same",
                                      activation="relu",
                                      kernel_initializer=next(initializers))(x)
-  images = keras.layers.Conv2D(_IMAGE_SHAPE[-1], 3, padding="same", activation="sigmoid",
+  images = keras.layers.Conv2D(image_shape[-1], 3, padding="same", activation="sigmoid",
                                kernel_initializer=next(initializers))(x)
   return keras.Model(latent, images, name="decoder")
 
@@ -105,20 +102,25 @@ def check_model_config(model_config: ml_collections.ConfigDict) -> None:
           "positive filter counts (28 -> 14 -> 7), e.g. --config.model.conv_filters=(32,64).")
 
 
-def create_model(model_config: ml_collections.ConfigDict, seed: int = 0) -> keras.Model:
+def create_model(model_config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
+                 seed: int = 0) -> keras.Model:
   """Returns the autoencoder described by `config.model`, with `encoder` and `decoder` sub-models.
 
-  The same `seed` gives the same initial weights.
+  Args:
+    model_config: `config.model`.
+    image_shape: shape of one image, e.g. `DataSource.image_shape`.
+    seed: the same seed gives the same initial weights.
   """
   check_model_config(model_config)
+  image_shape = tuple(image_shape)
   initializers = _kernel_initializers(seed)
   if model_config.type == "dense":
-    encoder = _dense_encoder(model_config, initializers)
-    decoder = _dense_decoder(model_config, initializers)
+    encoder = _dense_encoder(model_config, image_shape, initializers)
+    decoder = _dense_decoder(model_config, image_shape, initializers)
   else:
-    encoder = _conv_encoder(model_config, initializers)
-    decoder = _conv_decoder(model_config, initializers)
-  images = keras.Input(shape=_IMAGE_SHAPE, name="images")
+    encoder = _conv_encoder(model_config, image_shape, initializers)
+    decoder = _conv_decoder(model_config, image_shape, initializers)
+  images = keras.Input(shape=image_shape, name="images")
   model = keras.Model(images, decoder(encoder(images)),
                       name=f"{model_config.type}_denoising_autoencoder")
   return model

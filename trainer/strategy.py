@@ -1,14 +1,26 @@
-"""Builds the tf.distribute strategy named in `config.runtime`.
+"""Builds the tf.distribute strategy named in `config.runtime`, and says which task this is.
 
 One training loop runs under every strategy; only this module knows how each
-one is created.
+one is created, which task is the chief, and how a lost peer shows itself.
 """
+
+import contextlib
+import os
+import re
 
 from absl import logging
 import ml_collections
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+# The TPU that `runtime.tpu_address=""` means: a TPU VM's own chips.
+_LOCAL_TPU = "local"
+# How tf.distribute names a task in its errors: /job:worker/replica:0/task:1.
+_TASK_PATTERN = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
+
+
+class PeerLostError(RuntimeError):
+  """Another task of a multi-worker job died or stopped answering."""
 
 
 def _split_cpu(num_cpu_devices: int) -> None:
@@ -33,11 +45,39 @@ def check_strategy_name(name: str) -> None:
         f"{', '.join(STRATEGIES)} (set --config.runtime.strategy=...).")
 
 
+def _multi_worker_strategy(runtime_config) -> tf.distribute.Strategy:
+  if "TF_CONFIG" not in os.environ:
+    logging.warning("runtime.strategy=multi_worker_mirrored without TF_CONFIG: this "
+                    "process is a cluster of one worker.")
+  # A dead peer is normally noticed within seconds by the coordination service's
+  # heartbeats; the timeout bounds every collective in case it is not.
+  options = tf.distribute.experimental.CommunicationOptions(
+      timeout_seconds=runtime_config.collective_timeout_seconds)
+  return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+def _tpu_strategy(runtime_config) -> tf.distribute.Strategy:
+  address = runtime_config.tpu_address or _LOCAL_TPU
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except (tf.errors.OpError, ValueError, RuntimeError) as error:
+    cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    raise ValueError(
+        f"runtime.strategy=tpu: no TPU found at {address!r} ({type(error).__name__}: "
+        f"{cause[:200]}). Run on a Cloud TPU VM (runtime.tpu_address='' means its own "
+        "TPU), or set --config.runtime.tpu_address to the TPU's name or grpc:// address."
+    ) from error
+  return tf.distribute.TPUStrategy(resolver)
+
+
 def get_strategy(runtime_config: ml_collections.ConfigDict) -> tf.distribute.Strategy:
   """Returns the strategy for `runtime_config.strategy`.
 
   Raises:
-    ValueError: the name is not one of STRATEGIES.
+    ValueError: the name is not one of STRATEGIES, the CPU cannot be split, or
+      no TPU answers at the configured address.
   """
   name = runtime_config.strategy
   check_strategy_name(name)
@@ -46,36 +86,70 @@ def get_strategy(runtime_config: ml_collections.ConfigDict) -> tf.distribute.Str
   if name == "default":
     strategy = tf.distribute.get_strategy()
   elif name == "mirrored":
+    # No devices listed: every local GPU (or the CPU if there is none).
     devices = [d.strip() for d in runtime_config.devices.split(",") if d.strip()]
     strategy = tf.distribute.MirroredStrategy(devices=devices or None)
   elif name == "multi_worker_mirrored":
-    # The cluster comes from TF_CONFIG.
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    strategy = _multi_worker_strategy(runtime_config)
   else:
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
-        tpu=runtime_config.tpu_address or None)
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    strategy = tf.distribute.TPUStrategy(resolver)
-  logging.info("Strategy %s with %d replica(s); devices: %s.", name,
-               strategy.num_replicas_in_sync,
+    strategy = _tpu_strategy(runtime_config)
+  logging.info("Strategy %s with %d replica(s) on %s; devices: %s.", name,
+               strategy.num_replicas_in_sync, task_name(strategy),
                ", ".join(device.name for device in tf.config.list_logical_devices()))
   return strategy
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-  """True on the one task that writes checkpoints, summaries and reports."""
+def _task(strategy: tf.distribute.Strategy) -> tuple[str | None, int]:
   resolver = getattr(strategy, "cluster_resolver", None)
   if resolver is None or not resolver.task_type:
+    return None, 0
+  return resolver.task_type, int(resolver.task_id or 0)
+
+
+def task_name(strategy: tf.distribute.Strategy) -> str:
+  """"chief 0", "worker 1", ...; "the only task" outside a cluster."""
+  task_type, task_id = _task(strategy)
+  return f"{task_type} {task_id}" if task_type else "the only task"
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """True on the one task that writes checkpoints, summaries and reports."""
+  task_type, task_id = _task(strategy)
+  if task_type is None:
     return True
-  return resolver.task_type == "chief" or (
-      resolver.task_type == "worker" and resolver.task_id == 0
-      and "chief" not in resolver.cluster_spec().as_dict())
+  cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+  return task_type == "chief" or (
+      task_type == "worker" and task_id == 0 and "chief" not in cluster)
 
 
-def num_input_pipelines(strategy: tf.distribute.Strategy) -> int:
-  """How many input pipelines `distribute_datasets_from_function` creates: one per worker."""
-  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
-    return max(1, len(cluster.get("chief", [])) + len(cluster.get("worker", [])))
-  return 1
+def lost_peer_error(error: tf.errors.OpError, strategy: tf.distribute.Strategy) -> PeerLostError:
+  """A one-line PeerLostError naming the task that `error` (from a collective) lost."""
+  own_task = "/job:{}/replica:0/task:{}".format(*_task(strategy))
+  text = str(error)
+  # The coordination service lists the unhealthy tasks on the lines after this phrase.
+  unhealthy = text.split("unhealthy", 1)[1] if "unhealthy" in text else text
+  peers = [f"{job} {task}" for job, task in _TASK_PATTERN.findall(unhealthy)
+           if f"/job:{job}/replica:0/task:{task}" != own_task]
+  peer = peers[0] if peers else "another task (unnamed in the error)"
+  cause = type(error).__name__
+  return PeerLostError(
+      f"{task_name(strategy)} lost contact with {peer} ({cause}); the job cannot go on. "
+      "Restart every task with the same command: training resumes from the last checkpoint.")
+
+
+
+@contextlib.contextmanager
+def watch_peers(strategy: tf.distribute.Strategy):
+  """Turns a collective failing because a peer task died into a one-line PeerLostError.
+
+  The coordination service notices a dead task within seconds and aborts the
+  collectives of every other task with UnavailableError; a task that hangs
+  instead ends in DeadlineExceededError once `runtime.collective_timeout_seconds`
+  pass. Outside multi-worker jobs errors pass through unchanged.
+  """
+  try:
+    yield
+  except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+      raise lost_peer_error(error, strategy) from error
+    raise

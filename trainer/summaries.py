@@ -14,7 +14,7 @@ import numpy as np
 from tensorboard.plugins.hparams import api as hparams_api
 import tensorflow as tf
 
-from trainer import validation
+from trainer import config_lib
 
 # Eval scalars reported as hparams metrics, so runs can be compared in the HParams tab.
 _HPARAMS_METRICS = ("loss", "psnr", "ssim")
@@ -47,7 +47,7 @@ def write_run_description(writers: Writers, config: ml_collections.ConfigDict,
                           trial_id: str) -> None:
   """Writes the hparams session and the resolved config as text, once per run start."""
   hparams = {name: _hparam_value(value)
-             for name, value in validation.flatten_config(config).items()}
+             for name, value in config_lib.flatten_config(config).items()}
   with writers.root.as_default():
     hparams_api.hparams_config(
         hparams=[hparams_api.HParam(name) for name in hparams],

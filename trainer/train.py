@@ -7,15 +7,22 @@ loss averaged over the global batch. Every epoch it evaluates on the noisy test
 split, writes TensorBoard summaries and a checkpoint; at the end it writes
 metrics.json, the plots and the SavedModel. Running it again on the same
 workdir resumes after the last checkpointed epoch.
+
+Under several workers every task runs the same loop and restores from the
+chief's checkpoints; only the chief keeps what it writes (see `Checkpointer`).
 """
 
+import functools
+import hashlib
 import math
 import os
+import tempfile
 import time
 
 from absl import logging
 import keras
 import ml_collections
+import numpy as np
 import tensorflow as tf
 
 from input_pipeline import data_source
@@ -38,12 +45,12 @@ def create_optimizer(train_config: ml_collections.ConfigDict) -> keras.optimizer
   return keras.optimizers.Adam(learning_rate=train_config.learning_rate)
 
 
-def train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, batch,
-               loss_name: str, global_batch_size: int) -> dict[str, tf.Tensor]:
-  """One optimisation step on one replica's share of the global batch.
+def compute_gradients(model: keras.Model, batch, loss_name: str,
+                      global_batch_size: int) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
+  """Forward and backward pass on one replica's share of the global batch.
 
-  Returns this replica's contribution to the global-batch means: summing the
-  outputs over replicas gives the mean loss and PSNR of the global batch.
+  Returns the gradients and this replica's contribution to the global-batch
+  means: summing the outputs over replicas gives the mean loss and PSNR.
   """
   noisy, clean = batch
   with tf.GradientTape() as tape:
@@ -53,15 +60,19 @@ def train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, batch,
     # replicas are then the gradient of the global mean.
     loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_batch_size)
   gradients = tape.gradient(loss, model.trainable_variables)
-  optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
   psnr = tf.nn.compute_average_loss(metrics.per_example_psnr(clean, denoised),
                                     global_batch_size=global_batch_size)
-  return {"loss": loss, "psnr": psnr}
+  return gradients, {"loss": loss, "psnr": psnr}
 
 
 def eval_step(model: keras.Model, batch, loss_name: str) -> dict[str, tf.Tensor]:
-  """Sums of per-example metrics over one replica's eval batch, and its size."""
-  noisy, clean = batch
+  """Sums of per-example metrics over one replica's eval batch, and its number of real examples.
+
+  `batch` is (noisy, clean, weight); padding examples (weight 0) count for
+  nothing. They are masked with `tf.where`, not multiplied by 0: a blank
+  padding image has an infinite PSNR, and inf * 0 is NaN.
+  """
+  noisy, clean, weight = batch
   denoised = model(noisy, training=False)
   per_example = {
       "loss": metrics.per_example_loss(clean, denoised, loss_name),
@@ -70,21 +81,34 @@ def eval_step(model: keras.Model, batch, loss_name: str) -> dict[str, tf.Tensor]
       "ssim": metrics.per_example_ssim(clean, denoised),
       "noisy_psnr": metrics.per_example_psnr(clean, noisy),
   }
-  sums = {name: tf.reduce_sum(values) for name, values in per_example.items()}
-  sums["count"] = tf.cast(tf.shape(noisy)[0], tf.float32)
+  real = weight > 0.0
+  sums = {name: tf.reduce_sum(tf.where(real, values, tf.zeros_like(values)))
+          for name, values in per_example.items()}
+  sums["count"] = tf.reduce_sum(weight)
   return sums
 
 
 def make_train_function(strategy, model, optimizer, config):
   """Returns `train_steps(iterator, num_steps)` -> mean loss and PSNR over those steps."""
+  forward_backward = functools.partial(
+      compute_gradients, model, loss_name=config.train.loss,
+      global_batch_size=config.train.batch_size)
+  if config.runtime.jit_compile:
+    # XLA compiles the forward and backward pass. The optimizer update stays
+    # outside: under tf.distribute it all-reduces the gradients across replicas
+    # through a merge_call, which cannot sit inside a jit-compiled function.
+    forward_backward = tf.function(forward_backward, jit_compile=True)
+
+  def train_step(batch):
+    gradients, outputs = forward_backward(batch)
+    optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+    return outputs
 
   @tf.function
   def train_steps(iterator, num_steps):
     totals = {"loss": tf.constant(0.0), "psnr": tf.constant(0.0)}
     for _ in tf.range(num_steps):
-      outputs = strategy.run(
-          train_step, args=(model, optimizer, next(iterator), config.train.loss,
-                            config.train.batch_size))
+      outputs = strategy.run(train_step, args=(next(iterator),))
       totals = {name: totals[name] + strategy.reduce(
           tf.distribute.ReduceOp.SUM, outputs[name], axis=None) for name in totals}
     return {name: total / tf.cast(num_steps, tf.float32) for name, total in totals.items()}
@@ -93,13 +117,20 @@ def make_train_function(strategy, model, optimizer, config):
 
 
 def make_eval_function(strategy, model, config):
-  """Returns `evaluate(distributed_dataset)` -> mean of each EVAL_METRICS over the split."""
+  """Returns `evaluate(iterator, num_steps)` -> mean of each EVAL_METRICS over the real examples.
+
+  Sums are reduced over every replica of every worker before dividing, so the
+  result is the mean over the whole eval split, however it was sharded.
+  """
+  step = functools.partial(eval_step, model, loss_name=config.train.loss)
+  if config.runtime.jit_compile:
+    step = tf.function(step, jit_compile=True)
 
   @tf.function
-  def evaluate(dataset):
+  def evaluate(iterator, num_steps):
     sums = {name: tf.constant(0.0) for name in (*EVAL_METRICS, "count")}
-    for batch in dataset:
-      outputs = strategy.run(eval_step, args=(model, batch, config.train.loss))
+    for _ in tf.range(num_steps):
+      outputs = strategy.run(step, args=(next(iterator),))
       sums = {name: sums[name] + strategy.reduce(
           tf.distribute.ReduceOp.SUM, outputs[name], axis=None) for name in sums}
     return {name: sums[name] / sums["count"] for name in EVAL_METRICS}
@@ -137,62 +168,95 @@ def _format_duration(seconds: float) -> str:
   return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
 
 
-def _write_dir(workdir: str, strategy) -> str:
-  """Where this task writes: the workdir on the chief, a scratch folder elsewhere.
+def weights_fingerprint(model: keras.Model) -> str:
+  """A short hash of every weight's bytes: equal on all tasks iff their weights are identical."""
+  digest = hashlib.sha256()
+  for weight in model.get_weights():
+    digest.update(np.ascontiguousarray(weight).tobytes())
+  return digest.hexdigest()[:16]
 
-  Under multi-worker every task must take part in saving checkpoints, but only
-  the chief's copy is kept.
+
+class Checkpointer:
+  """Saves and restores the train state; under multi-worker only the chief's copy is kept.
+
+  Every task restores from the chief's directory, so all tasks start at the
+  same epoch whatever happened to their own disks. Every task must also take
+  part in each save (the variables' saving may need collectives), so non-chief
+  tasks save into a private temporary directory that is removed right after
+  (the pattern of tf.distribute's custom-loop tutorial and Model Garden's
+  `train_lib`).
   """
-  if strategy_lib.is_chief(strategy):
-    return workdir
-  resolver = strategy.cluster_resolver
-  return os.path.join(workdir, "workers", f"{resolver.task_type}_{resolver.task_id}")
+
+  def __init__(self, checkpoint: tf.train.Checkpoint, directory: str, is_chief: bool,
+               max_to_keep: int, task_name: str):
+    self._checkpoint = checkpoint
+    self.directory = directory
+    self._is_chief = is_chief
+    if is_chief:
+      self._write_dir = directory
+    else:
+      self._write_dir = os.path.join(
+          tempfile.gettempdir(), f"dae-trainer-{task_name.replace(' ', '-')}-{os.getpid()}")
+      max_to_keep = 1
+    self._manager = tf.train.CheckpointManager(checkpoint, self._write_dir,
+                                               max_to_keep=max_to_keep)
+
+  def restore_latest(self) -> str | None:
+    """Restores the chief's latest checkpoint, if any; returns its path."""
+    path = tf.train.latest_checkpoint(self.directory)
+    if path:
+      self._checkpoint.restore(path).assert_existing_objects_matched()
+    return path
+
+  def save(self, number: int) -> None:
+    self._manager.save(checkpoint_number=number)
+    if not self._is_chief:
+      tf.io.gfile.rmtree(self._write_dir)
 
 
 def _setup(config: ml_collections.ConfigDict, workdir: str):
-  """Checks everything that can be checked before training; returns (strategy, steps_per_epoch)."""
+  """Checks everything that can be checked, then builds the strategy and the data once.
+
+  Returns (strategy, data source).
+  """
   validation.validate_config(config)
   try:
+    # The strategy comes first: splitting the CPU into logical devices only
+    # works before TensorFlow initialises them.
     strategy = strategy_lib.get_strategy(config.runtime)
+    validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
+    data = data_source.create_data_source(config)
+  except validation.ConfigError:
+    raise
   except ValueError as error:
     raise validation.ConfigError(str(error)) from error
-  validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
-  builder = data_source.get_builder(config.dataset, config.data_dir)
-  data_source.ensure_prepared(builder)
   validation.check_resumable(config, reports.read_config(workdir))
-
-  num_train_examples = builder.info.splits[config.train_split].num_examples
-  steps_per_epoch = pipeline.steps_per_epoch(
-      num_train_examples, config.train.batch_size,
-      strategy_lib.num_input_pipelines(strategy))
-  if steps_per_epoch < 1:
-    raise validation.ConfigError(
-        f"train_split {config.train_split!r} has {num_train_examples} examples, fewer "
-        f"than one batch of train.batch_size={config.train.batch_size}; lower the batch size.")
-  return strategy, steps_per_epoch
+  return strategy, data
 
 
-def _create_train_state(config, workdir, strategy):
-  """Model, optimizer and a checkpoint manager, restored from the latest checkpoint if any.
+def _create_train_state(config, data, workdir, strategy):
+  """Model, optimizer and checkpointer, restored from the chief's latest checkpoint if any.
 
-  Returns (model, optimizer, checkpoint, manager); `checkpoint.epoch` is the
-  number of epochs already trained.
+  Returns (model, optimizer, checkpoint, checkpointer); `checkpoint.epoch` is
+  the number of epochs already trained.
   """
   with strategy.scope():
-    model = models.create_model(config.model, config.seed)
+    model = models.create_model(config.model, data.image_shape, config.seed)
     optimizer = create_optimizer(config.train)
     # Create the slot variables now, so a checkpoint restores them immediately.
     optimizer.build(model.trainable_variables)
   checkpoint = tf.train.Checkpoint(
       model=model, optimizer=optimizer,
       epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"))
-  manager = tf.train.CheckpointManager(
-      checkpoint, os.path.join(_write_dir(workdir, strategy), CHECKPOINT_DIRNAME),
-      max_to_keep=config.train.checkpoints_to_keep)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info("Resumed from %s.", manager.latest_checkpoint)
-  return model, optimizer, checkpoint, manager
+  checkpointer = Checkpointer(
+      checkpoint, os.path.join(workdir, CHECKPOINT_DIRNAME),
+      is_chief=strategy_lib.is_chief(strategy),
+      max_to_keep=config.train.checkpoints_to_keep,
+      task_name=strategy_lib.task_name(strategy))
+  restored = checkpointer.restore_latest()
+  if restored:
+    logging.info("%s resumed from %s.", strategy_lib.task_name(strategy), restored)
+  return model, optimizer, checkpoint, checkpointer
 
 
 def _write_epoch_summaries(writers, step, train_metrics, eval_metrics, learning_rate,
@@ -211,74 +275,88 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> keras
   """Trains the denoising autoencoder described by `config`, writing everything to `workdir`.
 
   Returns the trained model.
+
+  Raises:
+    validation.ConfigError: a bad config, found before anything is written.
+    strategy_lib.PeerLostError: another task of a multi-worker job was lost.
+    FloatingPointError: the training loss stopped being finite.
   """
-  strategy, steps_per_epoch = _setup(config, workdir)
+  strategy, data = _setup(config, workdir)
   is_chief = strategy_lib.is_chief(strategy)
+  task_name = strategy_lib.task_name(strategy)
+  model, optimizer, checkpoint, checkpointer = _create_train_state(
+      config, data, workdir, strategy)
+  start_epoch = int(checkpoint.epoch.numpy())
   if is_chief:
     reports.write_config(config, workdir)
-  model, optimizer, checkpoint, manager = _create_train_state(config, workdir, strategy)
-  start_epoch = int(checkpoint.epoch.numpy())
-  history = reports.load_history(workdir, start_epoch)
+  history = reports.load_history(workdir, start_epoch) if is_chief else []
 
   train_iterator = iter(strategy.distribute_datasets_from_function(
-      lambda context: pipeline.create_dataset(config, "train", context, start_epoch)))
+      lambda context: pipeline.create_dataset(data, config, "train", context, start_epoch)))
   eval_dataset = strategy.distribute_datasets_from_function(
-      lambda context: pipeline.create_dataset(config, "eval", context))
+      lambda context: pipeline.create_dataset(data, config, "eval", context))
   train_steps = make_train_function(strategy, model, optimizer, config)
   evaluate = make_eval_function(strategy, model, config)
+  run_evaluation = lambda: _to_floats(evaluate(iter(eval_dataset),
+                                               tf.constant(data.num_eval_steps)))
   sample_noisy, sample_clean = (
       images.numpy() for images in pipeline.first_eval_examples(
-          config, config.train.num_images_to_show))
+          data, config, config.train.num_images_to_show))
 
   writers = summaries.Writers(workdir, enabled=is_chief)
   summaries.write_run_description(writers, config, trial_id=os.path.basename(
       os.path.normpath(workdir)))
-  logging.info("Training %s for epochs %d..%d, %d steps of %d examples per epoch, "
-               "%d parameters.", model.name, start_epoch + 1, config.train.num_epochs,
-               steps_per_epoch, config.train.batch_size, model.count_params())
+  logging.info("%s: training %s for epochs %d..%d, %d steps of %d examples per epoch, "
+               "%d parameters.", task_name, model.name, start_epoch + 1,
+               config.train.num_epochs, data.steps_per_epoch, config.train.batch_size,
+               model.count_params())
 
   eval_metrics = None
   run_start = time.time()
-  for epoch in range(start_epoch, config.train.num_epochs):
-    epoch_start = time.time()
-    train_metrics = _run_epoch(train_steps, train_iterator, epoch, steps_per_epoch,
-                               config.train.steps_per_loop)
-    examples_per_second = (steps_per_epoch * config.train.batch_size
-                           / (time.time() - epoch_start))
-    eval_metrics = _to_floats(evaluate(eval_dataset))
-    step = (epoch + 1) * steps_per_epoch
-    sample_denoised = model(sample_noisy, training=False).numpy()
-    _write_epoch_summaries(
-        writers, step, train_metrics, eval_metrics,
-        float(tf.convert_to_tensor(optimizer.learning_rate.value)), examples_per_second,
-        reports.image_grid(sample_clean, sample_noisy, sample_denoised))
+  with strategy_lib.watch_peers(strategy):
+    for epoch in range(start_epoch, config.train.num_epochs):
+      epoch_start = time.time()
+      train_metrics = _run_epoch(train_steps, train_iterator, epoch, data.steps_per_epoch,
+                                 config.train.steps_per_loop)
+      examples_per_second = (data.steps_per_epoch * config.train.batch_size
+                             / (time.time() - epoch_start))
+      eval_metrics = run_evaluation()
+      step = (epoch + 1) * data.steps_per_epoch
+      if is_chief:
+        sample_denoised = model(sample_noisy, training=False).numpy()
+        _write_epoch_summaries(
+            writers, step, train_metrics, eval_metrics,
+            float(tf.convert_to_tensor(optimizer.learning_rate.value)), examples_per_second,
+            reports.image_grid(sample_clean, sample_noisy, sample_denoised))
 
-    checkpoint.epoch.assign(epoch + 1)
-    manager.save(checkpoint_number=epoch + 1)
-    history.append({"epoch": epoch + 1, "step": step,
-                    "train_loss": train_metrics["loss"], "train_psnr": train_metrics["psnr"],
-                    **{f"eval_{name}": value for name, value in eval_metrics.items()}})
-    if is_chief:
-      reports.write_history(workdir, history)
+      checkpoint.epoch.assign(epoch + 1)
+      checkpointer.save(epoch + 1)
+      if is_chief:
+        history.append({"epoch": epoch + 1, "step": step,
+                        "train_loss": train_metrics["loss"], "train_psnr": train_metrics["psnr"],
+                        **{f"eval_{name}": value for name, value in eval_metrics.items()}})
+        reports.write_history(workdir, history)
 
-    seconds_left = (time.time() - run_start) / (epoch + 1 - start_epoch) * (
-        config.train.num_epochs - epoch - 1)
-    logging.info(
-        "epoch %d/%d: train loss %.4f PSNR %.2f dB | eval loss %.4f PSNR %.2f dB "
-        "SSIM %.3f | %.0f examples/s, %.1f s, %s left",
-        epoch + 1, config.train.num_epochs, train_metrics["loss"], train_metrics["psnr"],
-        eval_metrics["loss"], eval_metrics["psnr"], eval_metrics["ssim"],
-        examples_per_second, time.time() - epoch_start, _format_duration(seconds_left))
+      seconds_left = (time.time() - run_start) / (epoch + 1 - start_epoch) * (
+          config.train.num_epochs - epoch - 1)
+      logging.info(
+          "epoch %d/%d: train loss %.4f PSNR %.2f dB | eval loss %.4f PSNR %.2f dB "
+          "SSIM %.3f | %.0f examples/s, %.1f s, %s left",
+          epoch + 1, config.train.num_epochs, train_metrics["loss"], train_metrics["psnr"],
+          eval_metrics["loss"], eval_metrics["psnr"], eval_metrics["ssim"],
+          examples_per_second, time.time() - epoch_start, _format_duration(seconds_left))
 
-  if eval_metrics is None:  # Already trained: report on the restored model.
-    eval_metrics = _to_floats(evaluate(eval_dataset))
+    if eval_metrics is None:  # Already trained: report on the restored model.
+      eval_metrics = run_evaluation()
+  logging.info("%s finished at epoch %d; weights fingerprint %s.", task_name,
+               int(checkpoint.epoch.numpy()), weights_fingerprint(model))
   if is_chief:
-    _write_final_reports(config, workdir, model, history, eval_metrics,
+    _write_final_reports(config, data, workdir, model, history, eval_metrics,
                          sample_clean, sample_noisy)
   return model
 
 
-def _write_final_reports(config, workdir, model, history, eval_metrics,
+def _write_final_reports(config, data, workdir, model, history, eval_metrics,
                          sample_clean, sample_noisy) -> None:
   """metrics.json, plots/ and the SavedModel."""
   reports.write_json(os.path.join(workdir, reports.METRICS_FILENAME), {
@@ -294,7 +372,7 @@ def _write_final_reports(config, workdir, model, history, eval_metrics,
                         model(sample_noisy, training=False).numpy(),
                         os.path.join(plots_dir, reports.DENOISED_PLOT_FILENAME))
   # Export a copy built outside the strategy: plain variables, no replicas.
-  serving_model = models.create_model(config.model, config.seed)
+  serving_model = models.create_model(config.model, data.image_shape, config.seed)
   serving_model.set_weights(model.get_weights())
   export.export_saved_model(serving_model, os.path.join(workdir, SAVED_MODEL_DIRNAME))
   logging.info("Final evaluation on %s: %s. Wrote %s.", config.eval_split,

@@ -5,8 +5,8 @@ import json
 import ml_collections
 
 from configs import default
-from input_pipeline import data_source
 from input_pipeline import noise
+from trainer import config_lib
 from trainer import metrics
 from trainer import models
 from trainer import strategy as strategy_lib
@@ -16,21 +16,10 @@ class ConfigError(ValueError):
   """The config cannot train; the message names the bad value and the fix."""
 
 
-def flatten_config(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
-  """{"train.num_epochs": 50, ...}: every leaf field under its dotted name."""
-  flat = {}
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      flat.update(flatten_config(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
-
-
 def _check_keys(config: ml_collections.ConfigDict) -> None:
   """Rejects fields that the trainer would silently ignore, or lacks."""
-  expected = set(flatten_config(default.get_config()))
-  actual = set(flatten_config(config))
+  expected = set(config_lib.flatten_config(default.get_config()))
+  actual = set(config_lib.flatten_config(config))
   unknown = sorted(actual - expected)
   if unknown:
     raise ConfigError(
@@ -52,7 +41,11 @@ def _check_positive(config: ml_collections.ConfigDict, names: tuple[str, ...]) -
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError if `config` cannot train; cheap, downloads nothing."""
+  """Raises ConfigError if `config` cannot train; cheap, reads no data.
+
+  The dataset and its splits are checked when the run's data source is created
+  (`data_source.create_data_source`), once.
+  """
   try:
     _validate(config)
   except ConfigError:
@@ -70,13 +63,14 @@ def _validate(config: ml_collections.ConfigDict) -> None:
   _check_positive(config, (
       "train.num_epochs", "train.batch_size",
       "train.eval_batch_size", "train.learning_rate", "train.shuffle_buffer_size",
-      "train.steps_per_loop", "train.checkpoints_to_keep", "train.num_images_to_show"))
+      "train.steps_per_loop", "train.checkpoints_to_keep", "train.num_images_to_show",
+      "runtime.collective_timeout_seconds"))
+  if not isinstance(config.runtime.jit_compile, bool):
+    raise ValueError(f"runtime.jit_compile={config.runtime.jit_compile!r} must be True or False.")
   if config.runtime.num_cpu_devices < 0:
     raise ValueError(
         f"runtime.num_cpu_devices={config.runtime.num_cpu_devices} must be >= 0 "
         "(0 leaves the CPU as one device).")
-  # Unknown datasets and wrong image shapes fail here, before any download.
-  data_source.get_builder(config.dataset, config.data_dir)
 
 
 def check_resumable(config: ml_collections.ConfigDict, previous: dict | None) -> None:
