@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import ml_collections
 import pytest
@@ -87,10 +88,14 @@ def _run_main(workdir, *flags):
     (["--config.runtime.strategy=mirrored", "--config.runtime.num_cpu_devices=2",
       "--config.runtime.devices=CPU:0,CPU:1", "--config.train.batch_size=63"],
      "dae-trainer: train.batch_size=63 is not divisible by the 2 replicas"),
+    (["--config.runtime.strategy=tpu"],
+     "dae-trainer: runtime.strategy=tpu: no TPU found at 'local'"),
 ])
 def test_main_fails_with_one_line_before_writing_anything(tmp_path, flags, message):
   workdir = tmp_path / "workdir"
+  start = time.time()
   result = _run_main(workdir, *flags)
+  assert time.time() - start < 30
   assert result.returncode != 0
   last_line = result.stderr.strip().splitlines()[-1]
   assert last_line.startswith(message), result.stderr[-2000:]

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Runs a multi-worker training job on this machine: N worker processes of
+# `python -m trainer.main`, each with its own TF_CONFIG on free localhost ports.
+#
+#   scripts/run_multiworker_local.sh N [trainer flags...]
+#   scripts/run_multiworker_local.sh 2 --config=configs/test.py --workdir=/tmp/dae-2w
+#
+# runtime.strategy=multi_worker_mirrored is added unless the flags set a
+# strategy. Each output line is prefixed with its task ("[worker 1] ...").
+# Waits for all workers; if one fails, stops the others and exits with the
+# failed worker's status. Python: $PYTHON, else the repository's .venv, else python3.
+set -euo pipefail
+
+usage() {
+  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+if [[ $# -lt 1 ]]; then
+  echo "run_multiworker_local.sh: missing N, the number of workers; e.g. $0 2 --config=configs/test.py --workdir=/tmp/dae" >&2
+  exit 2
+fi
+case "$1" in
+  -h|--help) usage; exit 0 ;;
+esac
+num_workers=$1
+shift
+if ! [[ $num_workers =~ ^[1-9][0-9]*$ ]]; then
+  echo "run_multiworker_local.sh: N='$num_workers' is not a positive number of workers; pass e.g. 2 first" >&2
+  exit 2
+fi
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+python=${PYTHON:-}
+if [[ -z $python ]]; then
+  if [[ -x $repo/.venv/bin/python ]]; then python=$repo/.venv/bin/python; else python=python3; fi
+fi
+trainer_flags=("$@")
+if ! printf '%s\n' "${trainer_flags[@]}" | grep -q -- '^--config.runtime.strategy='; then
+  # After --config: absl reads overrides of a config file only once it is given.
+  trainer_flags+=(--config.runtime.strategy=multi_worker_mirrored)
+fi
+
+scratch=$(mktemp -d)
+worker_pids=()
+reader_pids=()
+
+stop_workers() {
+  local pid
+  for pid in "${worker_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 50); do
+    local alive=0
+    for pid in "${worker_pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [[ $alive == 0 ]] && return 0
+    sleep 0.2
+  done
+  for pid in "${worker_pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+trap 'stop_workers; rm -rf "$scratch"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Runs the job once; returns the first failing worker's status (0 if all succeed).
+run_once() {
+  local attempt=$1 index task pid status=0 finished rc
+  local -a tf_configs
+  mapfile -t tf_configs < <(cd "$repo" && "$python" -m trainer.local_cluster "$num_workers")
+  worker_pids=()
+  reader_pids=()
+  for ((index = 0; index < num_workers; index++)); do
+    local fifo=$scratch/worker$index.$attempt
+    mkfifo "$fifo"
+    # The reader prefixes each line with its task and keeps a copy for the bind check.
+    (sed -u "s/^/[worker $index] /" <"$fifo" | tee "$scratch/worker$index.log") &
+    reader_pids+=($!)
+    TF_CONFIG=${tf_configs[$index]} "$python" -m trainer.main "${trainer_flags[@]}" >"$fifo" 2>&1 &
+    worker_pids+=($!)
+  done
+  echo "[launcher] started $num_workers workers (pids ${worker_pids[*]}) with: ${trainer_flags[*]}" >&2
+  local -a running=("${worker_pids[@]}")
+  while [[ ${#running[@]} -gt 0 ]]; do
+    rc=0
+    wait -n -p finished "${running[@]}" || rc=$?
+    local -a still_running=()
+    for pid in "${running[@]}"; do
+      if [[ $pid != "$finished" ]]; then still_running+=("$pid"); fi
+    done
+    running=("${still_running[@]}")
+    if [[ $rc != 0 ]]; then
+      status=$rc
+      for ((task = 0; task < num_workers; task++)); do
+        if [[ ${worker_pids[$task]} == "$finished" ]]; then
+          echo "[launcher] worker $task exited with status $rc; stopping the other workers" >&2
+        fi
+      done
+      stop_workers
+      break
+    fi
+  done
+  wait "${worker_pids[@]}" "${reader_pids[@]}" 2>/dev/null || true
+  return "$status"
+}
+
+for attempt in 1 2 3; do
+  status=0
+  run_once "$attempt" || status=$?
+  # Free ports are picked a moment before the workers bind them; another
+  # process can take one in between. Only then is a new attempt worth it.
+  if [[ $status != 0 ]] && grep -qiE 'address already in use|failed to bind' "$scratch"/worker*.log; then
+    echo "[launcher] a port was taken before a worker could bind it; retrying with new ports ($attempt/3)" >&2
+    continue
+  fi
+  exit "$status"
+done
+exit "$status"

@@ -1,0 +1,179 @@
+"""Multi-worker training on one machine: real worker processes with TF_CONFIG on localhost.
+
+TensorFlow's own multi_process_runner needs bazel, so these start plain
+processes, as scripts/run_multiworker_local.sh does (and one test runs that
+script itself).
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from configs import test as test_config
+from input_pipeline import data_source
+from input_pipeline import pipeline
+from trainer import local_cluster
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCHER = os.path.join(REPO_ROOT, "scripts", "run_multiworker_local.sh")
+_MULTI_WORKER = "--config.runtime.strategy=multi_worker_mirrored"
+# Everything the chief may leave in its workdir.
+_CHIEF_FILES = {"config.json", "checkpoints", "train", "eval", "saved_model", "metrics.json",
+                "plots", "history.json"}
+
+
+def _environment(scratch):
+  # TMPDIR: where non-chief tasks put their throw-away checkpoints.
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(scratch),
+              PYTHON=sys.executable)
+
+
+def _start_workers(workdir, scratch, logs_dir, *flags):
+  processes = []
+  for index, tf_config in enumerate(local_cluster.tf_configs(2)):
+    log = open(logs_dir / f"worker{index}.log", "w")  # pylint: disable=consider-using-with
+    processes.append(subprocess.Popen(
+        [sys.executable, "-m", "trainer.main", "--config=configs/test.py",
+         f"--workdir={workdir}", _MULTI_WORKER, *flags],
+        cwd=REPO_ROOT, env=dict(_environment(scratch), TF_CONFIG=tf_config),
+        stdout=log, stderr=subprocess.STDOUT))
+  return processes
+
+
+def _wait_for(condition, processes, timeout_seconds, what):
+  deadline = time.time() + timeout_seconds
+  while not condition():
+    exited = [process.returncode for process in processes if process.poll() is not None]
+    assert time.time() < deadline and not exited, f"no {what}; exit codes {exited}"
+    time.sleep(0.1)
+
+
+def _task_lines(output, pattern):
+  """{task: first match of `pattern`} over the launcher's "[worker N] ..." lines."""
+  found = {}
+  for line in output.splitlines():
+    match = re.match(r"\[worker (\d)\] .*?" + pattern, line)
+    if match:
+      found.setdefault(int(match.group(1)), match.groups()[1:])
+  return found
+
+
+def test_interrupted_two_worker_run_resumes_and_only_the_chief_writes(tmp_path):
+  workdir, scratch = tmp_path / "workdir", tmp_path / "scratch"
+  scratch.mkdir()
+  flags = ["--config.train.num_epochs=3"]
+
+  # Two workers, killed together right after the chief saved epoch 1.
+  processes = _start_workers(workdir, scratch, tmp_path, *flags)
+  try:
+    _wait_for((workdir / "checkpoints" / "ckpt-1.index").exists, processes, 180,
+              "checkpoint of epoch 1")
+  finally:
+    for process in processes:
+      process.kill()
+      process.wait()
+  assert not (workdir / "checkpoints" / "ckpt-2.index").exists()
+  assert not (workdir / "saved_model").exists()
+  # kill -9 can hit worker 1 inside its own save: only what it leaves then may remain.
+  scratch_after_kill = {name for name in os.listdir(scratch) if name.startswith("dae-trainer-")}
+
+  # Started again with the launcher: both tasks resume at epoch 2 and finish.
+  result = subprocess.run(
+      [LAUNCHER, "2", "--config=configs/test.py", f"--workdir={workdir}", *flags],
+      cwd=REPO_ROOT, env=_environment(scratch), capture_output=True, text=True, timeout=300)
+  output = result.stdout + result.stderr
+  assert result.returncode == 0, output[-3000:]
+  resumed = _task_lines(output, r"(worker \d) resumed from (\S+)\.")
+  assert sorted(resumed) == [0, 1]
+  assert all(path.endswith(os.path.join("checkpoints", "ckpt-1")) for _, path in resumed.values())
+  assert set(_task_lines(output, r"training \S+ for epochs (2\.\.3)").values()) == {("2..3",)}
+  fingerprints = _task_lines(output, r"finished at epoch (3); weights fingerprint (\w+)")
+  assert sorted(fingerprints) == [0, 1]
+  assert fingerprints[0] == fingerprints[1]  # Both tasks ended with identical weights.
+
+  # Only the chief wrote, and no worker scratch directory remains.
+  names = set(os.listdir(workdir))
+  assert {name for name in names if not name.startswith("events.out")} == _CHIEF_FILES
+  assert {name for name in os.listdir(scratch)
+          if name.startswith("dae-trainer-")} == scratch_after_kill
+  history = json.loads((workdir / "history.json").read_text())
+  assert [entry["epoch"] for entry in history] == [1, 2, 3]
+
+  # The chief's SavedModel denoises.
+  config = test_config.get_config()
+  data = data_source.create_data_source(config)
+  noisy, clean = pipeline.first_eval_examples(data, config, 64)
+  loaded = tf.saved_model.load(str(workdir / "saved_model"))
+  denoised = loaded.signatures["serving_default"](images=noisy)["denoised"]
+  psnr = lambda images: float(tf.reduce_mean(tf.image.psnr(clean, images, max_val=1.0)))
+  assert psnr(denoised) > psnr(noisy) + 0.5
+
+
+def test_a_killed_worker_stops_the_other_with_one_line_naming_it(tmp_path):
+  workdir, scratch = tmp_path / "workdir", tmp_path / "scratch"
+  scratch.mkdir()
+  processes = _start_workers(workdir, scratch, tmp_path, "--config.train.num_epochs=50")
+  chief, worker = processes
+  try:
+    _wait_for(lambda: "epoch 1/50" in (tmp_path / "worker0.log").read_text(), processes, 180,
+              "first epoch")
+    worker.send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    chief.wait(timeout=150)
+    seconds = time.time() - killed_at
+  finally:
+    for process in processes:
+      process.kill()
+      process.wait()
+  last_line = (tmp_path / "worker0.log").read_text().strip().splitlines()[-1]
+  assert chief.returncode not in (0, None)
+  assert seconds < 120, seconds
+  assert last_line.startswith("dae-trainer: worker 0 lost contact with worker 1"), last_line
+  assert "Restart every task" in last_line
+
+
+def test_tf_configs_describe_one_cluster_of_distinct_ports():
+  configs = [json.loads(tf_config) for tf_config in local_cluster.tf_configs(3)]
+  workers = configs[0]["cluster"]["worker"]
+  assert len(set(workers)) == 3 and all(address.startswith("localhost:") for address in workers)
+  assert [config["cluster"]["worker"] for config in configs] == [workers] * 3
+  assert [config["task"] for config in configs] == [
+      {"type": "worker", "index": index} for index in range(3)]
+  with pytest.raises(ValueError, match="num_workers=0"):
+    local_cluster.tf_configs(0)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ([], "missing N, the number of workers"),
+    (["two"], "N='two' is not a positive number of workers"),
+])
+def test_launcher_rejects_a_bad_worker_count_in_one_line(arguments, message):
+  result = subprocess.run([LAUNCHER, *arguments], capture_output=True, text=True, timeout=30)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+  assert message in result.stderr
+
+
+def test_launcher_passes_bash_and_shellcheck():
+  subprocess.run(["bash", "-n", LAUNCHER], check=True)
+  result = subprocess.run(["shellcheck", LAUNCHER], capture_output=True, text=True)
+  assert result.returncode == 0, result.stdout
+
+
+def test_launcher_stops_the_other_workers_when_one_fails(tmp_path):
+  """A bad flag fails every worker at once; the launcher exits non-zero and says which."""
+  result = subprocess.run(
+      [LAUNCHER, "2", "--config=configs/test.py", f"--workdir={tmp_path / 'w'}",
+       "--config.train.batch_size=0"],
+      cwd=REPO_ROOT, env=_environment(tmp_path), capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert re.search(r"\[worker [01]\] dae-trainer: train.batch_size=0 must be > 0", result.stdout)
+  assert re.search(r"\[launcher\] worker [01] exited with status 1", result.stderr)
+  assert not (tmp_path / "w").exists()
