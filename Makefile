@@ -10,8 +10,11 @@ ARGS ?=
 
 VENV_PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+# A second environment with TensorFlow 2.20, the last release built for TPUs.
+VENV_TF220 ?= .venv-tf2.20
+INSTALLED_TF220 := $(VENV_TF220)/.installed
 
-.PHONY: install train test tensorboard benchmark clean
+.PHONY: install train test test-tf2.20 tensorboard benchmark clean
 
 install: $(INSTALLED)
 
@@ -27,6 +30,17 @@ train: $(INSTALLED)
 test: $(INSTALLED)
 	$(VENV_PYTHON) -m pytest -n 2 --dist loadfile tests
 
+$(INSTALLED_TF220): setup.py
+	$(PYTHON) -m venv $(VENV_TF220)
+	$(VENV_TF220)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_TF220)/bin/python -m pip install --quiet -e ".[cpu,test]" "tensorflow==2.20.*"
+	touch $@
+
+# The whole suite again on TensorFlow 2.20 (what TPU VMs run).
+test-tf2.20: $(INSTALLED_TF220)
+	$(VENV_TF220)/bin/python -c "import tensorflow as tf; assert tf.__version__.startswith('2.20'), tf.__version__"
+	$(VENV_TF220)/bin/python -m pytest -n 2 --dist loadfile tests
+
 tensorboard: $(INSTALLED)
 	$(VENV)/bin/tensorboard --logdir $(WORKDIR)
 
@@ -34,4 +48,4 @@ benchmark: $(INSTALLED)
 	$(VENV_PYTHON) scripts/benchmark.py --config=$(CONFIG) $(ARGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV_TF220) *.egg-info .pytest_cache
