@@ -56,6 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.loss = "bce"
   # Shuffle buffer in examples; >= the split size gives a full shuffle.
   config.train.shuffle_buffer_size = 60_000
+  # If > 0, stop after this many global steps, even mid-epoch (TFX's train_steps).
+  config.train.max_steps = 0
   # Training steps per tf.function call: fewer Python round trips per epoch.
   config.train.steps_per_loop = 50
   # Checkpoints kept in workdir/checkpoints (one is written per epoch).

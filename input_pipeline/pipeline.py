@@ -7,8 +7,8 @@ Both splits share `preprocess`: scale uint8 images to [0, 1], corrupt them with
 only in how the noise is seeded:
 
 - training noise is fresh for every batch of every epoch, seeded by
-  (seed, epoch, input pipeline, batch index), so a run resumed at epoch k sees
-  exactly the data an uninterrupted run would have seen;
+  (seed, epoch, input pipeline, batch index), so a run resumed at any step
+  sees exactly the data an uninterrupted run would have seen;
 - evaluation noise is seeded per test image (by its index in the split), so
   the noisy test set is the same at every epoch, in every run with the same
   seed, whatever the batch size or number of replicas. Because it never
@@ -77,35 +77,36 @@ def _batching(global_batch_size: int, input_context) -> tuple[int, int]:
 
 def create_dataset(data: data_source.DataSource, config: ml_collections.ConfigDict,
                    split: str, input_context: tf.distribute.InputContext | None = None,
-                   start_epoch: int = 0) -> tf.data.Dataset:
+                   start_step: int = 0) -> tf.data.Dataset:
   """Returns a dataset of per-replica batches [batch, 28, 28, 1] for one input pipeline.
 
   Args:
     data: the run's data source.
     config: the full training config.
-    split: "train": (noisy, clean) batches of epochs `start_epoch` ..
-      `config.train.num_epochs - 1`, shuffled, `data.steps_per_epoch` global
-      steps per epoch; or "eval": (noisy, clean, weight) batches, one pass over
+    split: "train": (noisy, clean) batches from global step `start_step` to the
+      end of epoch `config.train.num_epochs - 1`, shuffled, `data.steps_per_epoch`
+      global steps per epoch; or "eval": (noisy, clean, weight) batches, one pass over
       `data.eval_split` with fixed noise, `data.num_eval_steps` global steps,
       weight 1 for real examples and 0 for the padding of the last batch.
     input_context: from `strategy.distribute_datasets_from_function`; None for
       a single pipeline feeding one replica.
-    start_epoch: first training epoch to produce (when resuming).
+    start_step: first global training step to produce (when resuming).
   """
   if split not in SPLITS:
     raise ValueError(f"Unknown split {split!r}; valid splits are {', '.join(SPLITS)}.")
   if split == "train":
-    return _create_train_dataset(data, config, input_context, start_epoch)
+    return _create_train_dataset(data, config, input_context, start_step)
   return _create_eval_dataset(data, config, input_context)
 
 
-def _create_train_dataset(data, config, input_context, start_epoch):
-  """Order: cache -> (per epoch) shuffle -> batch -> noise -> prefetch."""
+def _create_train_dataset(data, config, input_context, start_step):
+  """Order: cache -> (per epoch) shuffle -> batch -> index -> skip done steps -> noise -> prefetch."""
   batch_size, replicas_per_pipeline = _batching(config.train.batch_size, input_context)
   # Batches this pipeline contributes per epoch: the same number of global steps
   # on every pipeline, so workers never wait on each other at epoch ends.
   num_batches = data.steps_per_epoch * replicas_per_pipeline
   pipeline_id = input_context.input_pipeline_id if input_context else 0
+  start_epoch, start_step_in_epoch = divmod(start_step, data.steps_per_epoch)
 
   # Cache the decoded uint8 images (47 MB for MNIST) before anything random:
   # decoding happens once, and every epoch reshuffles and renoises the cache.
@@ -118,7 +119,7 @@ def _create_train_dataset(data, config, input_context, start_epoch):
 
   def epoch_dataset(epoch):
     # Seeds are functions of the epoch, not of iterator state: resuming at
-    # epoch k reproduces exactly the batches an uninterrupted run sees.
+    # any step reproduces exactly the batches an uninterrupted run sees.
     epoch_shuffle_seed = tf.random.stateless_uniform(
         [], seed=tf.random.experimental.stateless_fold_in(shuffle_seed, epoch),
         minval=None, maxval=None, dtype=tf.int64)
@@ -126,9 +127,14 @@ def _create_train_dataset(data, config, input_context, start_epoch):
     # Shuffle within the epoch, then batch: every image is seen once per epoch.
     # drop_remainder keeps shapes static (required on TPU).
     batches = images.shuffle(config.train.shuffle_buffer_size, seed=epoch_shuffle_seed)
-    batches = batches.batch(batch_size, drop_remainder=True).take(num_batches)
+    batches = batches.batch(batch_size, drop_remainder=True).take(num_batches).enumerate()
+    # Resuming mid-epoch: skip the steps already trained. The skipped batches
+    # keep their indices, so the batches that follow get the noise they would
+    # have had; only uint8 images are skipped, the noise is never drawn.
+    done = tf.where(epoch == start_epoch, start_step_in_epoch * replicas_per_pipeline, 0)
+    batches = batches.skip(tf.cast(done, tf.int64))
     # Noise is added after batching, one vectorised op per batch.
-    return batches.enumerate().map(
+    return batches.map(
         lambda index, batch: preprocess(
             batch, config.noise,
             tf.random.experimental.stateless_fold_in(epoch_noise_seed, index)),

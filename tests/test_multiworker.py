@@ -73,13 +73,13 @@ def test_interrupted_two_worker_run_resumes_and_only_the_chief_writes(tmp_path):
   # Two workers, killed together right after the chief saved epoch 1.
   processes = _start_workers(workdir, scratch, tmp_path, *flags)
   try:
-    _wait_for((workdir / "checkpoints" / "ckpt-1.index").exists, processes, 180,
+    _wait_for((workdir / "checkpoints" / "ckpt-32.index").exists, processes, 180,
               "checkpoint of epoch 1")
   finally:
     for process in processes:
       process.kill()
       process.wait()
-  assert not (workdir / "checkpoints" / "ckpt-2.index").exists()
+  assert not (workdir / "checkpoints" / "ckpt-64.index").exists()
   assert not (workdir / "saved_model").exists()
   # kill -9 can hit worker 1 inside its own save: only what it leaves then may remain.
   scratch_after_kill = {name for name in os.listdir(scratch) if name.startswith("dae-trainer-")}
@@ -92,9 +92,9 @@ def test_interrupted_two_worker_run_resumes_and_only_the_chief_writes(tmp_path):
   assert result.returncode == 0, output[-3000:]
   resumed = _task_lines(output, r"(worker \d) resumed from (\S+)\.")
   assert sorted(resumed) == [0, 1]
-  assert all(path.endswith(os.path.join("checkpoints", "ckpt-1")) for _, path in resumed.values())
+  assert all(path.endswith(os.path.join("checkpoints", "ckpt-32")) for _, path in resumed.values())
   assert set(_task_lines(output, r"training \S+ for epochs (2\.\.3)").values()) == {("2..3",)}
-  fingerprints = _task_lines(output, r"finished at epoch (3); weights fingerprint (\w+)")
+  fingerprints = _task_lines(output, r"finished at step (96); weights fingerprint (\w+)")
   assert sorted(fingerprints) == [0, 1]
   assert fingerprints[0] == fingerprints[1]  # Both tasks ended with identical weights.
 

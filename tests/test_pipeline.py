@@ -12,7 +12,8 @@ from input_pipeline import pipeline
 def _create(config, split, input_context=None, start_epoch=0):
   """The dataset as the trainer builds it: from the run's data source."""
   data = data_source.create_data_source(config)
-  return pipeline.create_dataset(data, config, split, input_context, start_epoch)
+  return pipeline.create_dataset(data, config, split, input_context,
+                                 start_step=start_epoch * data.steps_per_epoch)
 
 
 def _batches(dataset, count=None):
@@ -93,6 +94,18 @@ def test_training_data_is_reproducible_per_epoch(config, mock_mnist):
   for a, b in zip(first[0] + first[1], again[0] + again[1], strict=True):
     np.testing.assert_array_equal(a, b)
   assert (first[0][0] != other_seed[0][0]).mean() > 0.3
+
+
+def test_resuming_mid_epoch_continues_the_same_batches(config):
+  """Started at global step 37 (epoch 1, batch 5), the stream is the uninterrupted one from there."""
+  config.train.num_epochs = 2
+  data = data_source.create_data_source(config)
+  uninterrupted = _batches(pipeline.create_dataset(data, config, "train"))
+  resumed = _batches(pipeline.create_dataset(data, config, "train", start_step=37))
+  assert len(uninterrupted[0]) == 64 and len(resumed[0]) == 64 - 37
+  for a, b in zip(uninterrupted[0][37:] + uninterrupted[1][37:], resumed[0] + resumed[1],
+                  strict=True):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_training_order_is_reshuffled_every_epoch(config, mock_mnist):

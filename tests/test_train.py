@@ -97,7 +97,8 @@ def test_nan_loss_raises_with_the_step_range():
 
   with pytest.raises(FloatingPointError, match="became nan between steps 108 and 115 "
                                                r"\(epoch 3\)"):
-    train._run_epoch(fake_train_steps, None, epoch=2, steps_per_epoch=50, steps_per_loop=8)
+    train._run_epoch(fake_train_steps, None, epoch=2, first_step=100, num_steps=50,
+                     steps_per_loop=8)
 
 
 def test_mirrored_two_replicas_match_one_device():
@@ -171,7 +172,7 @@ def test_one_epoch_writes_every_artifact(trained_run):
         os.path.join(workdir, run)))
   saved_config = json.load(open(os.path.join(workdir, "config.json")))
   assert saved_config == json.loads(json.dumps(config.to_dict()))
-  assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-1.index"))
+  assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-32.index"))
   metrics = json.load(open(os.path.join(workdir, "metrics.json")))
   for name in ("loss", "mse", "psnr", "ssim"):
     assert np.isfinite(metrics[name]), name
@@ -222,10 +223,10 @@ def test_rerun_resumes_at_the_next_epoch_like_an_uninterrupted_run(config, tmp_p
   train.train_and_evaluate(config, resumed_dir)
   train.train_and_evaluate(config, straight_dir)
 
-  resumed = reports.load_history(resumed_dir, 10)
-  straight = reports.load_history(straight_dir, 10)
+  resumed = reports.load_history(resumed_dir)
+  straight = reports.load_history(straight_dir)
   assert [entry["epoch"] for entry in resumed] == [1, 2]
-  assert os.path.exists(os.path.join(resumed_dir, "checkpoints", "ckpt-2.index"))
+  assert os.path.exists(os.path.join(resumed_dir, "checkpoints", "ckpt-64.index"))
   # Seeds depend on the epoch, not on iterator state: the resumed run saw the
   # same data and ends where the uninterrupted one does.
   for name in ("train_loss", "eval_loss", "eval_psnr"):
@@ -233,8 +234,26 @@ def test_rerun_resumes_at_the_next_epoch_like_an_uninterrupted_run(config, tmp_p
 
   # A finished run started again trains nothing and keeps its reports.
   train.train_and_evaluate(config, resumed_dir)
-  assert [entry["epoch"] for entry in reports.load_history(resumed_dir, 10)] == [1, 2]
-  assert not os.path.exists(os.path.join(resumed_dir, "checkpoints", "ckpt-3.index"))
+  assert [entry["epoch"] for entry in reports.load_history(resumed_dir)] == [1, 2]
+  assert not os.path.exists(os.path.join(resumed_dir, "checkpoints", "ckpt-96.index"))
   metrics = json.load(open(os.path.join(resumed_dir, "metrics.json")))
   assert metrics["epochs"] == 2
   assert metrics["loss"] == pytest.approx(resumed[1]["eval_loss"], rel=1e-5)
+
+
+def test_max_steps_stops_mid_epoch_and_a_rerun_continues_from_that_step(config, tmp_path):
+  config.train.num_epochs = 2
+  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+  workdir = str(tmp_path / "stopped")
+  config.train.max_steps = 40  # Epoch 2, after 8 of its 32 steps.
+  train.train_and_evaluate(config, workdir)
+  assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-40.index"))
+  assert [(entry["epoch"], entry["step"]) for entry in reports.load_history(workdir)] == [
+      (1, 32), (2, 40)]
+  config.train.max_steps = 0
+  resumed = train.train_and_evaluate(config, workdir)
+  assert [(entry["epoch"], entry["step"]) for entry in reports.load_history(workdir)] == [
+      (1, 32), (2, 40), (2, 64)]
+  # Steps 41..64 saw the batches an uninterrupted run sees at those steps.
+  for a, b in zip(resumed.get_weights(), straight.get_weights(), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -52,12 +52,19 @@ def read_config(workdir: str) -> dict | None:
   return read_json(path) if tf.io.gfile.exists(path) else None
 
 
-def load_history(workdir: str, num_epochs: int) -> list[dict[str, float]]:
-  """Per-epoch metrics of the first `num_epochs` epochs recorded in workdir."""
+def load_history(workdir: str, up_to_step: int | None = None) -> list[dict[str, float]]:
+  """Per-epoch metrics recorded in workdir, those up to global step `up_to_step` if given.
+
+  A resumed run keeps the entries its checkpoint covers and drops any a killed
+  run wrote after its last checkpoint.
+  """
   path = os.path.join(workdir, HISTORY_FILENAME)
   if not tf.io.gfile.exists(path):
     return []
-  return read_json(path)[:num_epochs]
+  history = read_json(path)
+  if up_to_step is None:
+    return history
+  return [entry for entry in history if entry["step"] <= up_to_step]
 
 
 def write_history(workdir: str, history: list[dict[str, float]]) -> None:

@@ -6,7 +6,9 @@ runs `train.steps_per_loop` steps, each `strategy.run(train_step)` with the
 loss averaged over the global batch. Every epoch it evaluates on the noisy test
 split, writes TensorBoard summaries and a checkpoint; at the end it writes
 metrics.json, the plots and the SavedModel. Running it again on the same
-workdir resumes after the last checkpointed epoch.
+workdir resumes from the last checkpoint: the checkpointed global step is the
+source of truth for where a run is, and the input pipeline can start at any
+step (see `pipeline.create_dataset`).
 
 Under several workers every task runs the same loop and restores from the
 chief's checkpoints; only the chief keeps what it writes (see `Checkpointer`).
@@ -30,13 +32,12 @@ from input_pipeline import pipeline
 from trainer import export
 from trainer import metrics
 from trainer import models
+from trainer import output_dirs
 from trainer import reports
 from trainer import strategy as strategy_lib
 from trainer import summaries
 from trainer import validation
 
-CHECKPOINT_DIRNAME = "checkpoints"
-SAVED_MODEL_DIRNAME = "saved_model"
 # Eval metrics, summed per example in `eval_step` and averaged over the split.
 EVAL_METRICS = ("loss", "mse", "psnr", "ssim", "noisy_psnr")
 
@@ -142,24 +143,30 @@ def _to_floats(tensors: dict[str, tf.Tensor]) -> dict[str, float]:
   return {name: float(value) for name, value in tensors.items()}
 
 
-def _run_epoch(train_steps, iterator, epoch: int, steps_per_epoch: int,
+def _run_epoch(train_steps, iterator, epoch: int, first_step: int, num_steps: int,
                steps_per_loop: int) -> dict[str, float]:
-  """Runs one epoch in chunks of `steps_per_loop`; raises if the loss stops being finite."""
+  """Runs global steps `first_step` .. `first_step + num_steps - 1` of `epoch` in chunks of
+  `steps_per_loop`; returns their mean metrics; raises if the loss stops being finite."""
   totals = {"loss": 0.0, "psnr": 0.0}
-  first_step = epoch * steps_per_epoch
   done = 0
-  while done < steps_per_epoch:
-    num_steps = min(steps_per_loop, steps_per_epoch - done)
-    chunk = _to_floats(train_steps(iterator, tf.constant(num_steps)))
+  while done < num_steps:
+    chunk_steps = min(steps_per_loop, num_steps - done)
+    chunk = _to_floats(train_steps(iterator, tf.constant(chunk_steps)))
     if not math.isfinite(chunk["loss"]):
       raise FloatingPointError(
           f"Training loss became {chunk['loss']} between steps {first_step + done} and "
-          f"{first_step + done + num_steps - 1} (epoch {epoch + 1}); lower "
+          f"{first_step + done + chunk_steps - 1} (epoch {epoch + 1}); lower "
           "train.learning_rate or check the input data.")
     for name in totals:
-      totals[name] += chunk[name] * num_steps
-    done += num_steps
-  return {name: total / steps_per_epoch for name, total in totals.items()}
+      totals[name] += chunk[name] * chunk_steps
+    done += chunk_steps
+  return {name: total / num_steps for name, total in totals.items()}
+
+
+def total_steps(config: ml_collections.ConfigDict, data: data_source.DataSource) -> int:
+  """Global steps of the whole run: `num_epochs` epochs, or fewer if `train.max_steps` says so."""
+  steps = config.train.num_epochs * data.steps_per_epoch
+  return min(steps, config.train.max_steps) if config.train.max_steps > 0 else steps
 
 
 def _format_duration(seconds: float) -> str:
@@ -234,11 +241,11 @@ def _setup(config: ml_collections.ConfigDict, workdir: str):
   return strategy, data
 
 
-def _create_train_state(config, data, workdir, strategy):
+def _create_train_state(config, data, dirs, strategy):
   """Model, optimizer and checkpointer, restored from the chief's latest checkpoint if any.
 
-  Returns (model, optimizer, checkpoint, checkpointer); `checkpoint.epoch` is
-  the number of epochs already trained.
+  Returns (model, optimizer, checkpoint, checkpointer); `checkpoint.step` is
+  the number of global steps already trained.
   """
   with strategy.scope():
     model = models.create_model(config.model, data.image_shape, config.seed)
@@ -247,9 +254,9 @@ def _create_train_state(config, data, workdir, strategy):
     optimizer.build(model.trainable_variables)
   checkpoint = tf.train.Checkpoint(
       model=model, optimizer=optimizer,
-      epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"))
+      step=tf.Variable(0, dtype=tf.int64, trainable=False, name="step"))
   checkpointer = Checkpointer(
-      checkpoint, os.path.join(workdir, CHECKPOINT_DIRNAME),
+      checkpoint, dirs.checkpoints,
       is_chief=strategy_lib.is_chief(strategy),
       max_to_keep=config.train.checkpoints_to_keep,
       task_name=strategy_lib.task_name(strategy))
@@ -271,8 +278,16 @@ def _write_epoch_summaries(writers, step, train_metrics, eval_metrics, learning_
   writers.flush()
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> keras.Model:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       dirs: output_dirs.OutputDirs | None = None) -> keras.Model:
   """Trains the denoising autoencoder described by `config`, writing everything to `workdir`.
+
+  Args:
+    config: the training config.
+    workdir: directory (local or gs://) for everything the run writes.
+    dirs: where the checkpoints, TensorBoard events and SavedModel go;
+      default: `output_dirs.resolve(workdir)` (the workdir, or Vertex AI's
+      AIP_* directories where set).
 
   Returns the trained model.
 
@@ -281,18 +296,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> keras
     strategy_lib.PeerLostError: another task of a multi-worker job was lost.
     FloatingPointError: the training loss stopped being finite.
   """
+  dirs = dirs or output_dirs.resolve(workdir)
   strategy, data = _setup(config, workdir)
   is_chief = strategy_lib.is_chief(strategy)
   task_name = strategy_lib.task_name(strategy)
   model, optimizer, checkpoint, checkpointer = _create_train_state(
-      config, data, workdir, strategy)
-  start_epoch = int(checkpoint.epoch.numpy())
+      config, data, dirs, strategy)
+  start_step = int(checkpoint.step.numpy())
+  last_step = total_steps(config, data)
   if is_chief:
     reports.write_config(config, workdir)
-  history = reports.load_history(workdir, start_epoch) if is_chief else []
+  history = reports.load_history(workdir, up_to_step=start_step) if is_chief else []
 
   train_iterator = iter(strategy.distribute_datasets_from_function(
-      lambda context: pipeline.create_dataset(data, config, "train", context, start_epoch)))
+      lambda context: pipeline.create_dataset(data, config, "train", context, start_step)))
   eval_dataset = strategy.distribute_datasets_from_function(
       lambda context: pipeline.create_dataset(data, config, "eval", context))
   train_steps = make_train_function(strategy, model, optimizer, config)
@@ -303,25 +320,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> keras
       images.numpy() for images in pipeline.first_eval_examples(
           data, config, config.train.num_images_to_show))
 
-  writers = summaries.Writers(workdir, enabled=is_chief)
+  writers = summaries.Writers(dirs.tensorboard, enabled=is_chief)
   summaries.write_run_description(writers, config, trial_id=os.path.basename(
       os.path.normpath(workdir)))
-  logging.info("%s: training %s for epochs %d..%d, %d steps of %d examples per epoch, "
-               "%d parameters.", task_name, model.name, start_epoch + 1,
-               config.train.num_epochs, data.steps_per_epoch, config.train.batch_size,
-               model.count_params())
+  num_epochs = math.ceil(last_step / data.steps_per_epoch)
+  logging.info("%s: training %s for epochs %d..%d (steps %d..%d), %d steps of %d examples "
+               "per epoch, %d parameters.", task_name, model.name,
+               start_step // data.steps_per_epoch + 1, num_epochs, start_step + 1, last_step,
+               data.steps_per_epoch, config.train.batch_size, model.count_params())
 
   eval_metrics = None
   run_start = time.time()
+  step = start_step
   with strategy_lib.watch_peers(strategy):
-    for epoch in range(start_epoch, config.train.num_epochs):
+    while step < last_step:
+      # One epoch, or what is left of it when resuming mid-epoch or stopping at max_steps.
+      epoch, step_in_epoch = divmod(step, data.steps_per_epoch)
+      num_steps = min(data.steps_per_epoch - step_in_epoch, last_step - step)
       epoch_start = time.time()
-      train_metrics = _run_epoch(train_steps, train_iterator, epoch, data.steps_per_epoch,
+      train_metrics = _run_epoch(train_steps, train_iterator, epoch, step, num_steps,
                                  config.train.steps_per_loop)
-      examples_per_second = (data.steps_per_epoch * config.train.batch_size
+      examples_per_second = (num_steps * config.train.batch_size
                              / (time.time() - epoch_start))
+      step += num_steps
       eval_metrics = run_evaluation()
-      step = (epoch + 1) * data.steps_per_epoch
       if is_chief:
         sample_denoised = model(sample_noisy, training=False).numpy()
         _write_epoch_summaries(
@@ -329,36 +351,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> keras
             float(tf.convert_to_tensor(optimizer.learning_rate.value)), examples_per_second,
             reports.image_grid(sample_clean, sample_noisy, sample_denoised))
 
-      checkpoint.epoch.assign(epoch + 1)
-      checkpointer.save(epoch + 1)
+      checkpoint.step.assign(step)
+      checkpointer.save(step)
       if is_chief:
         history.append({"epoch": epoch + 1, "step": step,
                         "train_loss": train_metrics["loss"], "train_psnr": train_metrics["psnr"],
                         **{f"eval_{name}": value for name, value in eval_metrics.items()}})
         reports.write_history(workdir, history)
 
-      seconds_left = (time.time() - run_start) / (epoch + 1 - start_epoch) * (
-          config.train.num_epochs - epoch - 1)
+      seconds_left = (time.time() - run_start) / (step - start_step) * (last_step - step)
       logging.info(
           "epoch %d/%d: train loss %.4f PSNR %.2f dB | eval loss %.4f PSNR %.2f dB "
           "SSIM %.3f | %.0f examples/s, %.1f s, %s left",
-          epoch + 1, config.train.num_epochs, train_metrics["loss"], train_metrics["psnr"],
+          epoch + 1, num_epochs, train_metrics["loss"], train_metrics["psnr"],
           eval_metrics["loss"], eval_metrics["psnr"], eval_metrics["ssim"],
           examples_per_second, time.time() - epoch_start, _format_duration(seconds_left))
 
     if eval_metrics is None:  # Already trained: report on the restored model.
       eval_metrics = run_evaluation()
-  logging.info("%s finished at epoch %d; weights fingerprint %s.", task_name,
-               int(checkpoint.epoch.numpy()), weights_fingerprint(model))
+  logging.info("%s finished at step %d; weights fingerprint %s.", task_name,
+               int(checkpoint.step.numpy()), weights_fingerprint(model))
   if is_chief:
-    _write_final_reports(config, data, workdir, model, history, eval_metrics,
+    _write_final_reports(config, data, dirs, model, history, eval_metrics,
                          sample_clean, sample_noisy)
   return model
 
 
-def _write_final_reports(config, data, workdir, model, history, eval_metrics,
+def _write_final_reports(config, data, dirs, model, history, eval_metrics,
                          sample_clean, sample_noisy) -> None:
   """metrics.json, plots/ and the SavedModel."""
+  workdir = dirs.workdir
   reports.write_json(os.path.join(workdir, reports.METRICS_FILENAME), {
       "split": config.eval_split,
       "noise": config.noise.to_dict(),
@@ -374,7 +396,7 @@ def _write_final_reports(config, data, workdir, model, history, eval_metrics,
   # Export a copy built outside the strategy: plain variables, no replicas.
   serving_model = models.create_model(config.model, data.image_shape, config.seed)
   serving_model.set_weights(model.get_weights())
-  export.export_saved_model(serving_model, os.path.join(workdir, SAVED_MODEL_DIRNAME))
-  logging.info("Final evaluation on %s: %s. Wrote %s.", config.eval_split,
+  export.export_saved_model(serving_model, dirs.saved_model)
+  logging.info("Final evaluation on %s: %s. Wrote %s (SavedModel in %s).", config.eval_split,
                ", ".join(f"{name} {value:.4f}" for name, value in eval_metrics.items()),
-               workdir)
+               workdir, dirs.saved_model)

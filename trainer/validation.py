@@ -65,6 +65,9 @@ def _validate(config: ml_collections.ConfigDict) -> None:
       "train.eval_batch_size", "train.learning_rate", "train.shuffle_buffer_size",
       "train.steps_per_loop", "train.checkpoints_to_keep", "train.num_images_to_show",
       "runtime.collective_timeout_seconds"))
+  if config.train.max_steps < 0:
+    raise ValueError(f"train.max_steps={config.train.max_steps} must be >= 0 "
+                     "(0: train.num_epochs decides).")
   if not isinstance(config.runtime.jit_compile, bool):
     raise ValueError(f"runtime.jit_compile={config.runtime.jit_compile!r} must be True or False.")
   if config.runtime.num_cpu_devices < 0:
