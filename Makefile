@@ -25,7 +25,7 @@ $(INSTALLED): setup.py
 	touch $@
 
 train: $(INSTALLED)
-	$(VENV_PYTHON) -m trainer.main --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
+	$(VENV_PYTHON) -m trainer.main --config="$(CONFIG)" --workdir="$(WORKDIR)" $(ARGS)
 
 test: $(INSTALLED)
 	$(VENV_PYTHON) -m pytest -n 2 --dist loadfile tests
@@ -42,10 +42,10 @@ test-tf2.20: $(INSTALLED_TF220)
 	$(VENV_TF220)/bin/python -m pytest -n 2 --dist loadfile tests
 
 tensorboard: $(INSTALLED)
-	$(VENV)/bin/tensorboard --logdir $(WORKDIR)
+	$(VENV)/bin/tensorboard --logdir "$(WORKDIR)"
 
 benchmark: $(INSTALLED)
-	$(VENV_PYTHON) scripts/benchmark.py --config=$(CONFIG) $(ARGS)
+	$(VENV_PYTHON) scripts/benchmark.py --config="$(CONFIG)" $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV_TF220) *.egg-info .pytest_cache

@@ -6,6 +6,8 @@ inside a tf.data graph, and no global RNG state is touched. They work on a
 single image [28, 28, 1] or on a batch [batch, 28, 28, 1] alike.
 """
 
+import math
+
 import ml_collections
 import tensorflow as tf
 
@@ -21,6 +23,10 @@ def validate_noise_config(noise_config: ml_collections.ConfigDict) -> None:
         f"Unknown noise.type {noise_config.type!r}; valid types are "
         f"{', '.join(NOISE_TYPES)} (set --config.noise.type=...).")
   factor = noise_config.factor
+  if not math.isfinite(factor):
+    raise ValueError(
+        f"noise.factor={factor} is not a finite number; set --config.noise.factor to e.g. "
+        "0.4 (gaussian std) or 0.2 (fraction of pixels).")
   if noise_config.type in FRACTION_NOISE_TYPES and not 0.0 <= factor <= 1.0:
     raise ValueError(
         f"noise.factor={factor} is not a fraction of pixels; for "

@@ -73,11 +73,12 @@ def benchmark_training(strategy, data, config, num_epochs: int) -> float:
   train_steps = train.make_train_function(strategy, model, optimizer, config)
   steps = data.steps_per_epoch
   chunk = tf.constant(config.train.steps_per_loop)
-  float(train_steps(iterator, chunk)["loss"])  # Trace and fill the cache.
+  keep_going = tf.constant(0.0)  # No stop request.
+  float(train_steps(iterator, chunk, keep_going)["loss"])  # Trace and fill the cache.
   num_calls = steps * num_epochs // config.train.steps_per_loop
   start = time.perf_counter()
   for _ in range(num_calls):
-    loss = train_steps(iterator, chunk)["loss"]
+    loss = train_steps(iterator, chunk, keep_going)["loss"]
   float(loss)
   seconds = time.perf_counter() - start
   examples_per_second = num_calls * config.train.steps_per_loop * config.train.batch_size / seconds

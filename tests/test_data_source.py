@@ -8,6 +8,7 @@ import sys
 import pytest
 import requests
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download import downloader as tfds_downloader
 
 from input_pipeline import data_source
 
@@ -72,8 +73,15 @@ def test_other_28x28x1_datasets_are_accepted(tmp_path):
 def test_unavailable_dataset_error_says_how_to_fix_it(tmp_path, monkeypatch):
   # A real failed download takes minutes of retries here (no internet), so the
   # download itself is replaced by the error it ends with.
+  retries_during_download = []
+
   def offline_download(self, *args, **kwargs):
     del self, args, kwargs
+    retries_during_download.append(tfds_downloader.MAX_RETRIES)
+    # What a failed download leaves behind, to be cleaned up.
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / "train-images.tmp.123").write_bytes(b"partial")
+    (tmp_path / "fashion_mnist" / "3.0.1.incomplete7").mkdir(parents=True)
     raise requests.exceptions.ConnectionError(
         "Max retries exceeded with url: /train-images-idx3-ubyte.gz")
 
@@ -81,6 +89,10 @@ def test_unavailable_dataset_error_says_how_to_fix_it(tmp_path, monkeypatch):
   builder = data_source.get_builder("fashion_mnist", str(tmp_path))
   with pytest.raises(data_source.DatasetUnavailableError) as error:
     data_source.ensure_prepared(builder)
+  # Few retries (TFDS's own 10 take about 3.5 minutes offline), restored after.
+  assert retries_during_download == [2] and tfds_downloader.MAX_RETRIES == 10
+  assert not (tmp_path / "downloads" / "train-images.tmp.123").exists()
+  assert not (tmp_path / "fashion_mnist" / "3.0.1.incomplete7").exists()
   message = str(error.value)
   assert "'fashion_mnist' is not prepared in" in message and str(tmp_path) in message
   assert "ConnectionError" in message

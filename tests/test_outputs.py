@@ -44,7 +44,8 @@ def test_with_aip_variables_each_output_lands_in_its_directory(config, tmp_path,
   assert _event_files(vertex / "logs")
   assert _event_files(vertex / "logs" / "train") and _event_files(vertex / "logs" / "eval")
   # The workdir keeps the rest, and only the rest.
-  assert set(os.listdir(workdir)) == {"config.json", "history.json", "metrics.json", "plots"}
+  assert set(os.listdir(workdir)) == {"config.json", "config_history.json", "history.json",
+                                      "metrics.json", "plots"}
 
 
 @dataclasses.dataclass

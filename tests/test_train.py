@@ -36,7 +36,7 @@ def _train_briefly(config, num_chunks, steps_per_chunk=4):
   optimizer = train.create_optimizer(config.train)
   train_steps = train.make_train_function(strategy, model, optimizer, config)
   iterator = iter(pipeline.create_dataset(data, config, "train"))
-  losses = [float(train_steps(iterator, tf.constant(steps_per_chunk))["loss"])
+  losses = [float(train_steps(iterator, tf.constant(steps_per_chunk), tf.constant(0.0))["loss"])
             for _ in range(num_chunks)]
   return model, data, losses
 
@@ -91,9 +91,10 @@ def test_padded_evaluation_equals_unpadded(config):
 def test_nan_loss_raises_with_the_step_range():
   chunk_losses = iter([0.5, float("nan")])
 
-  def fake_train_steps(iterator, num_steps):
-    del iterator, num_steps
-    return {"loss": tf.constant(next(chunk_losses)), "psnr": tf.constant(10.0)}
+  def fake_train_steps(iterator, num_steps, stop_requested):
+    del iterator, num_steps, stop_requested
+    return {"loss": tf.constant(next(chunk_losses)), "psnr": tf.constant(10.0),
+            "stop": tf.constant(0.0)}
 
   with pytest.raises(FloatingPointError, match="became nan between steps 108 and 115 "
                                                r"\(epoch 3\)"):
@@ -124,7 +125,7 @@ def test_mirrored_two_replicas_match_one_device():
         dataset = strategy.experimental_distribute_dataset(
             tf.data.Dataset.from_tensors(batch).repeat(3))
         steps = train.make_train_function(strategy, model, optimizer, config)
-        loss = float(steps(iter(dataset), tf.constant(3))["loss"])
+        loss = float(steps(iter(dataset), tf.constant(3), tf.constant(0.0))["loss"])
         return loss, model.get_weights(), strategy.num_replicas_in_sync
 
       one_loss, one_weights, one_replicas = run(tf.distribute.get_strategy())

@@ -3,11 +3,11 @@
 import ml_collections
 
 
-def flatten_config(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
-  """{"train.num_epochs": 50, ...}: every leaf field under its dotted name."""
+def flatten_config(config: ml_collections.ConfigDict | dict, prefix: str = "") -> dict:
+  """{"train.num_epochs": 50, ...}: every leaf field under its dotted name (configs or dicts)."""
   flat = {}
   for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
       flat.update(flatten_config(value, f"{prefix}{key}."))
     else:
       flat[f"{prefix}{key}"] = value

@@ -2,7 +2,16 @@
 
 The only module that defines flags. Any config field can be overridden, e.g.
 `--config.train.num_epochs=5 --config.noise.type=masking`.
+
+Every expected failure (a bad config file, override or flag, unusable data or
+workdir, a corrupt file of an earlier run, a lost worker, a non-finite loss)
+ends with one line starting "dae-trainer:" and exit status 1, with no
+traceback unless --verbosity=1. SIGTERM saves a checkpoint and exits with
+`preemption.EXIT_CODE` (75).
 """
+
+import re
+import sys
 
 from absl import app
 from absl import flags
@@ -11,31 +20,71 @@ from ml_collections import config_flags
 import tensorflow as tf
 
 from input_pipeline import data_source
+from trainer import preemption
+from trainer import reports
 from trainer import strategy as strategy_lib
 from trainer import train
 from trainer import validation
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory (local or gs://) for checkpoints, summaries and reports.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False,
+    "Resume a workdir trained with other settings (learning rate, noise, ...); the new "
+    "values take effect and the change is recorded in config_history.json.")
 config_flags.DEFINE_config_file(
     "config", None, "Training configuration file, e.g. configs/default.py.",
     lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 
+# Failures whose message already says what happened and what to do.
+_ONE_LINE_ERRORS = (validation.ConfigError, data_source.DatasetUnavailableError,
+                    reports.CorruptFileError, strategy_lib.PeerLostError, FloatingPointError)
+
+
+def _describe(error: BaseException) -> str:
+  text = " ".join(str(error).replace("\\n", " ").split())
+  return f"{type(error).__name__}: {text[:400]}"
+
+
+def _config_error(error: Exception, argv: list[str]) -> str:
+  """One line for a config that could not be built: an unknown override, or a broken file."""
+  config_file = next((argument.split("=", 1)[1] for argument in argv
+                      if argument.startswith("--config=")), "the --config file")
+  overrides = {argument.split("=", 1)[0].rsplit(".", 1)[-1] for argument in argv
+               if argument.startswith("--config.")}
+  key = re.search(r"""["']?(\w+)["']?""", str(error).strip("'\" ")) if isinstance(
+      error, (AttributeError, KeyError)) else None
+  if key and key.group(1) in overrides:
+    # config_flags reports an unknown `--config.a.b` key this way.
+    message = str(error).replace("\\n", ". ").replace("\\'", "").strip("'\" ")
+    return (f"dae-trainer: unknown config key in a --config.* override: {message} "
+            "Valid keys are the fields of configs/default.py.")
+  return (f"dae-trainer: cannot load the config file {config_file} ({_describe(error)}); "
+          "check the path and that its get_config() runs, e.g. python -c \"import runpy; "
+          f"runpy.run_path('{config_file}')['get_config']()\".")
+
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """Parses flags; a config override naming a field that does not exist exits with one line."""
+  """Parses flags and loads the config; any problem exits with one line."""
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
+    flags.FLAGS.config.lock()  # Loads the file now, if loading was deferred.
   except flags.Error as error:
     raise SystemExit(f"FATAL Flags parsing error: {error}\n"
                      "Pass --helpshort or --helpfull to see help on flags.") from error
-  except (AttributeError, KeyError) as error:
-    # config_flags reports an unknown `--config.a.b` key this way.
-    message = str(error).replace("\\n", ". ").replace("\\'", "").strip("'\" ")
-    raise SystemExit(
-        f"dae-trainer: unknown config key in a --config.* override: {message} "
-        "Valid keys are the fields of configs/default.py.") from error
+  except Exception as error:  # pylint: disable=broad-except
+    # A config file runs arbitrary Python: any error in it is the user's to fix.
+    raise SystemExit(_config_error(error, argv)) from error
+  return remaining
+
+
+def _fail(message: str, exit_code: int = 1):
+  """Ends the process with `message` as its last line; the traceback only at --verbosity>=1."""
+  if logging.get_verbosity() >= logging.DEBUG:
+    logging.exception("dae-trainer failed:")
+  print(f"dae-trainer: {message}", file=sys.stderr, flush=True)
+  sys.exit(exit_code)
 
 
 def main(argv):
@@ -43,14 +92,18 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.info("TensorFlow %s, config:\n%s", tf.__version__, flags.FLAGS.config)
   try:
-    train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
-  except (validation.ConfigError, data_source.DatasetUnavailableError) as error:
-    # Bad input, found before training starts: one line, no traceback.
-    raise SystemExit(f"dae-trainer: {error}") from error
-  except (strategy_lib.PeerLostError, FloatingPointError) as error:
-    # The message already says what happened and what to do; the traceback
-    # would only bury it.
-    raise SystemExit(f"dae-trainer: {error}") from error
+    train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value,
+                             allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+  except _ONE_LINE_ERRORS as error:
+    _fail(str(error))
+  except preemption.Preempted as error:
+    _fail(str(error), preemption.EXIT_CODE)
+  except tf.errors.DataLossError as error:
+    _fail(f"the input data or a checkpoint is corrupt ({_describe(error)}); rebuild the "
+          "dataset (tfds build) or restore the file it names.")
+  except (PermissionError, tf.errors.PermissionDeniedError) as error:
+    _fail(f"cannot write to the workdir ({_describe(error)}); choose another --workdir or "
+          "fix its permissions.")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
-"""Files a run leaves in its workdir: config.json, history.json, metrics.json and plots/.
+"""Files a run leaves in its workdir: config.json, config_history.json, history.json,
+metrics.json and plots/.
 
 All I/O goes through tf.io.gfile so the workdir may be a gs:// path. Files are
-written to a temporary name and renamed, so a crash never leaves half a file.
+written to a temporary name and renamed, so a crash never leaves half a file;
+JSON files hold no NaN or Infinity (not JSON): non-finite numbers become null.
 """
 
 import io
 import json
+import math
 import os
 
 import matplotlib
@@ -17,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 CONFIG_FILENAME = "config.json"
+CONFIG_HISTORY_FILENAME = "config_history.json"
 HISTORY_FILENAME = "history.json"
 METRICS_FILENAME = "metrics.json"
 PLOTS_DIRNAME = "plots"
@@ -24,26 +28,91 @@ LOSS_PLOT_FILENAME = "loss.png"
 DENOISED_PLOT_FILENAME = "denoised.png"
 
 
+_TEMPORARY_SUFFIX = ".tmp"
+
+
+class CorruptFileError(ValueError):
+  """A file of an earlier run cannot be read; the message names it and the fix."""
+
+
+def check_workdir(workdir: str) -> None:
+  """Raises ValueError naming the fix if `workdir` cannot be a workdir.
+
+  Local paths only: a file where the directory should be, or a directory (or
+  its nearest existing parent) this process cannot write to.
+  """
+  if "://" in workdir:
+    return
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"--workdir={workdir} is a file, not a directory; choose another --workdir.")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ValueError(f"--workdir={workdir} cannot be written ({existing} is not writable by "
+                     "this user); choose another --workdir or fix its permissions.")
+
+
+def remove_stale_temporaries(workdir: str) -> None:
+  """Removes the `*.tmp` files a write killed midway leaves in the workdir and plots/."""
+  for directory in (workdir, os.path.join(workdir, PLOTS_DIRNAME)):
+    if not tf.io.gfile.isdir(directory):
+      continue
+    for name in tf.io.gfile.listdir(directory):
+      if name.endswith(_TEMPORARY_SUFFIX):
+        tf.io.gfile.remove(os.path.join(directory, name))
+
+
 def _write_bytes(path: str, data: bytes) -> None:
   tf.io.gfile.makedirs(os.path.dirname(path))
-  temporary_path = f"{path}.tmp"
+  temporary_path = f"{path}{_TEMPORARY_SUFFIX}"
   with tf.io.gfile.GFile(temporary_path, "wb") as file:
     file.write(data)
   tf.io.gfile.rename(temporary_path, path, overwrite=True)
 
 
+def _finite_or_none(value):
+  """`value` with every non-finite float replaced by None (JSON null)."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  if isinstance(value, dict):
+    return {key: _finite_or_none(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_finite_or_none(item) for item in value]
+  return value
+
+
 def write_json(path: str, value) -> None:
-  _write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+  text = json.dumps(_finite_or_none(value), indent=2, sort_keys=True, allow_nan=False)
+  _write_bytes(path, (text + "\n").encode())
 
 
 def read_json(path: str):
-  with tf.io.gfile.GFile(path, "r") as file:
-    return json.load(file)
+  """The content of a JSON file of an earlier run; CorruptFileError naming it if unreadable."""
+  try:
+    with tf.io.gfile.GFile(path, "r") as file:
+      return json.load(file)
+  except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    raise CorruptFileError(
+        f"{path} is corrupt ({type(error).__name__}: {error}); move it away to continue "
+        "without it, or restore it from a backup.") from error
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Saves the resolved config, so a run can always be traced to its settings."""
+def write_config(config: ml_collections.ConfigDict, workdir: str, from_step: int = 0,
+                 changes: list[str] | None = None) -> None:
+  """Saves the resolved config, so a run can always be traced to its settings.
+
+  config.json holds the latest config; config_history.json adds an entry for
+  each stretch of steps trained with another config, with what changed.
+  """
+  history_path = os.path.join(workdir, CONFIG_HISTORY_FILENAME)
+  stretches = read_json(history_path) if tf.io.gfile.exists(history_path) else []
   write_json(os.path.join(workdir, CONFIG_FILENAME), config.to_dict())
+  if not stretches or changes:
+    stretches.append({"from_step": from_step, "changes": changes or [],
+                      "config": config.to_dict()})
+    write_json(history_path, stretches)
 
 
 def read_config(workdir: str) -> dict | None:
@@ -52,7 +121,7 @@ def read_config(workdir: str) -> dict | None:
   return read_json(path) if tf.io.gfile.exists(path) else None
 
 
-def load_history(workdir: str, up_to_step: int | None = None) -> list[dict[str, float]]:
+def load_history(workdir: str, up_to_step: int | None = None) -> list[dict[str, float | None]]:
   """Per-epoch metrics recorded in workdir, those up to global step `up_to_step` if given.
 
   A resumed run keeps the entries its checkpoint covers and drops any a killed

@@ -33,6 +33,7 @@ from trainer import export
 from trainer import metrics
 from trainer import models
 from trainer import output_dirs
+from trainer import preemption
 from trainer import reports
 from trainer import strategy as strategy_lib
 from trainer import summaries
@@ -90,7 +91,12 @@ def eval_step(model: keras.Model, batch, loss_name: str) -> dict[str, tf.Tensor]
 
 
 def make_train_function(strategy, model, optimizer, config):
-  """Returns `train_steps(iterator, num_steps)` -> mean loss and PSNR over those steps."""
+  """Returns `train_steps(iterator, num_steps, stop_requested)`.
+
+  It runs `num_steps` steps and returns their mean loss and PSNR, and `stop`:
+  `stop_requested` (a float, 1 to stop) summed over every replica of every
+  task, positive if any asked, so all tasks stop after the same chunk.
+  """
   forward_backward = functools.partial(
       compute_gradients, model, loss_name=config.train.loss,
       global_batch_size=config.train.batch_size)
@@ -106,13 +112,17 @@ def make_train_function(strategy, model, optimizer, config):
     return outputs
 
   @tf.function
-  def train_steps(iterator, num_steps):
+  def train_steps(iterator, num_steps, stop_requested):
     totals = {"loss": tf.constant(0.0), "psnr": tf.constant(0.0)}
     for _ in tf.range(num_steps):
       outputs = strategy.run(train_step, args=(next(iterator),))
       totals = {name: totals[name] + strategy.reduce(
           tf.distribute.ReduceOp.SUM, outputs[name], axis=None) for name in totals}
-    return {name: total / tf.cast(num_steps, tf.float32) for name, total in totals.items()}
+    means = {name: total / tf.cast(num_steps, tf.float32) for name, total in totals.items()}
+    means["stop"] = strategy.reduce(
+        tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(stop_requested,)),
+        axis=None)
+    return means
 
   return train_steps
 
@@ -144,14 +154,23 @@ def _to_floats(tensors: dict[str, tf.Tensor]) -> dict[str, float]:
 
 
 def _run_epoch(train_steps, iterator, epoch: int, first_step: int, num_steps: int,
-               steps_per_loop: int) -> dict[str, float]:
+               steps_per_loop: int, stop_signal=None) -> tuple[dict[str, float], int, bool]:
   """Runs global steps `first_step` .. `first_step + num_steps - 1` of `epoch` in chunks of
-  `steps_per_loop`; returns their mean metrics; raises if the loss stops being finite."""
+  `steps_per_loop`.
+
+  Returns (mean metrics, steps done, stopped): a stop requested on any task
+  (`stop_signal.requested`) ends the epoch after the current chunk.
+
+  Raises:
+    FloatingPointError: the loss stopped being finite, naming the step range.
+  """
   totals = {"loss": 0.0, "psnr": 0.0}
   done = 0
   while done < num_steps:
     chunk_steps = min(steps_per_loop, num_steps - done)
-    chunk = _to_floats(train_steps(iterator, tf.constant(chunk_steps)))
+    stop_requested = float(stop_signal is not None and stop_signal.requested)
+    chunk = _to_floats(train_steps(iterator, tf.constant(chunk_steps),
+                                   tf.constant(stop_requested)))
     if not math.isfinite(chunk["loss"]):
       raise FloatingPointError(
           f"Training loss became {chunk['loss']} between steps {first_step + done} and "
@@ -160,7 +179,9 @@ def _run_epoch(train_steps, iterator, epoch: int, first_step: int, num_steps: in
     for name in totals:
       totals[name] += chunk[name] * chunk_steps
     done += chunk_steps
-  return {name: total / num_steps for name, total in totals.items()}
+    if chunk["stop"] > 0:
+      break
+  return {name: total / done for name, total in totals.items()}, done, chunk["stop"] > 0
 
 
 def total_steps(config: ml_collections.ConfigDict, data: data_source.DataSource) -> int:
@@ -209,11 +230,49 @@ class Checkpointer:
                                                max_to_keep=max_to_keep)
 
   def restore_latest(self) -> str | None:
-    """Restores the chief's latest checkpoint, if any; returns its path."""
-    path = tf.train.latest_checkpoint(self.directory)
-    if path:
-      self._checkpoint.restore(path).assert_existing_objects_matched()
-    return path
+    """Restores the chief's newest intact checkpoint, if any; returns its path.
+
+    A checkpoint that cannot be read (a truncated or garbled file, say after a
+    disk filled up) is skipped with one warning naming it, for the one before.
+
+    Raises:
+      validation.ConfigError: a checkpoint was written by another model, or
+        none of the checkpoints can be read.
+    """
+    state = tf.train.get_checkpoint_state(self.directory)
+    paths = list(state.all_model_checkpoint_paths) if state else []
+    if state and state.model_checkpoint_path not in paths:
+      paths.append(state.model_checkpoint_path)
+    unreadable = []
+    for path in reversed(paths):
+      try:
+        self._checkpoint.restore(path).assert_existing_objects_matched()
+      except (AssertionError, ValueError) as error:
+        raise validation.ConfigError(
+            f"checkpoint {path} was written by another model ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]}); use a new --workdir, or the config that "
+            "wrote it.") from error
+      except (tf.errors.OpError, IndexError, EOFError) as error:
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        logging.warning("Checkpoint %s is unreadable (%s: %s); trying the one before.",
+                        path, type(error).__name__, reason)
+        unreadable.append(path)
+        continue
+      return path
+    if unreadable:
+      raise validation.ConfigError(
+          f"no readable checkpoint in {self.directory} (tried {', '.join(unreadable)}); "
+          "delete that directory to train from scratch, or use a new --workdir.")
+    return None
+
+  def remove_stale_temporaries(self) -> None:
+    """Removes what a save killed midway leaves behind (TensorFlow's `*_temp` folders)."""
+    if not self._is_chief or not tf.io.gfile.isdir(self.directory):
+      return
+    for name in tf.io.gfile.listdir(self.directory):
+      if name.rstrip("/").endswith("_temp"):
+        logging.info("Removing %s, left by an interrupted checkpoint save.", name)
+        tf.io.gfile.rmtree(os.path.join(self.directory, name))
 
   def save(self, number: int) -> None:
     self._manager.save(checkpoint_number=number)
@@ -221,24 +280,26 @@ class Checkpointer:
       tf.io.gfile.rmtree(self._write_dir)
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: str):
+def _setup(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool):
   """Checks everything that can be checked, then builds the strategy and the data once.
 
-  Returns (strategy, data source).
+  Returns (strategy, data source, the config changes since the workdir's last run).
   """
-  validation.validate_config(config)
   try:
+    validation.validate_config(config)
+    reports.check_workdir(workdir)
     # The strategy comes first: splitting the CPU into logical devices only
     # works before TensorFlow initialises them.
     strategy = strategy_lib.get_strategy(config.runtime)
     validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
     data = data_source.create_data_source(config)
+    changes = validation.check_resumable(config, reports.read_config(workdir),
+                                         allow_config_change)
   except validation.ConfigError:
     raise
-  except ValueError as error:
+  except ValueError as error:  # Including reports.CorruptFileError.
     raise validation.ConfigError(str(error)) from error
-  validation.check_resumable(config, reports.read_config(workdir))
-  return strategy, data
+  return strategy, data, changes
 
 
 def _create_train_state(config, data, dirs, strategy):
@@ -260,9 +321,13 @@ def _create_train_state(config, data, dirs, strategy):
       is_chief=strategy_lib.is_chief(strategy),
       max_to_keep=config.train.checkpoints_to_keep,
       task_name=strategy_lib.task_name(strategy))
+  checkpointer.remove_stale_temporaries()
   restored = checkpointer.restore_latest()
   if restored:
     logging.info("%s resumed from %s.", strategy_lib.task_name(strategy), restored)
+  # The config, not the checkpoint, decides the learning rate: a rerun with a
+  # new train.learning_rate (accepted by `validation.check_resumable`) uses it.
+  optimizer.learning_rate = config.train.learning_rate
   return model, optimizer, checkpoint, checkpointer
 
 
@@ -279,7 +344,8 @@ def _write_epoch_summaries(writers, step, train_metrics, eval_metrics, learning_
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       dirs: output_dirs.OutputDirs | None = None) -> keras.Model:
+                       dirs: output_dirs.OutputDirs | None = None,
+                       allow_config_change: bool = False) -> keras.Model:
   """Trains the denoising autoencoder described by `config`, writing everything to `workdir`.
 
   Args:
@@ -288,6 +354,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     dirs: where the checkpoints, TensorBoard events and SavedModel go;
       default: `output_dirs.resolve(workdir)` (the workdir, or Vertex AI's
       AIP_* directories where set).
+    allow_config_change: resume a workdir trained with other settings that
+      change the result (see `validation.check_resumable`).
 
   Returns the trained model.
 
@@ -295,18 +363,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     validation.ConfigError: a bad config, found before anything is written.
     strategy_lib.PeerLostError: another task of a multi-worker job was lost.
     FloatingPointError: the training loss stopped being finite.
+    preemption.Preempted: stopped on SIGTERM after saving a checkpoint.
   """
   dirs = dirs or output_dirs.resolve(workdir)
-  strategy, data = _setup(config, workdir)
+  strategy, data, changes = _setup(config, workdir, allow_config_change)
   is_chief = strategy_lib.is_chief(strategy)
   task_name = strategy_lib.task_name(strategy)
   model, optimizer, checkpoint, checkpointer = _create_train_state(
       config, data, dirs, strategy)
   start_step = int(checkpoint.step.numpy())
   last_step = total_steps(config, data)
-  if is_chief:
-    reports.write_config(config, workdir)
+  if start_step > last_step:
+    raise validation.ConfigError(
+        f"train.num_epochs={config.train.num_epochs} (train.max_steps="
+        f"{config.train.max_steps}) ends at step {last_step}, but {dirs.checkpoints} is "
+        f"already trained to step {start_step}; raise it, or use a new --workdir.")
   history = reports.load_history(workdir, up_to_step=start_step) if is_chief else []
+  if is_chief:
+    # Only now, with the checkpoint restored and the config accepted.
+    reports.remove_stale_temporaries(workdir)
+    reports.write_config(config, workdir, from_step=start_step, changes=changes)
 
   train_iterator = iter(strategy.distribute_datasets_from_function(
       lambda context: pipeline.create_dataset(data, config, "train", context, start_step)))
@@ -331,18 +407,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   eval_metrics = None
   run_start = time.time()
+  # Wall time spent training before this process, so history's elapsed_seconds
+  # keeps counting across resumed runs.
+  earlier_seconds = history[-1].get("elapsed_seconds", 0.0) if history else 0.0
   step = start_step
-  with strategy_lib.watch_peers(strategy):
+  with strategy_lib.watch_peers(strategy), preemption.StopSignal() as stop_signal:
     while step < last_step:
       # One epoch, or what is left of it when resuming mid-epoch or stopping at max_steps.
       epoch, step_in_epoch = divmod(step, data.steps_per_epoch)
       num_steps = min(data.steps_per_epoch - step_in_epoch, last_step - step)
       epoch_start = time.time()
-      train_metrics = _run_epoch(train_steps, train_iterator, epoch, step, num_steps,
-                                 config.train.steps_per_loop)
+      train_metrics, num_steps, stopped = _run_epoch(
+          train_steps, train_iterator, epoch, step, num_steps, config.train.steps_per_loop,
+          stop_signal)
       examples_per_second = (num_steps * config.train.batch_size
                              / (time.time() - epoch_start))
       step += num_steps
+      if stopped:
+        # Preempted: save where we are, now; evaluation would eat the grace period.
+        checkpoint.step.assign(step)
+        checkpointer.save(step)
+        raise preemption.Preempted(
+            f"{task_name} stopped on {stop_signal.received or 'another task'}'s request at "
+            f"step {step} (epoch {epoch + 1}) and saved a checkpoint there; rerun the same "
+            "command to continue from that step.")
       eval_metrics = run_evaluation()
       if is_chief:
         sample_denoised = model(sample_noisy, training=False).numpy()
@@ -350,14 +438,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             writers, step, train_metrics, eval_metrics,
             float(tf.convert_to_tensor(optimizer.learning_rate.value)), examples_per_second,
             reports.image_grid(sample_clean, sample_noisy, sample_denoised))
-
-      checkpoint.step.assign(step)
-      checkpointer.save(step)
-      if is_chief:
+        # History first, then the checkpoint: a kill between the two leaves a
+        # history entry past the checkpoint, which the rerun drops and redoes
+        # (`load_history(up_to_step=...)`); the other order would lose it.
         history.append({"epoch": epoch + 1, "step": step,
                         "train_loss": train_metrics["loss"], "train_psnr": train_metrics["psnr"],
+                        "elapsed_seconds": earlier_seconds + time.time() - run_start,
                         **{f"eval_{name}": value for name, value in eval_metrics.items()}})
         reports.write_history(workdir, history)
+      checkpoint.step.assign(step)
+      checkpointer.save(step)
 
       seconds_left = (time.time() - run_start) / (step - start_step) * (last_step - step)
       logging.info(

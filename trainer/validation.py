@@ -76,23 +76,65 @@ def _validate(config: ml_collections.ConfigDict) -> None:
         "(0 leaves the CPU as one device).")
 
 
-def check_resumable(config: ml_collections.ConfigDict, previous: dict | None) -> None:
-  """Raises ConfigError if a workdir's earlier run used another model: its checkpoints cannot load.
+# Fields a resumed run may change without asking: how long, where and how fast
+# it runs and what it logs. None changes what the model learns at a given step
+# (runtime settings change float rounding at most).
+_FREE_FIELDS = ("data_dir", "train.num_epochs", "train.max_steps", "train.checkpoints_to_keep",
+                "train.num_images_to_show", "train.steps_per_loop")
+_FREE_PREFIXES = ("runtime.",)
+# Fields a resumed run can never change: which variables the checkpoint holds,
+# and what its step counts (batches of one size, of one split).
+_FIXED_FIELDS = ("dataset", "train_split", "train.batch_size")
+_FIXED_PREFIXES = ("model.",)
+
+
+def config_changes(previous: dict, config: ml_collections.ConfigDict) -> list[str]:
+  """Fields that differ from an earlier run's config.json, as "name=old -> new".
+
+  Fields the earlier run's config did not have yet are not counted.
+  """
+  earlier = config_lib.flatten_config(previous)
+  current = config_lib.flatten_config(json.loads(json.dumps(config.to_dict())))
+  return [f"{name}={earlier[name]!r} -> {value!r}" for name, value in sorted(current.items())
+          if name in earlier and earlier[name] != value]
+
+
+def _field(change: str) -> str:
+  return change.split("=", 1)[0]
+
+
+def check_resumable(config: ml_collections.ConfigDict, previous: dict | None,
+                    allow_changes: bool = False) -> list[str]:
+  """Checks a rerun's config against the workdir's earlier one; returns the changes to record.
 
   Args:
     config: the config of this run.
     previous: the earlier run's config.json content, or None for a new workdir.
+    allow_changes: continue with changed fields that alter the result (the
+      learning rate, noise, loss, seed, ...), which then take effect.
+
+  Raises:
+    ConfigError: a field changed that a checkpoint cannot follow (the model,
+      dataset, training split or batch size), or one that alters the result
+      without `allow_changes`. The message names every such field.
   """
   if previous is None:
-    return
-  current = json.loads(json.dumps(config.to_dict()))  # Tuples become lists, as in the file.
-  earlier_model = previous.get("model", {})
-  changes = [f"model.{key}={earlier_model.get(key)!r} -> {value!r}"
-             for key, value in current["model"].items() if earlier_model.get(key) != value]
-  if changes:
+    return []
+  changes = config_changes(previous, config)
+  fixed = [change for change in changes if _field(change) in _FIXED_FIELDS
+           or _field(change).startswith(_FIXED_PREFIXES)]
+  if fixed:
     raise ConfigError(
-        f"The workdir holds a run of another model ({', '.join(changes)}); its checkpoints "
-        "cannot be resumed. Use a new --workdir, or the earlier run's model settings.")
+        f"The workdir holds a run with other {', '.join(fixed)}; its checkpoints cannot be "
+        "resumed with these. Use a new --workdir, or the earlier run's values.")
+  altering = [change for change in changes if _field(change) not in _FREE_FIELDS
+              and not _field(change).startswith(_FREE_PREFIXES)]
+  if altering and not allow_changes:
+    raise ConfigError(
+        f"The workdir was trained with other settings ({', '.join(altering)}); continuing would "
+        "mix them into one run. Pass --allow_config_change to continue with the new values "
+        "(recorded in config_history.json), or use a new --workdir.")
+  return changes
 
 
 def validate_batch_sizes(config: ml_collections.ConfigDict, num_replicas: int) -> None:
