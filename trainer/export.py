@@ -1,37 +1,150 @@
-"""SavedModel export for serving.
+"""SavedModel export for serving: signatures that enforce their input contract, written atomically.
 
-Signatures (fixed: serving clients rely on them):
-- `serving_default`: `images` float32 [batch, 28, 28, 1] in [0, 1]
-  -> {"denoised": float32 [batch, 28, 28, 1]}
-- `encode`: `images` -> {"latent": float32 [batch, latent_dim]}
+Signatures (names and outputs fixed: serving clients rely on them):
+- `serving_default`: `images` float32 [N, 28, 28, 1] in [0, 1]
+  -> {"denoised": float32 [N, 28, 28, 1]}
+- `encode`: `images` float32 [N, 28, 28, 1] in [0, 1] -> {"latent": float32 [N, latent_dim]}
+- `serving_uint8`: `images` uint8 [N, 28, 28, 1] (raw pixels, 0..255)
+  -> {"denoised": float32 [N, 28, 28, 1]}, scaled exactly as in training.
+
+Every signature checks its input's rank and shape (and, for float input, that
+the values lie in [0, 1]) before the model runs, so a bad request fails with an
+`InvalidArgumentError` naming the expected and the received input, instead of
+aborting the serving process (a conv model fed [N, 28, 28] hits a oneDNN check
+failure) or silently returning garbage (a dense model accepts [N, 784]; pixels
+in 0..255 saturate the first layer).
 """
 
+import os
+
+from absl import logging
 import keras
+import ml_collections
 import tensorflow as tf
 
+from input_pipeline import pipeline
 from trainer import models
 
 SERVING_ENDPOINT = "serving_default"
 ENCODE_ENDPOINT = "encode"
+UINT8_ENDPOINT = "serving_uint8"
+# `export_saved_model(model, path)` writes `path + _TEMPORARY_INFIX + pid` first.
+_TEMPORARY_INFIX = ".tmp-"
+
+# `pipeline.preprocess` returns (noisy, clean); its clean half is the training
+# scaling of uint8 pixels. The noise it also computes is unused by the uint8
+# signature (so pruned when the graph runs): any valid noise config will do.
+_UNUSED_NOISE = ml_collections.ConfigDict({"type": "masking", "factor": 0.0})
+_UNUSED_NOISE_SEED = (0, 0)
+
+
+def _expected_input(endpoint: str, dtype: tf.DType, image_shape) -> str:
+  dims = ", ".join(str(dim) for dim in image_shape)
+  values = " with values in [0, 1]" if dtype.is_floating else ""
+  # No quotes: tf.Assert would print them escaped.
+  return f"Signature {endpoint} expects `images` {dtype.name} [N, {dims}]{values}"
+
+
+def _checked_images(images: tf.Tensor, endpoint: str, image_shape) -> tf.Tensor:
+  """Returns `images`, with its static shape set, once runtime checks of the contract pass.
+
+  The signatures declare `images` with an unknown shape on purpose. With a
+  declared [None, 28, 28, 1], rank checks are decided at trace time
+  (`tf.debugging.assert_rank` becomes a no-op, `tf.size(tf.shape(images))` the
+  constant 4), yet neither `loaded.signatures[...]` nor a Session::Run feed
+  (TF Serving) stops a [N, 28, 28] tensor at run time: it reached the conv
+  layers and aborted the process. With an unknown shape every check below is
+  an op that runs on the tensor actually received.
+  """
+  expected = _expected_input(endpoint, images.dtype, image_shape)
+  shape = tf.shape(images)
+  expected_rank = 1 + len(image_shape)
+  # Comparing shapes of different lengths would itself fail with an unrelated
+  # broadcasting error, so the dimensions are compared only at the right rank.
+  shape_ok = tf.cond(
+      tf.equal(tf.size(shape), expected_rank),
+      lambda: tf.reduce_all(tf.equal(shape[1:], image_shape)),
+      lambda: tf.constant(False))
+  checks = [tf.debugging.Assert(shape_ok, [f"{expected}; got shape", shape],
+                                summarize=expected_rank + 2)]
+  if images.dtype.is_floating:
+    with tf.control_dependencies(checks):  # A bad shape is reported before bad values.
+      # Written so that NaN, which fails every comparison, is out of range too.
+      in_range = tf.reduce_all(tf.logical_and(images >= 0.0, images <= 1.0))
+      checks.append(tf.debugging.Assert(
+          in_range, [f"{expected}; got values from", tf.reduce_min(images), "to",
+                     tf.reduce_max(images), "(scale 0..255 pixels by 1/255, or call "
+                     f"{UINT8_ENDPOINT} with uint8 images)"]))
+  with tf.control_dependencies(checks):
+    # The model's layers need the static shape; the asserts above ran first.
+    return tf.ensure_shape(tf.identity(images), [None, *image_shape])
+
+
+def _remove_temporaries(path: str) -> None:
+  """Removes `path`'s temporary siblings left by an export that was killed."""
+  for stale in tf.io.gfile.glob(path + _TEMPORARY_INFIX + "*"):
+    logging.info("Removing %s, left by an interrupted export.", stale)
+    tf.io.gfile.rmtree(stale)
 
 
 def export_saved_model(model: keras.Model, path: str) -> None:
-  """Writes `model` (built by `models.create_model`) as a SavedModel at `path`.
+  """Writes `model` (built by `models.create_model`) as a SavedModel at `path`, atomically.
 
-  The signatures take images of the shape the model was built for.
+  The signatures take images of the shape the model was built for. The model
+  is written to a temporary sibling of `path`, then renamed into place, so
+  `path` either holds the previous complete export or the new complete one,
+  never a partial one (a kill between the two renames that replace an older
+  export leaves no `path`, and complete temporaries that the next export
+  removes). On a local disk each rename is atomic; on GCS (`gs://`) renaming a
+  directory copies then deletes each object, so a kill there can still leave
+  an incomplete `path`.
   """
+  path = path.rstrip("/")
+  image_shape = tuple(model.input_shape[1:])
   encoder = models.get_encoder(model)
-  input_signature = [tf.TensorSpec([None, *model.input_shape[1:]], tf.float32,
-                                   name="images")]
+
+  def checked(endpoint):
+    return lambda images: _checked_images(images, endpoint, image_shape)
+
+  def scaled_uint8(images):
+    images = _checked_images(images, UINT8_ENDPOINT, image_shape)
+    return pipeline.preprocess(images, _UNUSED_NOISE, tf.constant(_UNUSED_NOISE_SEED))[1]
+
+  serving_images, encode_images = checked(SERVING_ENDPOINT), checked(ENCODE_ENDPOINT)
+  # Unknown shapes on purpose: see `_checked_images`.
+  float_signature = [tf.TensorSpec(None, tf.float32, name="images")]
+  uint8_signature = [tf.TensorSpec(None, tf.uint8, name="images")]
   archive = keras.export.ExportArchive()
   archive.track(model)
   # The first endpoint added becomes the SavedModel's serving_default.
   archive.add_endpoint(
       name=SERVING_ENDPOINT,
-      fn=lambda images: {"denoised": model(images, training=False)},
-      input_signature=input_signature)
+      fn=lambda images: {"denoised": model(serving_images(images), training=False)},
+      input_signature=float_signature)
   archive.add_endpoint(
       name=ENCODE_ENDPOINT,
-      fn=lambda images: {"latent": encoder(images, training=False)},
-      input_signature=input_signature)
-  archive.write_out(path, verbose=False)
+      fn=lambda images: {"latent": encoder(encode_images(images), training=False)},
+      input_signature=float_signature)
+  archive.add_endpoint(
+      name=UINT8_ENDPOINT,
+      fn=lambda images: {"denoised": model(scaled_uint8(images), training=False)},
+      input_signature=uint8_signature)
+
+  _remove_temporaries(path)
+  temporary = f"{path}{_TEMPORARY_INFIX}{os.getpid()}"
+  try:
+    archive.write_out(temporary, verbose=False)
+  except BaseException:
+    if tf.io.gfile.exists(temporary):
+      tf.io.gfile.rmtree(temporary)
+    raise
+  if tf.io.gfile.exists(path):
+    # Move the previous export aside (one rename) rather than deleting it in
+    # place: a kill during a recursive delete would leave a partial `path`.
+    previous = f"{temporary}-previous"
+    tf.io.gfile.rename(path, previous)
+    tf.io.gfile.rename(temporary, path)
+    tf.io.gfile.rmtree(previous)
+  else:
+    tf.io.gfile.rename(temporary, path)
+  logging.info("Exported the SavedModel to %s.", path)
