@@ -14,7 +14,7 @@ INSTALLED := $(VENV)/.installed
 VENV_TF220 ?= .venv-tf2.20
 INSTALLED_TF220 := $(VENV_TF220)/.installed
 
-.PHONY: install train test test-tf2.20 tensorboard benchmark clean
+.PHONY: install train test test-slow test-tf2.20 tensorboard benchmark clean
 
 install: $(INSTALLED)
 
@@ -28,7 +28,11 @@ train: $(INSTALLED)
 	$(VENV_PYTHON) -m trainer.main --config="$(CONFIG)" --workdir="$(WORKDIR)" $(ARGS)
 
 test: $(INSTALLED)
-	$(VENV_PYTHON) -m pytest -n 2 --dist loadfile tests
+	$(VENV_PYTHON) -m pytest -n 2 --dist loadfile -m "not slow" tests
+
+# Long recovery checks (repeated kill -9, SIGTERM and resume); CI runs them too.
+test-slow: $(INSTALLED)
+	$(VENV_PYTHON) -m pytest -n 2 --dist loadfile -m slow tests
 
 $(INSTALLED_TF220): setup.py
 	$(PYTHON) -m venv $(VENV_TF220)
@@ -39,7 +43,7 @@ $(INSTALLED_TF220): setup.py
 # The whole suite again on TensorFlow 2.20 (what TPU VMs run).
 test-tf2.20: $(INSTALLED_TF220)
 	$(VENV_TF220)/bin/python -c "import tensorflow as tf; assert tf.__version__.startswith('2.20'), tf.__version__"
-	$(VENV_TF220)/bin/python -m pytest -n 2 --dist loadfile tests
+	$(VENV_TF220)/bin/python -m pytest -n 2 --dist loadfile -m "not slow" tests
 
 tensorboard: $(INSTALLED)
 	$(VENV)/bin/tensorboard --logdir "$(WORKDIR)"

@@ -41,10 +41,15 @@ _SHUFFLE_STREAM = 3
 _READ_CONFIG = tfds.ReadConfig(try_autocache=False)
 
 
+def scale_images(images: tf.Tensor) -> tf.Tensor:
+  """uint8 pixels -> float32 in [0, 1]: the one scaling of training, evaluation and serving."""
+  return tf.cast(images, tf.float32) / 255.0
+
+
 def preprocess(images: tf.Tensor, noise_config: ml_collections.ConfigDict,
                seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   """Maps uint8 images (one or a batch) to a (noisy, clean) pair of float32 in [0, 1]."""
-  clean = tf.cast(images, tf.float32) / 255.0
+  clean = scale_images(images)
   return noise.add_noise(clean, noise_config, seed), clean
 
 

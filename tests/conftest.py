@@ -12,6 +12,12 @@ from input_pipeline import data_source
 from trainer import train
 
 
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: long end-to-end checks (kill -9 loops, SIGTERM) run by `make "
+      "test-slow`, not `make test`")
+
+
 @pytest.fixture
 def config():
   """The tiny test config: a 2048-image slice of the bundled MNIST, one epoch."""

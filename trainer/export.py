@@ -19,7 +19,6 @@ import os
 
 from absl import logging
 import keras
-import ml_collections
 import tensorflow as tf
 
 from input_pipeline import pipeline
@@ -30,13 +29,6 @@ ENCODE_ENDPOINT = "encode"
 UINT8_ENDPOINT = "serving_uint8"
 # `export_saved_model(model, path)` writes `path + _TEMPORARY_INFIX + pid` first.
 _TEMPORARY_INFIX = ".tmp-"
-
-# `pipeline.preprocess` returns (noisy, clean); its clean half is the training
-# scaling of uint8 pixels. The noise it also computes is unused by the uint8
-# signature (so pruned when the graph runs): any valid noise config will do.
-_UNUSED_NOISE = ml_collections.ConfigDict({"type": "masking", "factor": 0.0})
-_UNUSED_NOISE_SEED = (0, 0)
-
 
 def _expected_input(endpoint: str, dtype: tf.DType, image_shape) -> str:
   dims = ", ".join(str(dim) for dim in image_shape)
@@ -107,8 +99,8 @@ def export_saved_model(model: keras.Model, path: str) -> None:
     return lambda images: _checked_images(images, endpoint, image_shape)
 
   def scaled_uint8(images):
-    images = _checked_images(images, UINT8_ENDPOINT, image_shape)
-    return pipeline.preprocess(images, _UNUSED_NOISE, tf.constant(_UNUSED_NOISE_SEED))[1]
+    # The scaling of training itself, so clients cannot skew the input.
+    return pipeline.scale_images(_checked_images(images, UINT8_ENDPOINT, image_shape))
 
   serving_images, encode_images = checked(SERVING_ENDPOINT), checked(ENCODE_ENDPOINT)
   # Unknown shapes on purpose: see `_checked_images`.

@@ -49,6 +49,9 @@ def check_workdir(workdir: str) -> None:
   existing = path
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f"--workdir={workdir} cannot be created: {existing} is a file; choose "
+                     "another --workdir.")
   if not os.access(existing, os.W_OK | os.X_OK):
     raise ValueError(f"--workdir={workdir} cannot be written ({existing} is not writable by "
                      "this user); choose another --workdir or fix its permissions.")

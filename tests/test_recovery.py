@@ -1,0 +1,277 @@
+"""Reliability, in process: honest resume, corrupt files, bad input in one line, nothing written early.
+
+The subprocess checks (kill -9 loops, SIGTERM) are in test_recovery_slow.py.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+from configs import test as test_config
+from input_pipeline import data_source
+from trainer import main as main_lib
+from trainer import preemption
+from trainer import reports
+from trainer import train
+from trainer import validation
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _snapshot(directory):
+  """Every file under `directory` with its size and modification time."""
+  found = {}
+  for parent, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(parent, name)
+      found[os.path.relpath(path, directory)] = (os.path.getsize(path), os.stat(path).st_mtime_ns)
+  return found
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+  """A workdir trained for 8 steps with the test config: (workdir, config)."""
+  workdir = str(tmp_path_factory.mktemp("short") / "workdir")
+  config = test_config.get_config()
+  config.train.max_steps = 8
+  train.train_and_evaluate(config, workdir)
+  return workdir, config
+
+
+def _copy(workdir, tmp_path):
+  copy = str(tmp_path / "workdir")
+  shutil.copytree(workdir, copy)
+  return copy
+
+
+def _bad_mnist_copy(tmp_path, damage):
+  data_dir = tmp_path / "tfds"
+  shutil.copytree(os.path.join(data_source.BUNDLED_DATA_DIR, "mnist"), data_dir / "mnist")
+  damage(data_dir / "mnist" / "3.0.1")
+  return str(data_dir)
+
+
+def _truncate(path, size=100_000):
+  with open(path, "r+b") as file:
+    file.truncate(size)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: setattr(c.train, "learning_rate", 0.01),
+     "other settings \\(train.learning_rate=0.001 -> 0.01\\).*--allow_config_change"),
+    (lambda c: setattr(c.noise, "factor", 0.5), "noise.factor=0.4 -> 0.5"),
+    (lambda c: setattr(c, "seed", 3), "seed=0 -> 3"),
+    (lambda c: setattr(c.train, "batch_size", 32),
+     "other train.batch_size=64 -> 32; its checkpoints cannot be resumed"),
+    (lambda c: setattr(c.model, "latent_dim", 32), "other model.latent_dim=64 -> 32"),
+    (lambda c: setattr(c, "train_split", "train[:1024]"), "other train_split="),
+])
+def test_a_rerun_with_changed_settings_is_refused_naming_them(short_run, tmp_path, change,
+                                                             message):
+  workdir = _copy(short_run[0], tmp_path)
+  before = _snapshot(workdir)
+  config = test_config.get_config()
+  change(config)
+  with pytest.raises(validation.ConfigError, match=message) as error:
+    train.train_and_evaluate(config, workdir)
+  assert "\n" not in str(error.value)
+  assert _snapshot(workdir) == before
+
+
+def test_model_and_batch_changes_are_refused_even_with_the_opt_in(short_run):
+  config = test_config.get_config()
+  config.train.batch_size = 32
+  with pytest.raises(validation.ConfigError, match="train.batch_size=64 -> 32"):
+    train.train_and_evaluate(config, short_run[0], allow_config_change=True)
+
+
+def test_settings_that_cannot_change_the_result_need_no_opt_in(short_run):
+  earlier = reports.read_config(short_run[0])
+  config = test_config.get_config()
+  config.train.num_epochs = 5
+  config.train.checkpoints_to_keep = 1
+  config.train.steps_per_loop = 4
+  config.runtime.jit_compile = True
+  changes = validation.check_resumable(config, earlier)
+  assert changes == ["runtime.jit_compile=False -> True", "train.checkpoints_to_keep=3 -> 1",
+                     "train.max_steps=8 -> 0", "train.num_epochs=1 -> 5",
+                     "train.steps_per_loop=8 -> 4"]
+
+
+def test_with_the_opt_in_the_new_learning_rate_takes_effect_and_is_recorded(short_run, tmp_path):
+  workdir = _copy(short_run[0], tmp_path)
+  config = test_config.get_config()
+  config.train.max_steps = 16
+  config.train.learning_rate = 0.01
+  train.train_and_evaluate(config, workdir, allow_config_change=True)
+  stretches = json.loads((tmp_path / "workdir" / "config_history.json").read_text())
+  assert [stretch["from_step"] for stretch in stretches] == [0, 8]
+  assert "train.learning_rate=0.001 -> 0.01" in stretches[1]["changes"]
+  assert stretches[1]["config"]["train"]["learning_rate"] == 0.01
+  # After a restore, the optimizer's learning rate is the config's, not the checkpoint's.
+  data = data_source.create_data_source(config)
+  _, optimizer, checkpoint, _ = train._create_train_state(
+      config, data, train.output_dirs.resolve(workdir, environ={}), tf.distribute.get_strategy())
+  assert int(checkpoint.step) == 16
+  assert float(optimizer.learning_rate) == pytest.approx(0.01)
+
+
+def test_lowering_num_epochs_below_the_trained_steps_is_refused(short_run, tmp_path):
+  workdir = _copy(short_run[0], tmp_path)
+  config = test_config.get_config()
+  config.train.max_steps = 4
+  with pytest.raises(validation.ConfigError, match="ends at step 4, but .* is already "
+                                                   "trained to step 8"):
+    train.train_and_evaluate(config, workdir)
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_one_before(short_run, tmp_path, caplog):
+  workdir = _copy(short_run[0], tmp_path)
+  config = test_config.get_config()
+  config.train.max_steps = 16
+  train.train_and_evaluate(config, workdir)
+  _truncate(os.path.join(workdir, "checkpoints", "ckpt-16.data-00000-of-00001"), 100)
+  config.train.max_steps = 24
+  train.train_and_evaluate(config, workdir)
+  assert any("ckpt-16 is unreadable" in record.getMessage() for record in caplog.records)
+  history = reports.load_history(workdir)
+  # Resumed at step 8: the entry of the lost step 16 is dropped, 9..24 are one stretch.
+  assert [entry["step"] for entry in history] == [8, 24]
+  assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-24.index"))
+
+
+def test_no_readable_checkpoint_is_one_line_naming_the_fix(short_run, tmp_path):
+  workdir = _copy(short_run[0], tmp_path)
+  _truncate(os.path.join(workdir, "checkpoints", "ckpt-8.data-00000-of-00001"), 100)
+  with pytest.raises(validation.ConfigError, match="no readable checkpoint in .*ckpt-8.*; "
+                                                   "delete that directory"):
+    train.train_and_evaluate(test_config.get_config(), workdir)
+
+
+def test_stale_temporaries_are_removed_on_start(short_run, tmp_path):
+  workdir = _copy(short_run[0], tmp_path)
+  stale = [os.path.join(workdir, "history.json.tmp"),
+           os.path.join(workdir, "plots", "loss.png.tmp"),
+           os.path.join(workdir, "checkpoints", "ckpt-9_temp", "part-00000")]
+  for path in stale:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "w").close()
+  config = test_config.get_config()
+  config.train.max_steps = 8
+  train.train_and_evaluate(config, workdir)
+  assert not any(os.path.exists(path) for path in stale)
+  assert not os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-9_temp"))
+
+
+def test_a_stop_request_ends_the_epoch_after_the_current_chunk():
+  class Requested:
+    requested = True
+
+  calls = []
+
+  def fake_train_steps(iterator, num_steps, stop_requested):
+    del iterator
+    calls.append((int(num_steps), float(stop_requested)))
+    return {"loss": tf.constant(0.5), "psnr": tf.constant(10.0), "stop": stop_requested}
+
+  metrics, done, stopped = train._run_epoch(fake_train_steps, None, epoch=0, first_step=0,
+                                            num_steps=32, steps_per_loop=8,
+                                            stop_signal=Requested())
+  assert calls == [(8, 1.0)] and done == 8 and stopped
+  assert metrics == {"loss": 0.5, "psnr": 10.0}
+
+
+def test_non_finite_values_never_reach_a_json_file(tmp_path):
+  path = str(tmp_path / "metrics.json")
+  reports.write_json(path, {"psnr": float("inf"), "loss": float("nan"), "ok": [1.5, float("-inf")]})
+  assert json.loads((tmp_path / "metrics.json").read_text()) == {
+      "psnr": None, "loss": None, "ok": [1.5, None]}
+  assert "Infinity" not in (tmp_path / "metrics.json").read_text()
+
+
+def _corrupt_tfds(what):
+  def damage(version_dir):
+    if what == "dataset_info":
+      (version_dir / "dataset_info.json").write_text("garbage{")
+    elif what == "not_tfrecord":
+      (version_dir / "mnist-test.tfrecord-00000-of-00001").write_bytes(b"not a TFRecord" * 99)
+    else:
+      _truncate(version_dir / "mnist-train.tfrecord-00000-of-00001")
+  return damage
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda c, t: setattr(c, "eval_split", "nonexistent"),
+     "eval_split='nonexistent' is not a split of TFDS dataset 'mnist'"),
+    (lambda c, t: setattr(c.noise, "factor", float("inf")), "noise.factor=inf is not a finite"),
+    (lambda c, t: setattr(c.noise, "factor", float("nan")), "noise.factor=nan is not a finite"),
+    (lambda c, t: setattr(c, "data_dir", _bad_mnist_copy(t, _corrupt_tfds("dataset_info"))),
+     "TFDS dataset 'mnist' in .* is unreadable \\(ParseError"),
+    (lambda c, t: setattr(c, "data_dir", _bad_mnist_copy(t, _corrupt_tfds("not_tfrecord"))),
+     "has a corrupt test file"),
+    (lambda c, t: setattr(c, "data_dir", _bad_mnist_copy(t, _corrupt_tfds("truncated"))),
+     "has a corrupt train file"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, setup, message):
+  config = test_config.get_config()
+  setup(config, tmp_path)
+  workdir = tmp_path / "workdir"
+  with pytest.raises(main_lib._ONE_LINE_ERRORS, match=message) as error:
+    train.train_and_evaluate(config, str(workdir))
+  assert "\n" not in str(error.value)
+  assert not workdir.exists()
+
+
+def test_workdir_that_is_a_file_or_under_a_file_is_one_line(tmp_path):
+  (tmp_path / "file").write_text("x")
+  for workdir, message in ((tmp_path / "file", "is a file, not a directory"),
+                           (tmp_path / "file" / "run", "cannot be created: .* is a file")):
+    with pytest.raises(validation.ConfigError, match=message):
+      train.train_and_evaluate(test_config.get_config(), str(workdir))
+  assert (tmp_path / "file").read_text() == "x"
+
+
+def test_a_corrupt_history_is_one_line_and_nothing_is_rewritten(short_run, tmp_path):
+  workdir = _copy(short_run[0], tmp_path)
+  with open(os.path.join(workdir, "history.json"), "r+") as file:
+    file.truncate(20)
+  before = _snapshot(workdir)
+  config = test_config.get_config()
+  with pytest.raises(reports.CorruptFileError, match="history.json is corrupt"):
+    train.train_and_evaluate(config, workdir)
+  assert _snapshot(workdir) == before
+
+
+def _run_main(tmp_path, *flags):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, "-m", "trainer.main", f"--workdir={tmp_path / 'w'}",
+                         *flags], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                        timeout=120)
+
+
+@pytest.mark.parametrize("config_text, message", [
+    (None, "cannot load the config file .*missing.py \\(OSError"),
+    ("def get_config(:\n", "cannot load the config file .*broken.py \\(SyntaxError"),
+    ("from configs import default\ndef get_config():\n  c = default.get_config()\n"
+     "  c.train.num_epoch = 3\n  return c\n",
+     "cannot load the config file .*broken.py \\(AttributeError"),
+])
+def test_a_config_file_that_cannot_load_is_one_line(tmp_path, config_text, message):
+  path = tmp_path / ("missing.py" if config_text is None else "broken.py")
+  if config_text is not None:
+    path.write_text(config_text)
+  result = _run_main(tmp_path, f"--config={path}")
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  assert lines[-1].startswith("dae-trainer: ") and __import__("re").search(message, lines[-1])
+  assert not (tmp_path / "w").exists()
+
+
+def test_preempted_exit_code_is_documented():
+  assert preemption.EXIT_CODE == 75
