@@ -24,7 +24,10 @@ setuptools.setup(
     ),
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["trainer", "trainer.*", "input_pipeline", "input_pipeline.*", "configs", "configs.*"]),
-    include_package_data=True,
+    # The bundled MNIST (input_pipeline/data/) is package data of `input_pipeline`,
+    # listed here. include_package_data stays off: with it, setuptools also scans the
+    # data folders and warns that each one "would be ignored" as a package.
+    include_package_data=False,
     package_data={"input_pipeline": ["data/**/*"]},
     install_requires=[
         "keras>=3.15,<4",
