@@ -25,8 +25,7 @@ ARG ACCELERATOR=cpu
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_ROOT_USER_ACTION=ignore \
-    TF_CPP_MIN_LOG_LEVEL=1
+    PIP_ROOT_USER_ACTION=ignore
 COPY --from=builder /wheels /tmp/wheels
 RUN set -eu; \
     case "$ACCELERATOR" in \
@@ -37,8 +36,9 @@ RUN set -eu; \
     wheel=$(ls /tmp/wheels/dae_trainer-*.whl); \
     pip install "${wheel}[${ACCELERATOR}]" ${find_links:+-f "$find_links"}; \
     rm -rf /tmp/wheels
-# Config paths are relative to /app, as they are to the repository root:
-# /app/configs is the installed configs package itself, not a second copy.
+# Config paths are relative to /app, as they are to the repository root
+# (--config=configs/default.py, or /app/configs/default.py): /app/configs is
+# the installed configs package itself, not a second copy.
 WORKDIR /app
 RUN ln -s "$(python -c 'import configs, os; print(os.path.dirname(configs.__file__))')" configs \
     && useradd --create-home --uid 1000 trainer

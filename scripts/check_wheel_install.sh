@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Replays the Dockerfile's install and entry commands without Docker: builds the
 # wheel from a copy of what the image's builder stage copies, installs it with
-# [cpu] into a fresh virtualenv, and trains configs/test.py for one epoch from a
-# directory outside the repository, reading the MNIST bundled in the wheel.
+# [cpu] into a fresh virtualenv, links configs/ to the installed configs package
+# in a directory outside the repository (the image's /app), and trains
+# configs/test.py for one epoch there, reading the MNIST bundled in the wheel.
 # Fails unless the run wrote its SavedModel and metrics.json.
 set -euo pipefail
 
@@ -48,16 +49,19 @@ wheels=("$tmp"/wheels/dae_trainer-*.whl)
 "$venv_python" -m pip install --quiet --disable-pip-version-check "${wheels[0]}[cpu]"
 echo "check_wheel_install: built and installed ${wheels[0]##*/} in $((SECONDS - start)) s" >&2
 
-mkdir "$tmp/cwd"
-cd "$tmp/cwd"
+# The image's WORKDIR /app and its configs link, with the Dockerfile's command.
+mkdir "$tmp/app"
+cd "$tmp/app"
+ln -s "$("$venv_python" -c 'import configs, os; print(os.path.dirname(configs.__file__))')" configs
 # The package must come from the virtualenv, not from the checkout, and an
 # empty TFDS data_dir makes the trainer read the MNIST bundled in the wheel, as
 # it does in the image.
 "$venv_python" - "$tmp/venv" <<'PY'
 import os, sys
 import input_pipeline.data_source as data_source
+import configs
 import trainer
-for module in (trainer, data_source):
+for module in (configs, trainer, data_source):
   if not os.path.realpath(module.__file__).startswith(os.path.realpath(sys.argv[1])):
     sys.exit(f"check_wheel_install: {module.__name__} was imported from {module.__file__}, "
              "not from the virtualenv")
@@ -65,7 +69,7 @@ if not os.path.isdir(os.path.join(data_source.BUNDLED_DATA_DIR, "mnist", "3.0.1"
   sys.exit(f"check_wheel_install: the wheel has no bundled mnist in {data_source.BUNDLED_DATA_DIR}")
 PY
 TFDS_DATA_DIR="$tmp/empty_tfds" "$venv_python" -m trainer.main \
-  --config="$repo/configs/test.py" --workdir="$tmp/run"
+  --config=configs/test.py --workdir="$tmp/run"
 
 for file in saved_model/saved_model.pb metrics.json; do
   [[ -f "$tmp/run/$file" ]] || { echo "check_wheel_install: the run wrote no $file in $tmp/run" >&2; exit 1; }

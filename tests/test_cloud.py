@@ -185,10 +185,14 @@ def test_docker_context_has_what_the_builder_copies():
     assert (REPO / source).exists(), source
     assert source not in ignored
   assert {".git", ".venv", "workdir*", "**/__pycache__"} <= set(ignored)
-  # scripts/check_wheel_install.sh replays the builder with the same sources.
+  # scripts/check_wheel_install.sh replays the builder with the same sources,
+  # and the /app/configs link with the same command.
   check_script = (SCRIPTS / "check_wheel_install.sh").read_text()
   listed = re.search(r"^SOURCES=\((.*)\)$", check_script, re.MULTILINE).group(1).split()
   assert listed == sources
+  link = "-c 'import configs, os; print(os.path.dirname(configs.__file__))')\" configs"
+  assert link in check_script
+  assert any(link in c.value[0] for c in _dockerfile_commands() if c.cmd == "RUN")
 
 
 # --- cloudbuild.yaml -----------------------------------------------------------
