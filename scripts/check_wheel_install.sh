@@ -44,7 +44,18 @@ mkdir "$tmp/src"
 (cd "$repo" && cp -R "${SOURCES[@]}" "$tmp/src/")
 "${PYTHON:-python3}" -m venv "$tmp/venv"
 venv_python="$tmp/venv/bin/python"
-(cd "$tmp/src" && "$venv_python" -m pip wheel --quiet --no-deps --wheel-dir "$tmp/wheels" .)
+# Verbose: older pips (a new virtualenv's) show the build's warnings only then.
+if ! (cd "$tmp/src" && "$venv_python" -m pip wheel --verbose --no-deps --wheel-dir "$tmp/wheels" .) \
+    >"$tmp/wheel.log" 2>&1; then
+  cat "$tmp/wheel.log" >&2
+  echo "check_wheel_install: pip wheel failed (output above)" >&2
+  exit 1
+fi
+if grep -E "would be ignored|is absent from the .packages. configuration|[A-Za-z_]Warning:" \
+    "$tmp/wheel.log" >&2; then
+  echo "check_wheel_install: setuptools warned while building the wheel (lines above)" >&2
+  exit 1
+fi
 wheels=("$tmp"/wheels/dae_trainer-*.whl)
 "$venv_python" -m pip install --quiet --disable-pip-version-check "${wheels[0]}[cpu]"
 echo "check_wheel_install: built and installed ${wheels[0]##*/} in $((SECONDS - start)) s" >&2

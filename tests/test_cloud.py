@@ -90,7 +90,8 @@ def wheel(tmp_path_factory):
       shutil.copy(path, source / name)
   # The test extra's setuptools builds it, so the test needs no index; the CI
   # step scripts/check_wheel_install.sh builds with pip's isolated build instead.
-  result = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+  # --verbose: some pip versions show the build's warnings only then.
+  result = _run([sys.executable, "-m", "pip", "wheel", "--verbose", "--no-deps", "--no-build-isolation",
                  "--no-index", "--wheel-dir", str(tmp / "dist"), "."], cwd=source)
   assert result.returncode == 0, result.stderr
   wheels = list((tmp / "dist").glob("dae_trainer-*.whl"))
@@ -440,6 +441,7 @@ def test_vertex_yaml_round_trips():
 
 @pytest.mark.parametrize("script", SHELL_SCRIPTS)
 def test_script_passes_bash_n_and_shellcheck(script):
+  assert shutil.which("shellcheck"), "shellcheck is missing: apt-get install -y shellcheck (.ci/run does)"
   path = SCRIPTS / script
   assert os.access(path, os.X_OK)
   assert _run(["bash", "-n", str(path)]).returncode == 0
