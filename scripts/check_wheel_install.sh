@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Replays the Dockerfile's install and entry commands without Docker: builds the
-# wheel from a copy of what the image's builder stage copies, installs it with
+# wheel as the image's builder stage does (scripts/build_wheel.sh), installs it with
 # [cpu] into a fresh virtualenv, links configs/ to the installed configs package
 # in a directory outside the repository (the image's /app), and trains
 # configs/test.py for one epoch there, reading the MNIST bundled in the wheel.
@@ -16,10 +16,6 @@ temporary directory. --keep leaves that directory in place and prints its path.
 PYTHON (default python3) creates the virtualenv.
 USAGE
 }
-
-# The builder stage's COPY sources, in the Dockerfile's order (tests/test_cloud.py
-# checks that the two lists agree).
-SOURCES=(setup.py configs input_pipeline trainer)
 
 keep=false
 case "${1:-}" in
@@ -38,27 +34,11 @@ else
 fi
 
 start=$SECONDS
-# A clean copy, as in the image: an in-tree build would reuse the repository's
-# build/ folder, which can hold files since deleted.
-mkdir "$tmp/src"
-(cd "$repo" && cp -R "${SOURCES[@]}" "$tmp/src/")
 "${PYTHON:-python3}" -m venv "$tmp/venv"
 venv_python="$tmp/venv/bin/python"
-# Verbose: older pips (a new virtualenv's) show the build's warnings only then.
-if ! (cd "$tmp/src" && "$venv_python" -m pip wheel --verbose --no-deps --wheel-dir "$tmp/wheels" .) \
-    >"$tmp/wheel.log" 2>&1; then
-  cat "$tmp/wheel.log" >&2
-  echo "check_wheel_install: pip wheel failed (output above)" >&2
-  exit 1
-fi
-if grep -E "would be ignored|is absent from the .packages. configuration|[A-Za-z_]Warning:" \
-    "$tmp/wheel.log" >&2; then
-  echo "check_wheel_install: setuptools warned while building the wheel (lines above)" >&2
-  exit 1
-fi
-wheels=("$tmp"/wheels/dae_trainer-*.whl)
-"$venv_python" -m pip install --quiet --disable-pip-version-check "${wheels[0]}[cpu]"
-echo "check_wheel_install: built and installed ${wheels[0]##*/} in $((SECONDS - start)) s" >&2
+wheel=$(PYTHON="$venv_python" "$repo/scripts/build_wheel.sh" "$tmp/wheels")
+"$venv_python" -m pip install --quiet --disable-pip-version-check "${wheel}[cpu]"
+echo "check_wheel_install: built and installed ${wheel##*/} in $((SECONDS - start)) s" >&2
 
 # The image's WORKDIR /app and its configs link, with the Dockerfile's command.
 mkdir "$tmp/app"

@@ -119,13 +119,11 @@ if [[ -z "$wheel" ]]; then
   trap 'rm -rf "$wheel_dir"' EXIT
   # Building the wheel touches nothing in the cloud, so --dry-run builds it too
   # and the commands below name the real file.
-  build=("${PYTHON:-python3}" -m pip wheel --quiet --no-deps --wheel-dir "$wheel_dir" "$repo_dir")
+  build=("$repo_dir/scripts/build_wheel.sh" "$wheel_dir")
   if [[ "$dry_run" == true ]]; then
     printf '# built with (removed on exit): %s\n' "$(show "${build[@]}")"
   fi
-  "${build[@]}" >&2
-  wheel=$(find "$wheel_dir" -name 'dae_trainer-*.whl' -print -quit)
-  [[ -n "$wheel" ]] || die "pip wheel wrote no dae_trainer wheel into $wheel_dir"
+  wheel=$("${build[@]}")
 fi
 wheel_name=$(basename "$wheel")
 

@@ -28,7 +28,7 @@ import yaml
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
-SHELL_SCRIPTS = ["submit_vertex.sh", "submit_tpu_vm.sh", "check_wheel_install.sh"]
+SHELL_SCRIPTS = ["submit_vertex.sh", "submit_tpu_vm.sh", "build_wheel.sh", "check_wheel_install.sh"]
 IMAGE = "us-central1-docker.pkg.dev/proj/dae-trainer/dae-trainer:v1"
 LIBTPU_INDEX = "https://storage.googleapis.com/libtpu-releases/index.html"
 
@@ -76,31 +76,28 @@ def _builder_copy_sources():
 # --- Packaging -------------------------------------------------------------
 
 
+# Without build isolation (the test extra's setuptools builds) and without an
+# index: the tests reach no network. CI's scripts/check_wheel_install.sh builds
+# with pip's isolated build, as the Dockerfile does.
+_OFFLINE_BUILD = {"PIP_NO_BUILD_ISOLATION": "0", "PIP_NO_INDEX": "1"}
+
+
+def _build_wheel(repo, out_dir):
+  return _run([str(repo / "scripts" / "build_wheel.sh"), str(out_dir)], env=_OFFLINE_BUILD)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-  """Builds the wheel once, from a copy of exactly what the Dockerfile's builder copies."""
-  tmp = tmp_path_factory.mktemp("wheel")
-  source = tmp / "src"
-  source.mkdir()
-  for name in _builder_copy_sources():
-    path = REPO / name
-    if path.is_dir():
-      shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    else:
-      shutil.copy(path, source / name)
-  # The test extra's setuptools builds it, so the test needs no index; the CI
-  # step scripts/check_wheel_install.sh builds with pip's isolated build instead.
-  # --verbose: some pip versions show the build's warnings only then.
-  result = _run([sys.executable, "-m", "pip", "wheel", "--verbose", "--no-deps", "--no-build-isolation",
-                 "--no-index", "--wheel-dir", str(tmp / "dist"), "."], cwd=source)
+  """The wheel, built once by scripts/build_wheel.sh (which fails if setuptools warns)."""
+  result = _build_wheel(REPO, tmp_path_factory.mktemp("dist"))
   assert result.returncode == 0, result.stderr
-  wheels = list((tmp / "dist").glob("dae_trainer-*.whl"))
-  assert len(wheels) == 1, wheels
-  return wheels[0], result.stdout + result.stderr
+  path = pathlib.Path(result.stdout.strip())
+  assert path.is_file() and path.name == "dae_trainer-0.1.0-py3-none-any.whl"
+  return path
 
 
 def test_wheel_holds_bundled_mnist_and_configs(wheel):
-  path, _ = wheel
+  path = wheel
   names = set(zipfile.ZipFile(path).namelist())
   data = "input_pipeline/data/tensorflow_datasets/"
   expected = {
@@ -120,15 +117,29 @@ def test_wheel_holds_bundled_mnist_and_configs(wheel):
       assert archive.read(name) == (REPO / name).read_bytes(), name
 
 
-def test_wheel_build_has_no_setuptools_warnings(wheel):
-  _, output = wheel
-  assert "would be ignored" not in output
-  assert "absent from the `packages` configuration" not in output
-  assert not re.search(r"\w+(Deprecation|Backend)?Warning:", output), output
+def test_build_wheel_fails_when_setuptools_warns(tmp_path):
+  """With include_package_data=True, setuptools says the data folders "would be ignored"."""
+  copy = tmp_path / "repo"
+  (copy / "scripts").mkdir(parents=True)
+  shutil.copy(SCRIPTS / "build_wheel.sh", copy / "scripts")
+  for name in _builder_copy_sources():
+    if (REPO / name).is_dir():
+      shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+      shutil.copy(REPO / name, copy / name)
+  setup = copy / "setup.py"
+  setup.write_text(setup.read_text().replace("include_package_data=False",
+                                             "include_package_data=True"))
+  result = _build_wheel(copy, tmp_path / "dist")
+  assert result.returncode == 1
+  assert "would be ignored" in result.stderr
+  assert result.stderr.strip().endswith(
+      "build_wheel: setuptools warned while building the wheel (lines above)")
+  assert not list((tmp_path / "dist").glob("*.whl"))
 
 
 def test_wheel_extras_are_kept(wheel):
-  path, _ = wheel
+  path = wheel
   with zipfile.ZipFile(path) as archive:
     metadata = archive.read("dae_trainer-0.1.0.dist-info/METADATA").decode()
   extras = re.findall(r"^Provides-Extra: (\S+)$", metadata, re.MULTILINE)
@@ -186,11 +197,12 @@ def test_docker_context_has_what_the_builder_copies():
     assert (REPO / source).exists(), source
     assert source not in ignored
   assert {".git", ".venv", "workdir*", "**/__pycache__"} <= set(ignored)
-  # scripts/check_wheel_install.sh replays the builder with the same sources,
-  # and the /app/configs link with the same command.
-  check_script = (SCRIPTS / "check_wheel_install.sh").read_text()
-  listed = re.search(r"^SOURCES=\((.*)\)$", check_script, re.MULTILINE).group(1).split()
+  # scripts/build_wheel.sh copies the same sources, and check_wheel_install.sh
+  # makes the /app/configs link with the same command.
+  build_script = (SCRIPTS / "build_wheel.sh").read_text()
+  listed = re.search(r"^SOURCES=\((.*)\)$", build_script, re.MULTILINE).group(1).split()
   assert listed == sources
+  check_script = (SCRIPTS / "check_wheel_install.sh").read_text()
   link = "-c 'import configs, os; print(os.path.dirname(configs.__file__))')\" configs"
   assert link in check_script
   assert any(link in c.value[0] for c in _dockerfile_commands() if c.cmd == "RUN")
@@ -460,6 +472,7 @@ def test_script_help_exits_zero(script):
 def test_script_bad_flag_is_one_line(script):
   args = {"submit_vertex.sh": ["--project=p", "--image=i", "--output-dir=gs://b", "--bogus"],
           "submit_tpu_vm.sh": ["--zone=z", "--workdir=gs://b", "--bogus"],
+          "build_wheel.sh": ["--bogus"],
           "check_wheel_install.sh": ["--bogus"]}[script]
   _one_line_error(_run([str(SCRIPTS / script), *args]), "--bogus", "--help")
 
@@ -527,7 +540,7 @@ def _remote_train_words(command):
 
 
 def test_submit_tpu_vm_dry_run_prints_every_command(wheel):
-  wheel_path, _ = wheel
+  wheel_path = wheel
   result = _run(_tpu_args(wheel_path, "--name", "my-tpu", "--project=proj", "--dry-run", "--",
                           "--config.train.num_epochs=3", "--config.noise.type=it's"))
   assert result.returncode == 0, result.stderr
@@ -553,7 +566,7 @@ def test_submit_tpu_vm_dry_run_prints_every_command(wheel):
 
 @pytest.mark.parametrize("exists", [True, False])
 def test_submit_tpu_vm_creates_only_a_missing_vm(wheel, tmp_path, exists):
-  wheel_path, _ = wheel
+  wheel_path = wheel
   env, calls = _fake_gcloud(tmp_path, tpu_exists=exists)
   result = _run(_tpu_args(wheel_path, "--config=configs/default.py"), env=env)
   assert result.returncode == 0, result.stderr
@@ -565,7 +578,7 @@ def test_submit_tpu_vm_creates_only_a_missing_vm(wheel, tmp_path, exists):
 
 def test_submit_tpu_vm_remote_cd_finds_the_installed_configs(wheel):
   """The remote command's `cd` lands where configs/ of the installed package is."""
-  wheel_path, _ = wheel
+  wheel_path = wheel
   result = _run(_tpu_args(wheel_path, "--dry-run"))
   command = shlex.split(result.stdout.splitlines()[-1])[-1].removeprefix("--command=")
   cd = command.split(" && ")[0]
