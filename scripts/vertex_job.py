@@ -46,7 +46,7 @@ def build_job_spec(*,
                    machine_type: str | None = None,
                    accelerator_type: str | None = None,
                    accelerator_count: int | None = None,
-                   tpu_topology: str = TPU_TOPOLOGY,
+                   tpu_topology: str | None = None,
                    trainer_args: Sequence[str] = ()) -> dict[str, Any]:
   """Returns a CustomJobSpec as a dict with camelCase keys.
 
@@ -61,7 +61,7 @@ def build_job_spec(*,
     machine_type: defaults to n1-standard-8, or ct5lp-hightpu-4t with `tpu`.
     accelerator_type: GPU type, NVIDIA_TESLA_T4 by default; not for `tpu`.
     accelerator_count: GPUs per replica, 1 by default; 0 runs on CPUs only.
-    tpu_topology: the TPU slice's topology, e.g. 2x2.
+    tpu_topology: the TPU slice's topology with `tpu`, 2x2 by default.
     trainer_args: more trainer flags, appended last so that they win.
 
   Raises:
@@ -79,13 +79,15 @@ def build_job_spec(*,
   if tpu and (accelerator_type or accelerator_count is not None):
     raise ValueError("--accelerator-type/--accelerator-count do not apply to --tpu; "
                      "the TPU slice is set by --machine-type and --tpu-topology")
+  if tpu_topology and not tpu:
+    raise ValueError(f"--tpu-topology {tpu_topology} needs --tpu; add --tpu or drop it")
   if accelerator_count is not None and accelerator_count < 0:
     raise ValueError(f"--accelerator-count {accelerator_count} is negative; "
                      "pass 0 for CPUs only or the number of GPUs per replica")
 
   if tpu:
     machine_spec = {"machineType": machine_type or TPU_MACHINE_TYPE,
-                    "tpuTopology": tpu_topology}
+                    "tpuTopology": tpu_topology or TPU_TOPOLOGY}
   else:
     machine_spec = {"machineType": machine_type or GPU_MACHINE_TYPE}
     count = 1 if accelerator_count is None else accelerator_count
@@ -174,7 +176,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--accelerator-type", help=f"GPU type (default {GPU_ACCELERATOR_TYPE})")
   parser.add_argument("--accelerator-count", type=int,
                       help="GPUs per replica (default 1; 0 for CPUs only)")
-  parser.add_argument("--tpu-topology", default=TPU_TOPOLOGY,
+  parser.add_argument("--tpu-topology",
                       help=f"TPU slice topology with --tpu (default {TPU_TOPOLOGY})")
   args = parser.parse_args(argv)
   args.trainer_args = trainer_args

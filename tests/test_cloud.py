@@ -435,6 +435,7 @@ def test_vertex_spec_bad_accelerator_is_rejected(monkeypatch):
     ({"replicas": 2, "tpu": True}, "--replicas 2 with --tpu"),
     ({"tpu": True, "accelerator_type": "NVIDIA_TESLA_T4"}, "do not apply to --tpu"),
     ({"accelerator_count": -1}, "--accelerator-count -1 is negative"),
+    ({"tpu_topology": "4x4"}, "--tpu-topology 4x4 needs --tpu"),
 ])
 def test_vertex_spec_bad_values_name_the_value(kwargs, message):
   with pytest.raises(ValueError, match=re.escape(message)):
