@@ -24,7 +24,10 @@ setuptools.setup(
     ),
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["trainer", "trainer.*", "input_pipeline", "input_pipeline.*", "configs", "configs.*"]),
-    include_package_data=True,
+    # The bundled MNIST (input_pipeline/data/) is package data of `input_pipeline`,
+    # listed here. include_package_data stays off: with it, setuptools also scans the
+    # data folders and warns that each one "would be ignored" as a package.
+    include_package_data=False,
     package_data={"input_pipeline": ["data/**/*"]},
     install_requires=[
         "keras>=3.15,<4",
@@ -42,6 +45,17 @@ setuptools.setup(
         "gpu": [f"tensorflow[and-cuda]{_TENSORFLOW_VERSIONS}"],
         # tensorflow-tpu stops at 2.20; libtpu comes from Google's index (-f above).
         "tpu": ["tensorflow-tpu>=2.20,<2.21"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            # tests/test_cloud.py validates cloudbuild.yaml, the Vertex AI job specs
+            # and the Dockerfile offline, against the real message types and parser.
+            "pyyaml>=6",
+            "google-cloud-build>=3.20",
+            "google-cloud-aiplatform>=1.70",
+            "dockerfile>=3.3",
+            # Builds the wheel in tests without an index (pip wheel --no-build-isolation).
+            "setuptools>=70.1",
+        ],
     },
 )

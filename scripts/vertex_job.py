@@ -1,0 +1,204 @@
+"""Builds the Vertex AI CustomJobSpec for a dae-trainer image and prints it as YAML.
+
+`scripts/submit_vertex.sh` writes this module's output to a file and passes it to
+`gcloud ai custom-jobs create --config=FILE`, so the keys are the REST API's
+camelCase names (workerPoolSpecs, machineSpec, containerSpec.imageUri, ...).
+Three shapes:
+
+- one replica (default): n1-standard-8 with one NVIDIA_TESLA_T4;
+- `--replicas N`: MultiWorkerMirroredStrategy; worker pool 0 is the chief (one
+  replica), pool 1 holds the other N-1 workers; Vertex sets TF_CONFIG on each;
+- `--tpu`: a TPU v5e slice (ct5lp-hightpu-4t, topology 2x2), TPUStrategy.
+
+Standard library only, so it runs with the Cloud SDK image's python3:
+
+    python3 scripts/vertex_job.py --image=IMAGE --output-dir=gs://BUCKET/run \\
+        [--replicas=3 | --tpu] [-- --config.train.num_epochs=5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+GPU_MACHINE_TYPE = "n1-standard-8"
+GPU_ACCELERATOR_TYPE = "NVIDIA_TESLA_T4"
+# TPU v5e on Vertex AI: the machine type names the chips per host; the slice
+# shape is `tpuTopology`, and there is no accelerator type.
+TPU_MACHINE_TYPE = "ct5lp-hightpu-4t"
+TPU_TOPOLOGY = "2x2"
+DEFAULT_CONFIG = "configs/default.py"
+TPU_CONFIG = "configs/tpu.py"
+# Under the job's base output directory: Vertex itself uses model/, checkpoints/
+# and logs/ there (AIP_MODEL_DIR, ...), so the trainer's own workdir gets a name
+# of its own.
+WORKDIR_NAME = "workdir"
+
+
+def build_job_spec(*,
+                   image: str,
+                   output_dir: str,
+                   config: str | None = None,
+                   replicas: int = 1,
+                   tpu: bool = False,
+                   machine_type: str | None = None,
+                   accelerator_type: str | None = None,
+                   accelerator_count: int | None = None,
+                   tpu_topology: str | None = None,
+                   trainer_args: Sequence[str] = ()) -> dict[str, Any]:
+  """Returns a CustomJobSpec as a dict with camelCase keys.
+
+  Args:
+    image: the training image's URI; its entrypoint is `python -m trainer.main`.
+    output_dir: gs:// base output directory of the job; the trainer's workdir
+      is `<output_dir>/workdir`.
+    config: trainer config path inside the image (relative to its /app);
+      configs/default.py, or configs/tpu.py with `tpu`.
+    replicas: total replicas; more than one means multi-worker training.
+    tpu: run on a TPU v5e slice instead of GPUs.
+    machine_type: defaults to n1-standard-8, or ct5lp-hightpu-4t with `tpu`.
+    accelerator_type: GPU type, NVIDIA_TESLA_T4 by default; not for `tpu`.
+    accelerator_count: GPUs per replica, 1 by default; 0 runs on CPUs only.
+    tpu_topology: the TPU slice's topology with `tpu`, 2x2 by default.
+    trainer_args: more trainer flags, appended last so that they win.
+
+  Raises:
+    ValueError: a value the job cannot run with; the message names it and the fix.
+  """
+  if not output_dir.startswith("gs://"):
+    raise ValueError(f"--output-dir {output_dir!r} is not a Cloud Storage path; "
+                     "pass one like gs://BUCKET/dae-trainer/run1")
+  if replicas < 1:
+    raise ValueError(f"--replicas {replicas} is below 1; pass 1 for one machine "
+                     "or N > 1 for multi-worker training")
+  if tpu and replicas != 1:
+    raise ValueError(f"--replicas {replicas} with --tpu: a TPU job is one slice; "
+                     "choose its size with --tpu-topology instead")
+  if tpu and (accelerator_type or accelerator_count is not None):
+    raise ValueError("--accelerator-type/--accelerator-count do not apply to --tpu; "
+                     "the TPU slice is set by --machine-type and --tpu-topology")
+  if tpu_topology and not tpu:
+    raise ValueError(f"--tpu-topology {tpu_topology} needs --tpu; add --tpu or drop it")
+  if accelerator_count is not None and accelerator_count < 0:
+    raise ValueError(f"--accelerator-count {accelerator_count} is negative; "
+                     "pass 0 for CPUs only or the number of GPUs per replica")
+
+  if tpu:
+    machine_spec = {"machineType": machine_type or TPU_MACHINE_TYPE,
+                    "tpuTopology": tpu_topology or TPU_TOPOLOGY}
+  else:
+    machine_spec = {"machineType": machine_type or GPU_MACHINE_TYPE}
+    count = 1 if accelerator_count is None else accelerator_count
+    if count:
+      machine_spec["acceleratorType"] = accelerator_type or GPU_ACCELERATOR_TYPE
+      machine_spec["acceleratorCount"] = count
+
+  args = [f"--config={config or (TPU_CONFIG if tpu else DEFAULT_CONFIG)}",
+          f"--workdir={output_dir.rstrip('/')}/{WORKDIR_NAME}"]
+  if tpu:
+    args.append("--config.runtime.strategy=tpu")
+  elif replicas > 1:
+    args.append("--config.runtime.strategy=multi_worker_mirrored")
+  args.extend(trainer_args)
+
+  def pool(replica_count: int) -> dict[str, Any]:
+    # Every replica runs the same command; Vertex's TF_CONFIG tells each its role.
+    return {"machineSpec": dict(machine_spec),
+            "replicaCount": replica_count,
+            "containerSpec": {"imageUri": image, "args": list(args)}}
+
+  # Pool 0 is the chief and must have exactly one replica; pool 1 holds the rest.
+  pools = [pool(1)]
+  if replicas > 1:
+    pools.append(pool(replicas - 1))
+  return {"workerPoolSpecs": pools,
+          "baseOutputDirectory": {"outputUriPrefix": output_dir}}
+
+
+def to_yaml(value: Any, indent: int = 0) -> str:
+  """Block-style YAML for dicts, lists, strings, numbers and booleans.
+
+  Strings are written as JSON strings, which YAML reads as double-quoted
+  scalars, so no value can be mistaken for a number, a boolean or a comment.
+  """
+  pad = " " * indent
+  lines = []
+  if isinstance(value, dict):
+    for key, item in value.items():
+      if isinstance(item, (dict, list)) and item:
+        lines.append(f"{pad}{key}:\n{to_yaml(item, indent + 2)}")
+      else:
+        lines.append(f"{pad}{key}: {json.dumps(item)}")
+  elif isinstance(value, list):
+    for item in value:
+      if isinstance(item, (dict, list)) and item:
+        # The first key goes on the dash line; the rest align under it.
+        nested = to_yaml(item, indent + 2)
+        lines.append(f"{pad}- {nested[indent + 2:]}")
+      else:
+        lines.append(f"{pad}- {json.dumps(item)}")
+  else:
+    lines.append(pad + json.dumps(value))
+  return "\n".join(lines)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+  """Reports bad flags in one line, naming the flag and where to look."""
+
+  def error(self, message):
+    self.exit(2, f"submit_vertex: {message}; see --help for the flags\n")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  """Parses the spec flags; everything after `--` is passed to the trainer."""
+  argv = list(argv)
+  trainer_args = []
+  if "--" in argv:
+    split = argv.index("--")
+    argv, trainer_args = argv[:split], argv[split + 1:]
+  parser = _OneLineParser(
+      prog="vertex_job.py",
+      description="Prints a Vertex AI CustomJobSpec (YAML) for the dae-trainer image.",
+      epilog="Trainer flags go after --, e.g. -- --config.train.num_epochs=5")
+  parser.add_argument("--image", required=True, help="training image URI")
+  parser.add_argument("--output-dir", required=True,
+                      help="gs:// base output directory; the trainer's workdir is "
+                      "<output-dir>/workdir")
+  parser.add_argument("--config", help="config path in the image "
+                      f"(default {DEFAULT_CONFIG}, or {TPU_CONFIG} with --tpu)")
+  parser.add_argument("--replicas", type=int, default=1,
+                      help="replicas; N > 1 trains multi-worker (chief + N-1 workers)")
+  parser.add_argument("--tpu", action="store_true", help="TPU v5e slice instead of GPUs")
+  parser.add_argument("--machine-type", help=f"default {GPU_MACHINE_TYPE}, "
+                      f"or {TPU_MACHINE_TYPE} with --tpu")
+  parser.add_argument("--accelerator-type", help=f"GPU type (default {GPU_ACCELERATOR_TYPE})")
+  parser.add_argument("--accelerator-count", type=int,
+                      help="GPUs per replica (default 1; 0 for CPUs only)")
+  parser.add_argument("--tpu-topology",
+                      help=f"TPU slice topology with --tpu (default {TPU_TOPOLOGY})")
+  args = parser.parse_args(argv)
+  args.trainer_args = trainer_args
+  return args
+
+
+def main(argv: Sequence[str]) -> int:
+  args = parse_args(argv)
+  try:
+    spec = build_job_spec(image=args.image, output_dir=args.output_dir,
+                          config=args.config, replicas=args.replicas, tpu=args.tpu,
+                          machine_type=args.machine_type,
+                          accelerator_type=args.accelerator_type,
+                          accelerator_count=args.accelerator_count,
+                          tpu_topology=args.tpu_topology,
+                          trainer_args=args.trainer_args)
+  except ValueError as error:
+    print(f"submit_vertex: {error}", file=sys.stderr)
+    return 2
+  print(to_yaml(spec))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
