@@ -217,44 +217,33 @@ def test_exported_saved_model_matches_the_model_in_a_fresh_process(trained_run, 
   np.testing.assert_allclose(latent, models.get_encoder(model)(images).numpy(), atol=1e-5)
 
 
-def test_rerun_resumes_at_the_next_epoch_like_an_uninterrupted_run(config, tmp_path):
-  resumed_dir, straight_dir = str(tmp_path / "resumed"), str(tmp_path / "straight")
-  train.train_and_evaluate(config, resumed_dir)
+def test_resumed_runs_end_where_an_uninterrupted_run_does(config, tmp_path):
+  """Stopped after epoch 1, then mid-epoch 2 (train.max_steps), rerun to the end: same weights."""
   config.train.num_epochs = 2
-  train.train_and_evaluate(config, resumed_dir)
-  train.train_and_evaluate(config, straight_dir)
-
-  resumed = reports.load_history(resumed_dir)
-  straight = reports.load_history(straight_dir)
-  assert [entry["epoch"] for entry in resumed] == [1, 2]
-  assert os.path.exists(os.path.join(resumed_dir, "checkpoints", "ckpt-64.index"))
-  # Seeds depend on the epoch, not on iterator state: the resumed run saw the
-  # same data and ends where the uninterrupted one does.
-  for name in ("train_loss", "eval_loss", "eval_psnr"):
-    assert resumed[1][name] == pytest.approx(straight[1][name], rel=1e-4), name
-
-  # A finished run started again trains nothing and keeps its reports.
-  train.train_and_evaluate(config, resumed_dir)
-  assert [entry["epoch"] for entry in reports.load_history(resumed_dir)] == [1, 2]
-  assert not os.path.exists(os.path.join(resumed_dir, "checkpoints", "ckpt-96.index"))
-  metrics = json.load(open(os.path.join(resumed_dir, "metrics.json")))
-  assert metrics["epochs"] == 2
-  assert metrics["loss"] == pytest.approx(resumed[1]["eval_loss"], rel=1e-5)
-
-
-def test_max_steps_stops_mid_epoch_and_a_rerun_continues_from_that_step(config, tmp_path):
-  config.train.num_epochs = 2
-  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
-  workdir = str(tmp_path / "stopped")
-  config.train.max_steps = 40  # Epoch 2, after 8 of its 32 steps.
-  train.train_and_evaluate(config, workdir)
-  assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-40.index"))
+  straight_dir, workdir = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  straight = train.train_and_evaluate(config, straight_dir)
+  for max_steps in (32, 40):  # The end of epoch 1, then 8 of epoch 2's 32 steps.
+    config.train.max_steps = max_steps
+    train.train_and_evaluate(config, workdir)
+    assert os.path.exists(os.path.join(workdir, "checkpoints", f"ckpt-{max_steps}.index"))
   assert [(entry["epoch"], entry["step"]) for entry in reports.load_history(workdir)] == [
       (1, 32), (2, 40)]
   config.train.max_steps = 0
   resumed = train.train_and_evaluate(config, workdir)
-  assert [(entry["epoch"], entry["step"]) for entry in reports.load_history(workdir)] == [
-      (1, 32), (2, 40), (2, 64)]
-  # Steps 41..64 saw the batches an uninterrupted run sees at those steps.
+  history = reports.load_history(workdir)
+  assert [(entry["epoch"], entry["step"]) for entry in history] == [(1, 32), (2, 40), (2, 64)]
+  # Seeds depend on the epoch and the batch index, not on iterator state: the
+  # resumed run saw the same batches at the same steps.
   for a, b in zip(resumed.get_weights(), straight.get_weights(), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  straight_history = reports.load_history(straight_dir)
+  for name in ("eval_loss", "eval_psnr"):
+    assert history[-1][name] == pytest.approx(straight_history[-1][name], rel=1e-5), name
+
+  # A finished run started again trains nothing and keeps its reports.
+  train.train_and_evaluate(config, workdir)
+  assert reports.load_history(workdir) == history
+  assert not os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-96.index"))
+  metrics = json.load(open(os.path.join(workdir, "metrics.json")))
+  assert metrics["step"] == 64 and metrics["epochs"] == 2
+  assert metrics["loss"] == pytest.approx(history[-1]["eval_loss"], rel=1e-5)

@@ -462,19 +462,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   logging.info("%s finished at step %d; weights fingerprint %s.", task_name,
                int(checkpoint.step.numpy()), weights_fingerprint(model))
   if is_chief:
-    _write_final_reports(config, data, dirs, model, history, eval_metrics,
+    _write_final_reports(config, data, dirs, model, step, history, eval_metrics,
                          sample_clean, sample_noisy)
   return model
 
 
-def _write_final_reports(config, data, dirs, model, history, eval_metrics,
+def _write_final_reports(config, data, dirs, model, step, history, eval_metrics,
                          sample_clean, sample_noisy) -> None:
   """metrics.json, plots/ and the SavedModel."""
   workdir = dirs.workdir
   reports.write_json(os.path.join(workdir, reports.METRICS_FILENAME), {
       "split": config.eval_split,
       "noise": config.noise.to_dict(),
-      "epochs": len(history),
+      "step": step,
+      "epochs": round(step / data.steps_per_epoch, 4),
       **eval_metrics,
   })
   plots_dir = os.path.join(workdir, reports.PLOTS_DIRNAME)
