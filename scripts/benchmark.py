@@ -1,33 +1,36 @@
-"""Benchmark: input-pipeline and training throughput for a config, printed as numbers.
+"""Benchmark: this trainer against the tutorial's way of training, side by side, as numbers.
 
-  python scripts/benchmark.py --config=configs/default.py [--config.train.batch_size=256]
-      [--num_epochs=3] [--num_workers=2]
+  python scripts/benchmark.py --config=configs/default.py [--config.runtime.jit_compile=true]
+      [--num_epochs=3] [--num_workers=2] [--time_to_quality]
 
-Measures, on the current machine and strategy:
-- input pipeline alone: training batches per second and images per second, after
-  the first epoch filled the cache;
-- training: examples per second of the training loop (train_steps), excluding
-  the first call, which traces the tf.function;
-- with --num_workers=N > 1, training again as a multi-worker job of N local
-  worker processes (multi_worker_mirrored, TF_CONFIG on localhost ports), same
-  global batch: the chief's examples per second.
+Measures in one process, same machine, same model and batch, and prints a
+table, then one JSON object as the last line:
+(a) the tutorial's way: keras.Model.fit on numpy arrays with noise drawn once;
+(b) this trainer's training loop with the given config;
+(c) the trainer's input pipeline alone;
+(d) a large float32 matmul: this machine's practical FLOP/s ceiling.
+Neither (a) nor (b) evaluates per epoch. With --num_workers=N > 1, (b) again as
+N local worker processes (multi_worker_mirrored). With --time_to_quality, the
+tutorial trains its 50 epochs and this trainer trains (evaluating every epoch,
+as it always does) until it reaches the tutorial's test PSNR; both wall times
+and their ratio go into the JSON.
 """
 
 import json
 import os
 import subprocess
 import sys
-import time
+import tempfile
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
-import tensorflow as tf
 
 from input_pipeline import data_source
-from input_pipeline import pipeline
+from trainer import benchmarking
 from trainer import local_cluster
 from trainer import models
+from trainer import reports
 from trainer import strategy as strategy_lib
 from trainer import train
 from trainer import validation
@@ -35,64 +38,22 @@ from trainer import validation
 _NUM_EPOCHS = flags.DEFINE_integer("num_epochs", 3, "Epochs to time for each measurement.")
 _NUM_WORKERS = flags.DEFINE_integer(
     "num_workers", 1, "If > 1, also time training as a job of this many local worker processes.")
+_TIME_TO_QUALITY = flags.DEFINE_bool(
+    "time_to_quality", False,
+    "Also train the tutorial for its 50 epochs and this trainer until it matches the "
+    "tutorial's test PSNR; report both wall times.")
+_TUTORIAL_EPOCHS = flags.DEFINE_integer("tutorial_epochs", 50,
+                                        "Epochs of the tutorial in --time_to_quality.")
 _TRAINING_ONLY = flags.DEFINE_bool(
-    "training_only", False, "Time training only and print it as JSON (the worker processes' mode).")
+    "training_only", False, "Time (b) only and print it as JSON (the worker processes' mode).")
 config_flags.DEFINE_config_file("config", "configs/default.py", "Configuration file.",
                                 lock_config=True)
 
 
-def benchmark_input_pipeline(data, config, num_epochs: int) -> None:
-  config.train.num_epochs = num_epochs + 1
-  dataset = pipeline.create_dataset(data, config, "train")
-  steps = data.steps_per_epoch
-  iterator = iter(dataset)
-  start = time.perf_counter()
-  for _ in range(steps):  # First epoch: reads, decodes and caches.
-    next(iterator)
-  first_epoch_seconds = time.perf_counter() - start
-  start = time.perf_counter()
-  for _ in range(steps * num_epochs):
-    next(iterator)
-  seconds = time.perf_counter() - start
-  print(f"input pipeline: first epoch {first_epoch_seconds:.2f} s; then "
-        f"{steps * num_epochs / seconds:.0f} batches/s, "
-        f"{steps * num_epochs * config.train.batch_size / seconds:.0f} images/s, "
-        f"{seconds / num_epochs:.2f} s/epoch")
-
-
-def benchmark_training(strategy, data, config, num_epochs: int) -> float:
-  """Prints and returns the training loop's examples per second."""
-  config.train.num_epochs = num_epochs + 1
-  with strategy.scope():
-    model = models.create_model(config.model, data.image_shape, config.seed)
-    optimizer = train.create_optimizer(config.train)
-    optimizer.build(model.trainable_variables)
-  dataset = strategy.distribute_datasets_from_function(
-      lambda context: pipeline.create_dataset(data, config, "train", context))
-  iterator = iter(dataset)
-  train_steps = train.make_train_function(strategy, model, optimizer, config)
-  steps = data.steps_per_epoch
-  chunk = tf.constant(config.train.steps_per_loop)
-  keep_going = tf.constant(0.0)  # No stop request.
-  float(train_steps(iterator, chunk, keep_going)["loss"])  # Trace and fill the cache.
-  num_calls = steps * num_epochs // config.train.steps_per_loop
-  start = time.perf_counter()
-  for _ in range(num_calls):
-    loss = train_steps(iterator, chunk, keep_going)["loss"]
-  float(loss)
-  seconds = time.perf_counter() - start
-  examples_per_second = num_calls * config.train.steps_per_loop * config.train.batch_size / seconds
-  print(f"training ({config.model.type}, {config.runtime.strategy}, "
-        f"{strategy_lib.task_name(strategy)}, {strategy.num_replicas_in_sync} replica(s), "
-        f"batch {config.train.batch_size}): {examples_per_second:.0f} examples/s, "
-        f"{steps * config.train.batch_size / examples_per_second:.2f} s/epoch")
-  return examples_per_second
-
-
-def benchmark_local_workers(num_workers: int) -> float:
-  """Times training in `num_workers` worker processes of this script; returns the chief's examples/s."""
-  flags_through = [arg for arg in sys.argv[1:] if not arg.startswith(("--num_workers",
-                                                                       "--training_only"))]
+def _local_workers(num_workers: int) -> float:
+  """(b) in `num_workers` worker processes of this script; returns the chief's examples/s."""
+  flags_through = [arg for arg in sys.argv[1:] if not arg.startswith(
+      ("--num_workers", "--training_only", "--time_to_quality"))]
   command = [sys.executable, os.path.abspath(__file__), *flags_through, "--training_only",
              "--config.runtime.strategy=multi_worker_mirrored"]
   processes = [subprocess.Popen(command, env=dict(os.environ, TF_CONFIG=tf_config),
@@ -102,35 +63,110 @@ def benchmark_local_workers(num_workers: int) -> float:
   for index, (process, (_, stderr)) in enumerate(zip(processes, outputs, strict=True)):
     if process.returncode:
       raise RuntimeError(f"benchmark worker {index} failed: {stderr.strip()[-2000:]}")
-  chief = json.loads(outputs[0][0].strip().splitlines()[-1])
-  print(f"training ({num_workers} local worker processes, multi_worker_mirrored, "
-        f"{chief['replicas']} replica(s), batch {chief['batch_size']}): "
-        f"{chief['examples_per_second']:.0f} examples/s")
-  return chief["examples_per_second"]
+  return json.loads(outputs[0][0].strip().splitlines()[-1])["trainer_examples_per_sec"]
+
+
+def _time_to_quality(data, config, results) -> None:
+  """Tutorial: 50 epochs and its test PSNR; trainer: wall time until it reaches that PSNR."""
+  noisy_train, clean_train = benchmarking.tutorial_arrays(
+      data, data.train_split, config.noise.factor, config.seed)
+  noisy_test, clean_test = benchmarking.tutorial_arrays(
+      data, data.eval_split, config.noise.factor, config.seed + 1)
+  model = benchmarking.tutorial_model(config.model, data.image_shape, config.seed)
+  _, tutorial_seconds = benchmarking.time_tutorial_fit(
+      model, noisy_train, clean_train, config.train.batch_size, _TUTORIAL_EPOCHS.value - 1)
+  target = benchmarking.mean_psnr(clean_test, model.predict(noisy_test, verbose=0))
+  with tempfile.TemporaryDirectory() as workdir:
+    train.train_and_evaluate(config, workdir)
+    history = reports.load_history(workdir)
+  reached = [entry for entry in history if entry["eval_psnr"] >= target]
+  results.update({
+      "tutorial_epochs": _TUTORIAL_EPOCHS.value,
+      "tutorial_seconds": tutorial_seconds,
+      "tutorial_test_psnr": target,
+      "trainer_epochs_to_tutorial_quality": reached[0]["epoch"] if reached else None,
+      "trainer_seconds_to_tutorial_quality": reached[0]["elapsed_seconds"] if reached else None,
+      "trainer_best_psnr": max(entry["eval_psnr"] for entry in history),
+      "time_to_tutorial_quality_ratio": (reached[0]["elapsed_seconds"] / tutorial_seconds
+                                         if reached else None),
+  })
+
+
+def _print_table(results) -> None:
+  rows = [
+      ("(a) tutorial: Model.fit, noise drawn once", results["tutorial_examples_per_sec"]),
+      (f"(b) trainer: {results['strategy']}, jit_compile={results['jit_compile']}",
+       results["trainer_examples_per_sec"]),
+      ("(c) input pipeline alone", results["pipeline_examples_per_sec"]),
+  ]
+  if "multi_worker_examples_per_sec" in results:
+    rows.append((f"(b) as {results['num_workers']} local worker processes",
+                 results["multi_worker_examples_per_sec"]))
+  print(f"{'measurement':<52} {'examples/s':>12}")
+  for name, value in rows:
+    print(f"{name:<52} {value:>12,.0f}")
+  print(f"(d) float32 matmul ceiling: {results['matmul_flops_per_sec'] / 1e9:.1f} GFLOP/s; "
+        f"training at {results['model_flops_per_example'] / 1e6:.2f} MFLOP per example uses "
+        f"{results['flops_utilization']:.0%} of it")
+  print(f"speedup vs tutorial {results['speedup_vs_tutorial']:.2f}x, pipeline / trainer "
+        f"{results['pipeline_over_trainer']:.1f}x, peak RSS {results['peak_rss_mb']:.0f} MiB")
+  if "time_to_tutorial_quality_ratio" in results:
+    print(f"time to the tutorial's {results['tutorial_test_psnr']:.2f} dB: tutorial "
+          f"{results['tutorial_seconds']:.0f} s ({results['tutorial_epochs']} epochs), trainer "
+          f"{results['trainer_seconds_to_tutorial_quality']} s (epoch "
+          f"{results['trainer_epochs_to_tutorial_quality']}): ratio "
+          f"{results['time_to_tutorial_quality_ratio']}")
 
 
 def main(argv):
   del argv
   config = flags.FLAGS.config
   validation.validate_config(config)
-  # The strategy first: splitting the CPU into logical devices must happen
-  # before any other TensorFlow op runs.
+  # The strategy first: splitting the CPU into logical devices (the Mirrored
+  # laptop recipe) must happen before any other TensorFlow op runs.
   strategy = strategy_lib.get_strategy(config.runtime)
   validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
   data = data_source.create_data_source(config)
+  num_epochs = _NUM_EPOCHS.value
+  trainer_rate = benchmarking.time_training_loop(strategy, data, config, num_epochs)
   if _TRAINING_ONLY.value:
-    examples_per_second = benchmark_training(
-        strategy, data, config.copy_and_resolve_references(), _NUM_EPOCHS.value)
-    print(json.dumps({"examples_per_second": examples_per_second,
-                      "replicas": strategy.num_replicas_in_sync,
-                      "batch_size": config.train.batch_size}))
+    print(json.dumps({"trainer_examples_per_sec": trainer_rate}))
     return
-  benchmark_input_pipeline(data, config.copy_and_resolve_references(), _NUM_EPOCHS.value)
-  single = benchmark_training(strategy, data, config.copy_and_resolve_references(),
-                              _NUM_EPOCHS.value)
+
+  noisy, clean = benchmarking.tutorial_arrays(data, data.train_split, config.noise.factor,
+                                              config.seed)
+  tutorial_rate, _ = benchmarking.time_tutorial_fit(
+      benchmarking.tutorial_model(config.model, data.image_shape, config.seed), noisy, clean,
+      config.train.batch_size, num_epochs)
+  pipeline_rate = benchmarking.time_input_pipeline(data, config, num_epochs)
+  ceiling = benchmarking.matmul_flops_per_second()
+  flops = benchmarking.training_flops_per_example(
+      models.create_model(config.model, data.image_shape, config.seed))
+  results = {
+      "config": {"model": config.model.type, "batch_size": config.train.batch_size},
+      "strategy": config.runtime.strategy,
+      "jit_compile": config.runtime.jit_compile,
+      "replicas": strategy.num_replicas_in_sync,
+      "timed_epochs": num_epochs,
+      "per_epoch_evaluation": False,
+      "tutorial_examples_per_sec": tutorial_rate,
+      "trainer_examples_per_sec": trainer_rate,
+      "pipeline_examples_per_sec": pipeline_rate,
+      "speedup_vs_tutorial": trainer_rate / tutorial_rate,
+      "pipeline_over_trainer": pipeline_rate / trainer_rate,
+      "model_flops_per_example": flops,
+      "matmul_flops_per_sec": ceiling,
+      "flops_utilization": trainer_rate * flops / ceiling,
+  }
   if _NUM_WORKERS.value > 1:
-    multi = benchmark_local_workers(_NUM_WORKERS.value)
-    print(f"{_NUM_WORKERS.value} local workers / 1 process: {multi / single:.2f}x")
+    results["num_workers"] = _NUM_WORKERS.value
+    results["multi_worker_examples_per_sec"] = _local_workers(_NUM_WORKERS.value)
+  if _TIME_TO_QUALITY.value:
+    _time_to_quality(data, config, results)
+  results["peak_rss_mb"] = benchmarking.peak_rss_mb()
+  results["machine"] = benchmarking.machine_description()
+  _print_table(results)
+  print(json.dumps(results, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,103 @@
+"""The benchmark's measurements on the tiny test config: right sizes, right FLOP counts, finite rates."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import conv as conv_config
+from input_pipeline import data_source
+from trainer import benchmarking
+from trainer import models
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def data(config):
+  return data_source.create_data_source(config)
+
+
+def test_dense_flops_are_the_tutorials_multiply_adds(config):
+  model = models.create_model(config.model, (28, 28, 1))
+  sizes = [784, 256, 128, 64, 128, 256, 784]
+  forward = sum(2 * fan_in * fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
+  assert benchmarking.forward_flops_per_example(model) == forward == 966_656
+  assert benchmarking.training_flops_per_example(model) == 3 * forward
+
+
+def test_conv_flops_count_every_convolution():
+  config = conv_config.get_config()
+  model = models.create_model(config.model, (28, 28, 1))
+  expected = (2 * 9 * 1 * 32 * 14 * 14        # Conv2D 28 -> 14, 32 filters.
+              + 2 * 9 * 32 * 64 * 7 * 7       # Conv2D 14 -> 7, 64 filters.
+              + 2 * 7 * 7 * 64 * 64           # Dense to the latent.
+              + 2 * 64 * 7 * 7 * 64           # Dense back.
+              + 2 * 9 * 64 * 64 * 7 * 7       # Conv2DTranspose 7 -> 14.
+              + 2 * 9 * 64 * 32 * 14 * 14     # Conv2DTranspose 14 -> 28.
+              + 2 * 9 * 32 * 1 * 28 * 28)     # Conv2D to one channel.
+  assert benchmarking.forward_flops_per_example(model) == expected
+
+
+def test_tutorial_arrays_draw_clipped_noise_once_from_the_seed(config, data):
+  noisy, clean = benchmarking.tutorial_arrays(data, "test[:64]", 0.4, seed=0)
+  again, _ = benchmarking.tutorial_arrays(data, "test[:64]", 0.4, seed=0)
+  other, _ = benchmarking.tutorial_arrays(data, "test[:64]", 0.4, seed=1)
+  assert noisy.shape == clean.shape == (64, 28, 28, 1) and noisy.dtype == np.float32
+  assert noisy.min() >= 0.0 and noisy.max() <= 1.0 and clean.max() <= 1.0
+  np.testing.assert_array_equal(noisy, again)
+  assert (noisy != other).mean() > 0.3
+  # On mid-gray pixels, far from both clip bounds, the residual is the noise.
+  mid = (clean > 0.45) & (clean < 0.55)
+  assert abs((noisy - clean)[mid].std() - 0.4) < 0.1
+
+
+def test_rates_are_positive_and_finite(config, data):
+  strategy = tf.distribute.get_strategy()
+  noisy, clean = benchmarking.tutorial_arrays(data, data.train_split, 0.4, seed=0)
+  tutorial_rate, total_seconds = benchmarking.time_tutorial_fit(
+      benchmarking.tutorial_model(config.model, data.image_shape, 0), noisy, clean, 64, 1)
+  rates = [tutorial_rate,
+           benchmarking.time_training_loop(strategy, data, config, 1),
+           benchmarking.time_input_pipeline(data, config, 1),
+           benchmarking.matmul_flops_per_second(size=256, repeats=2)]
+  assert all(math.isfinite(rate) and rate > 0 for rate in rates), rates
+  assert total_seconds > 0
+
+
+def test_psnr_matches_a_direct_computation():
+  clean = np.zeros((2, 28, 28, 1), np.float32)
+  denoised = np.full((2, 28, 28, 1), 0.1, np.float32)
+  assert benchmarking.mean_psnr(clean, denoised) == pytest.approx(20.0, abs=1e-4)
+
+
+def test_machine_and_memory_are_described():
+  machine = benchmarking.machine_description()
+  assert machine["cores"] >= 1 and machine["tensorflow"] == tf.__version__
+  assert any("CPU" in device for device in machine["devices"]) and machine["cpu"]
+  assert benchmarking.peak_rss_mb() > 100  # TensorFlow alone takes more.
+
+
+@pytest.mark.slow
+def test_benchmark_script_prints_its_json_with_the_mirrored_laptop_recipe(tmp_path):
+  """The README's recipe used to crash: TF ops ran before the CPU could be split."""
+  result = subprocess.run(
+      [sys.executable, "scripts/benchmark.py", "--config=configs/test.py", "--num_epochs=1",
+       "--config.runtime.strategy=mirrored", "--config.runtime.num_cpu_devices=2",
+       "--config.runtime.devices=CPU:0,CPU:1"],
+      cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True,
+      text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.loads(result.stdout.strip().splitlines()[-1])
+  assert results["replicas"] == 2 and results["strategy"] == "mirrored"
+  for key in ("tutorial_examples_per_sec", "trainer_examples_per_sec",
+              "pipeline_examples_per_sec", "speedup_vs_tutorial", "pipeline_over_trainer",
+              "model_flops_per_example", "flops_utilization", "peak_rss_mb"):
+    assert math.isfinite(results[key]) and results[key] > 0, key
+  assert results["machine"]["cores"] >= 1
+  assert "(a) tutorial" in result.stdout and "speedup vs tutorial" in result.stdout

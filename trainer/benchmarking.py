@@ -1,0 +1,181 @@
+"""Measurements behind scripts/benchmark.py, as small functions that return numbers.
+
+- the tutorial's way of training: `keras.Model.fit` on numpy arrays whose noise
+  was drawn once (the seed tutorial's code in substance, same model and batch);
+- this trainer's training loop, and its input pipeline alone;
+- a large float32 matmul, this machine's practical FLOP/s ceiling, and the
+  model's FLOPs per training example, to say how close training comes to it;
+- peak memory and a description of the machine.
+
+Every timing excludes the first epoch or call, which traces functions and
+fills caches.
+"""
+
+import os
+import platform
+import resource
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from input_pipeline import pipeline
+from trainer import metrics
+from trainer import models
+from trainer import train
+
+
+def tutorial_arrays(data, split: str, noise_factor: float,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(noisy, clean) float32 arrays of a split, as the tutorial makes them.
+
+  Images scaled to [0, 1]; Gaussian noise drawn once with numpy, clipped to [0, 1].
+  """
+  images = data.builder.as_dataset(split=split, batch_size=-1)["image"]
+  clean = images.numpy().astype(np.float32) / 255.0
+  noise = np.random.default_rng(seed).normal(0.0, noise_factor, clean.shape).astype(np.float32)
+  return np.clip(clean + noise, 0.0, 1.0), clean
+
+
+def tutorial_model(model_config, image_shape, seed: int) -> keras.Model:
+  """The same autoencoder, compiled as the tutorial does: Adam, binary cross-entropy."""
+  model = models.create_model(model_config, image_shape, seed)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+  return model
+
+
+class _EpochTimes(keras.callbacks.Callback):
+
+  def __init__(self):
+    super().__init__()
+    self.seconds = []
+    self._start = 0.0
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._start = time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.seconds.append(time.perf_counter() - self._start)
+
+
+def time_tutorial_fit(model: keras.Model, noisy: np.ndarray, clean: np.ndarray,
+                      batch_size: int, num_epochs: int) -> tuple[float, float]:
+  """Fits `num_epochs + 1` epochs; returns (examples/s after the first epoch, total seconds)."""
+  times = _EpochTimes()
+  start = time.perf_counter()
+  model.fit(noisy, clean, batch_size=batch_size, epochs=num_epochs + 1, shuffle=True,
+            verbose=0, callbacks=[times])
+  total = time.perf_counter() - start
+  examples = (len(noisy) // batch_size) * batch_size  # fit also runs the last partial batch,
+  # but at a full batch's cost: count full batches only, as the trainer does.
+  return examples * num_epochs / sum(times.seconds[1:]), total
+
+
+def time_training_loop(strategy, data, config, num_epochs: int) -> float:
+  """Examples per second of the trainer's `train_steps` over `num_epochs` epochs, after one chunk."""
+  config = config.copy_and_resolve_references()
+  config.train.num_epochs = num_epochs + 1
+  with strategy.scope():
+    model = models.create_model(config.model, data.image_shape, config.seed)
+    optimizer = train.create_optimizer(config.train)
+    optimizer.build(model.trainable_variables)
+  iterator = iter(strategy.distribute_datasets_from_function(
+      lambda context: pipeline.create_dataset(data, config, "train", context)))
+  train_steps = train.make_train_function(strategy, model, optimizer, config)
+  chunk, keep_going = tf.constant(config.train.steps_per_loop), tf.constant(0.0)
+  float(train_steps(iterator, chunk, keep_going)["loss"])  # Trace, fill the cache.
+  num_calls = max(1, data.steps_per_epoch * num_epochs // config.train.steps_per_loop)
+  start = time.perf_counter()
+  for _ in range(num_calls):
+    loss = train_steps(iterator, chunk, keep_going)["loss"]
+  float(loss)  # Waits for the last call.
+  seconds = time.perf_counter() - start
+  return num_calls * config.train.steps_per_loop * config.train.batch_size / seconds
+
+
+def time_input_pipeline(data, config, num_epochs: int) -> float:
+  """Examples per second the training input pipeline delivers alone, after its first epoch."""
+  config = config.copy_and_resolve_references()
+  config.train.num_epochs = num_epochs + 1
+  iterator = iter(pipeline.create_dataset(data, config, "train"))
+  for _ in range(data.steps_per_epoch):  # First epoch: reads, decodes and caches.
+    next(iterator)
+  start = time.perf_counter()
+  for _ in range(data.steps_per_epoch * num_epochs):
+    next(iterator)
+  seconds = time.perf_counter() - start
+  return data.steps_per_epoch * num_epochs * config.train.batch_size / seconds
+
+
+def matmul_flops_per_second(size: int = 2048, repeats: int = 20) -> float:
+  """float32 FLOP/s of a [size, size] matmul, the machine's practical ceiling."""
+  a = tf.random.stateless_uniform([size, size], seed=[1, 2])
+  b = tf.random.stateless_uniform([size, size], seed=[3, 4])
+  matmul = tf.function(lambda x, y: tf.linalg.matmul(x, y))
+  matmul(a, b).numpy()  # Trace and warm up.
+  start = time.perf_counter()
+  for _ in range(repeats):
+    result = matmul(a, b)
+  result.numpy()
+  return 2.0 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def forward_flops_per_example(model: keras.Model) -> int:
+  """Multiply-add FLOPs (2 per multiply-add) of one example through the model's layers.
+
+  Counts Dense, Conv2D and Conv2DTranspose layers, which hold nearly all the
+  arithmetic; activations, biases and reshapes are left out.
+  """
+  flops = 0
+  for layer in _leaf_layers(model):
+    if isinstance(layer, keras.layers.Dense):
+      flops += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+    elif isinstance(layer, keras.layers.Conv2DTranspose):
+      # Every input pixel scatters a kh x kw x out_channels patch.
+      kernel_h, kernel_w, out_channels, in_channels = layer.kernel.shape
+      _, height, width, _ = layer.input.shape
+      flops += 2 * kernel_h * kernel_w * in_channels * out_channels * height * width
+    elif isinstance(layer, keras.layers.Conv2D):
+      kernel_h, kernel_w, in_channels, out_channels = layer.kernel.shape
+      _, height, width, _ = layer.output.shape
+      flops += 2 * kernel_h * kernel_w * in_channels * out_channels * height * width
+  return flops
+
+
+def training_flops_per_example(model: keras.Model) -> int:
+  """Forward plus backward: the backward pass costs about twice the forward one."""
+  return 3 * forward_flops_per_example(model)
+
+
+def _leaf_layers(model: keras.Model):
+  for layer in model.layers:
+    if isinstance(layer, keras.Model):
+      yield from _leaf_layers(layer)
+    else:
+      yield layer
+
+
+def peak_rss_mb() -> float:
+  """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine_description() -> dict:
+  """CPU model, cores, TensorFlow version and devices."""
+  cpu_model = platform.processor() or platform.machine()
+  if os.path.exists("/proc/cpuinfo"):
+    with open("/proc/cpuinfo") as cpuinfo:
+      names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    cpu_model = names[0] if names else cpu_model
+  return {
+      "cpu": cpu_model,
+      "cores": os.cpu_count(),
+      "tensorflow": tf.__version__,
+      "devices": [device.name for device in tf.config.list_logical_devices()],
+  }
+
+
+def mean_psnr(clean: np.ndarray, denoised: np.ndarray) -> float:
+  """Mean over images of 10 log10(1 / MSE): the tutorial's and the trainer's PSNR."""
+  return float(tf.reduce_mean(metrics.per_example_psnr(clean, denoised)))
