@@ -14,6 +14,9 @@ import setuptools
 # TensorFlow releases this job is tested with: 2.21, and 2.20, the last one
 # built for TPUs.
 _TENSORFLOW_VERSIONS = ">=2.20,<2.22"
+# TensorBoard 2.20 (what TensorFlow 2.20 pins) imports pkg_resources, which
+# setuptools 81 removed: without this its server does not start.
+_SETUPTOOLS_FOR_TENSORBOARD_2_20 = "setuptools<81"
 
 setuptools.setup(
     name="dae-trainer",
@@ -44,7 +47,7 @@ setuptools.setup(
         "cpu": [f"tensorflow{_TENSORFLOW_VERSIONS}"],
         "gpu": [f"tensorflow[and-cuda]{_TENSORFLOW_VERSIONS}"],
         # tensorflow-tpu stops at 2.20; libtpu comes from Google's index (-f above).
-        "tpu": ["tensorflow-tpu>=2.20,<2.21"],
+        "tpu": ["tensorflow-tpu>=2.20,<2.21", _SETUPTOOLS_FOR_TENSORBOARD_2_20],
         "test": [
             "pytest>=8",
             "pytest-xdist>=3.5",
@@ -54,8 +57,9 @@ setuptools.setup(
             "google-cloud-build>=3.20",
             "google-cloud-aiplatform>=1.70",
             "dockerfile>=3.3",
-            # Builds the wheel in tests without an index (pip wheel --no-build-isolation).
-            "setuptools>=70.1",
+            # Builds the wheel in tests without an index (pip wheel --no-build-isolation);
+            # below 81 for TensorBoard 2.20 in the TensorFlow 2.20 test environment.
+            "setuptools>=70.1,<81",
         ],
     },
 )
