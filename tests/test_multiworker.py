@@ -146,6 +146,11 @@ def test_tf_configs_describe_one_cluster_of_distinct_ports():
   assert [config["cluster"]["worker"] for config in configs] == [workers] * 3
   assert [config["task"] for config in configs] == [
       {"type": "worker", "index": index} for index in range(3)]
+  vertex_style = [json.loads(tf_config) for tf_config in local_cluster.tf_configs(3, True)]
+  assert [len(vertex_style[0]["cluster"][job]) for job in ("chief", "worker")] == [1, 2]
+  assert [config["task"] for config in vertex_style] == [
+      {"type": "chief", "index": 0}, {"type": "worker", "index": 0},
+      {"type": "worker", "index": 1}]
   with pytest.raises(ValueError, match="num_workers=0"):
     local_cluster.tf_configs(0)
 

@@ -275,3 +275,20 @@ def test_a_config_file_that_cannot_load_is_one_line(tmp_path, config_text, messa
 
 def test_preempted_exit_code_is_documented():
   assert preemption.EXIT_CODE == 75
+
+
+def test_make_train_quotes_a_workdir_with_spaces():
+  result = subprocess.run(["make", "-n", "train", "WORKDIR=my runs/a b", "VENV_PYTHON=python"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+                          env=dict(os.environ, MAKEFLAGS=""))
+  assert result.returncode == 0, result.stderr
+  assert '--workdir="my runs/a b"' in result.stdout.splitlines()[-1]
+
+
+def test_a_loss_that_becomes_nan_stops_with_one_line_naming_the_steps(tmp_path):
+  result = _run_main(tmp_path, "--config=configs/test.py", "--config.train.learning_rate=1e30")
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      "dae-trainer: Training loss became nan between steps 0 and 7 (epoch 1); lower "
+      "train.learning_rate")

@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from trainer import local_cluster
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/test.py for 6 epochs: 192 steps of 32 per epoch.
 _FLAGS = ("--config=configs/test.py", "--config.train.num_epochs=6")
@@ -99,3 +101,39 @@ def test_sigterm_mid_epoch_saves_at_the_step_and_a_rerun_ends_like_an_uninterrup
   assert f"resumed from {workdir / 'checkpoints' / f'ckpt-{step}'}" in (
       tmp_path / "resumed.log").read_text()
   assert resumed == reference
+
+
+def test_sigterm_to_one_worker_stops_every_task_at_the_same_step(tmp_path):
+  """A Vertex AI-style cluster (chief + worker): SIGTERM reaches the worker only."""
+  workdir = tmp_path / "workdir"
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(tmp_path))
+  processes, logs = [], []
+  for index, tf_config in enumerate(local_cluster.tf_configs(2, chief_task=True)):
+    logs.append(tmp_path / f"task{index}.log")
+    processes.append(subprocess.Popen(
+        [sys.executable, "-m", "trainer.main", f"--workdir={workdir}", *_FLAGS,
+         "--config.runtime.strategy=multi_worker_mirrored"], cwd=REPO_ROOT,
+        env=dict(env, TF_CONFIG=tf_config), stdout=open(logs[-1], "w"),
+        stderr=subprocess.STDOUT))
+  chief, worker = processes
+  try:
+    deadline = time.time() + 180
+    while "epoch 1/6" not in logs[0].read_text():
+      assert time.time() < deadline and chief.poll() is None, logs[0].read_text()[-3000:]
+      time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    codes = [process.wait(timeout=120) for process in processes]
+  finally:
+    for process in processes:
+      process.kill()
+  assert codes == [75, 75], [log.read_text()[-2000:] for log in logs]
+  last_lines = [log.read_text().strip().splitlines()[-1] for log in logs]
+  chief_stop = re.match(r"dae-trainer: chief 0 stopped on another task's request at step (\d+)",
+                        last_lines[0])
+  worker_stop = re.match(r"dae-trainer: worker 0 stopped on SIGTERM's request at step (\d+)",
+                         last_lines[1])
+  assert chief_stop and worker_stop, last_lines
+  step = int(chief_stop.group(1))
+  assert step == int(worker_stop.group(1)) and 32 < step < 64
+  assert (workdir / "checkpoints" / f"ckpt-{step}.index").exists()
+  assert not [name for name in os.listdir(tmp_path) if name.startswith("dae-trainer-")]

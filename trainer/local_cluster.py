@@ -2,7 +2,8 @@
 
 `python -m trainer.local_cluster N` prints N TF_CONFIG values, one per line,
 for `scripts/run_multiworker_local.sh`; tests and the benchmark call
-`tf_configs(N)`. Worker 0 is the chief (there is no separate "chief" task).
+`tf_configs(N)`. Worker 0 is the chief (there is no separate "chief" task),
+unless a Vertex AI-style cluster with a "chief" task is asked for.
 """
 
 import contextlib
@@ -24,13 +25,27 @@ def free_ports(count: int) -> list[int]:
     return [sock.getsockname()[1] for sock in sockets]
 
 
-def tf_configs(num_workers: int) -> list[str]:
-  """TF_CONFIG (JSON) of each of `num_workers` workers on localhost, worker 0 first."""
+def tf_configs(num_workers: int, chief_task: bool = False) -> list[str]:
+  """TF_CONFIG (JSON) of each of `num_workers` tasks on localhost, the chief first.
+
+  Args:
+    num_workers: tasks in the cluster.
+    chief_task: make the first task of type "chief" and the others "worker" 0..n-2,
+      as Vertex AI does (worker pool 0 is the chief); else all are "worker"s and
+      worker 0 is the chief.
+  """
   if num_workers < 1:
     raise ValueError(f"num_workers={num_workers} must be >= 1.")
-  cluster = {"worker": [f"localhost:{port}" for port in free_ports(num_workers)]}
-  return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-          for index in range(num_workers)]
+  addresses = [f"localhost:{port}" for port in free_ports(num_workers)]
+  if chief_task:
+    cluster = {"chief": addresses[:1], "worker": addresses[1:]}
+    tasks = [("chief", 0)] + [("worker", index) for index in range(num_workers - 1)]
+  else:
+    cluster = {"worker": addresses}
+    tasks = [("worker", index) for index in range(num_workers)]
+  return [json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index},
+                      "environment": "cloud"})
+          for task_type, index in tasks]
 
 
 def main(argv: list[str]) -> None:
