@@ -31,6 +31,7 @@ from trainer import benchmarking
 from trainer import local_cluster
 from trainer import models
 from trainer import reports
+from trainer import resources
 from trainer import strategy as strategy_lib
 from trainer import train
 from trainer import validation
@@ -163,7 +164,7 @@ def main(argv):
     results["multi_worker_examples_per_sec"] = _local_workers(_NUM_WORKERS.value)
   if _TIME_TO_QUALITY.value:
     _time_to_quality(data, config, results)
-  results["peak_rss_mb"] = benchmarking.peak_rss_mb()
+  results["peak_rss_mb"] = resources.peak_rss_mb()
   results["machine"] = benchmarking.machine_description()
   _print_table(results)
   print(json.dumps(results, sort_keys=True))

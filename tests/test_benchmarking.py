@@ -14,6 +14,7 @@ from configs import conv as conv_config
 from input_pipeline import data_source
 from trainer import benchmarking
 from trainer import models
+from trainer import resources
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,7 +81,8 @@ def test_machine_and_memory_are_described():
   machine = benchmarking.machine_description()
   assert machine["cores"] >= 1 and machine["tensorflow"] == tf.__version__
   assert any("CPU" in device for device in machine["devices"]) and machine["cpu"]
-  assert benchmarking.peak_rss_mb() > 100  # TensorFlow alone takes more.
+  assert resources.peak_rss_mb() > 100  # TensorFlow alone takes more.
+  assert 100 < resources.rss_mb() <= resources.peak_rss_mb() + 1
 
 
 @pytest.mark.slow

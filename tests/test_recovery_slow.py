@@ -39,10 +39,10 @@ def _run_to_the_end(workdir, log_path):
 
 
 def _outcome(workdir):
-  """What a finished run leaves, minus wall times: history and metrics."""
+  """What a finished run leaves, minus wall times and memory: history and metrics."""
   history = json.loads((workdir / "history.json").read_text())
   for entry in history:
-    del entry["elapsed_seconds"]
+    del entry["elapsed_seconds"], entry["rss_mb"]
   return history, json.loads((workdir / "metrics.json").read_text())
 
 

@@ -131,18 +131,24 @@ def test_mirrored_two_replicas_match_one_device():
       one_loss, one_weights, one_replicas = run(tf.distribute.get_strategy())
       two_loss, two_weights, two_replicas = run(
           tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"]))
+      config.runtime.jit_compile = True  # XLA for the forward and backward pass per replica.
+      xla_loss, xla_weights, _ = run(tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"]))
       initial = models.create_model(config.model, (28, 28, 1), seed=0).get_weights()
       print(json.dumps({
           "replicas": [one_replicas, two_replicas],
-          "losses": [one_loss, two_loss],
+          "losses": [one_loss, two_loss, xla_loss],
           "max_weight_difference": max(float(np.abs(a - b).max())
                                        for a, b in zip(one_weights, two_weights)),
+          "max_xla_weight_difference": max(float(np.abs(a - b).max())
+                                           for a, b in zip(one_weights, xla_weights)),
           "max_update": max(float(np.abs(a - b).max()) for a, b in zip(one_weights, initial)),
       }))
   """)
   result = json.loads(output.strip().splitlines()[-1])
   assert result["replicas"] == [1, 2]
   assert result["losses"][0] == pytest.approx(result["losses"][1], rel=1e-5)
+  assert result["losses"][0] == pytest.approx(result["losses"][2], rel=1e-5)
+  assert result["max_xla_weight_difference"] < 1e-5
   assert result["max_update"] > 1e-3  # The weights really moved...
   assert result["max_weight_difference"] < 1e-5  # ...and identically.
 

@@ -13,7 +13,6 @@ fills caches.
 
 import os
 import platform
-import resource
 import time
 
 import keras
@@ -154,11 +153,6 @@ def _leaf_layers(model: keras.Model):
       yield from _leaf_layers(layer)
     else:
       yield layer
-
-
-def peak_rss_mb() -> float:
-  """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def machine_description() -> dict:

@@ -99,6 +99,14 @@ def get_strategy(runtime_config: ml_collections.ConfigDict) -> tf.distribute.Str
   return strategy
 
 
+def is_default(strategy: tf.distribute.Strategy) -> bool:
+  """True for TensorFlow's default strategy: one device, no replicas to all-reduce.
+
+  Conservative inside another strategy's scope, where it answers False.
+  """
+  return not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy()
+
+
 def _task(strategy: tf.distribute.Strategy) -> tuple[str | None, int]:
   resolver = getattr(strategy, "cluster_resolver", None)
   if resolver is None or not resolver.task_type:

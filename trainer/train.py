@@ -35,6 +35,7 @@ from trainer import models
 from trainer import output_dirs
 from trainer import preemption
 from trainer import reports
+from trainer import resources
 from trainer import strategy as strategy_lib
 from trainer import summaries
 from trainer import validation
@@ -100,16 +101,22 @@ def make_train_function(strategy, model, optimizer, config):
   forward_backward = functools.partial(
       compute_gradients, model, loss_name=config.train.loss,
       global_batch_size=config.train.batch_size)
-  if config.runtime.jit_compile:
-    # XLA compiles the forward and backward pass. The optimizer update stays
-    # outside: under tf.distribute it all-reduces the gradients across replicas
-    # through a merge_call, which cannot sit inside a jit-compiled function.
+  whole_step_in_xla = config.runtime.jit_compile and strategy_lib.is_default(strategy)
+  if config.runtime.jit_compile and not whole_step_in_xla:
+    # Under a distribution strategy the optimizer all-reduces the gradients
+    # across replicas through a merge_call, which cannot sit inside a
+    # jit-compiled function: XLA compiles the forward and backward pass only.
     forward_backward = tf.function(forward_backward, jit_compile=True)
 
   def train_step(batch):
     gradients, outputs = forward_backward(batch)
     optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
     return outputs
+
+  if whole_step_in_xla:
+    # One device, nothing to all-reduce: the optimizer update joins the XLA
+    # cluster too (about 20% more examples/s on a CPU than the pass alone).
+    train_step = tf.function(train_step, jit_compile=True)
 
   @tf.function
   def train_steps(iterator, num_steps, stop_requested):
@@ -444,6 +451,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         history.append({"epoch": epoch + 1, "step": step,
                         "train_loss": train_metrics["loss"], "train_psnr": train_metrics["psnr"],
                         "elapsed_seconds": earlier_seconds + time.time() - run_start,
+                        "rss_mb": resources.rss_mb(),
                         **{f"eval_{name}": value for name, value in eval_metrics.items()}})
         reports.write_history(workdir, history)
       checkpoint.step.assign(step)
@@ -452,10 +460,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       seconds_left = (time.time() - run_start) / (step - start_step) * (last_step - step)
       logging.info(
           "epoch %d/%d: train loss %.4f PSNR %.2f dB | eval loss %.4f PSNR %.2f dB "
-          "SSIM %.3f | %.0f examples/s, %.1f s, %s left",
+          "SSIM %.3f | %.0f examples/s, %.1f s, %s left, %.0f MiB",
           epoch + 1, num_epochs, train_metrics["loss"], train_metrics["psnr"],
           eval_metrics["loss"], eval_metrics["psnr"], eval_metrics["ssim"],
-          examples_per_second, time.time() - epoch_start, _format_duration(seconds_left))
+          examples_per_second, time.time() - epoch_start, _format_duration(seconds_left),
+          resources.rss_mb())
 
     if eval_metrics is None:  # Already trained: report on the restored model.
       eval_metrics = run_evaluation()
