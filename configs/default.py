@@ -54,6 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.learning_rate = 1e-3
   # Reconstruction loss: bce (binary cross-entropy) or mse.
   config.train.loss = "bce"
+  # Evaluate on the eval split every this many epochs (and always at the end).
+  config.train.eval_every_epochs = 1
   # Shuffle buffer in examples; >= the split size gives a full shuffle.
   config.train.shuffle_buffer_size = 60_000
   # If > 0, stop after this many global steps, even mid-epoch (TFX's train_steps).

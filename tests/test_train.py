@@ -253,3 +253,13 @@ def test_resumed_runs_end_where_an_uninterrupted_run_does(config, tmp_path):
   metrics = json.load(open(os.path.join(workdir, "metrics.json")))
   assert metrics["step"] == 64 and metrics["epochs"] == 2
   assert metrics["loss"] == pytest.approx(history[-1]["eval_loss"], rel=1e-5)
+
+
+def test_eval_every_epochs_evaluates_less_often_and_always_at_the_end(config, tmp_path):
+  config.train.num_epochs = 3
+  config.train.eval_every_epochs = 2
+  workdir = str(tmp_path / "workdir")
+  train.train_and_evaluate(config, workdir)
+  assert [entry["step"] for entry in reports.load_history(workdir)] == [64, 96]
+  for step in (32, 64, 96):  # A checkpoint every epoch all the same.
+    assert os.path.exists(os.path.join(workdir, "checkpoints", f"ckpt-{step}.index"))

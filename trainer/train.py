@@ -338,16 +338,9 @@ def _create_train_state(config, data, dirs, strategy):
   return model, optimizer, checkpoint, checkpointer
 
 
-def _write_epoch_summaries(writers, step, train_metrics, eval_metrics, learning_rate,
-                           examples_per_second, image_grid) -> None:
-  summaries.write_scalars(writers.train, {
-      **train_metrics,
-      "learning_rate": learning_rate,
-      "examples_per_second": examples_per_second,
-  }, step)
+def _write_evaluation(writers, step, eval_metrics, image_grid) -> None:
   summaries.write_scalars(writers.eval, eval_metrics, step)
   summaries.write_images(writers.eval, "denoising/original_noisy_denoised", image_grid, step)
-  writers.flush()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -438,33 +431,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             f"{task_name} stopped on {stop_signal.received or 'another task'}'s request at "
             f"step {step} (epoch {epoch + 1}) and saved a checkpoint there; rerun the same "
             "command to continue from that step.")
-      eval_metrics = run_evaluation()
+      # Evaluate every train.eval_every_epochs full epochs, and at the end.
+      evaluated = step == last_step or (step % data.steps_per_epoch == 0 and (
+          epoch + 1) % config.train.eval_every_epochs == 0)
+      eval_metrics = run_evaluation() if evaluated else None
       if is_chief:
-        sample_denoised = model(sample_noisy, training=False).numpy()
-        _write_epoch_summaries(
-            writers, step, train_metrics, eval_metrics,
-            float(tf.convert_to_tensor(optimizer.learning_rate.value)), examples_per_second,
-            reports.image_grid(sample_clean, sample_noisy, sample_denoised))
-        # History first, then the checkpoint: a kill between the two leaves a
-        # history entry past the checkpoint, which the rerun drops and redoes
-        # (`load_history(up_to_step=...)`); the other order would lose it.
-        history.append({"epoch": epoch + 1, "step": step,
-                        "train_loss": train_metrics["loss"], "train_psnr": train_metrics["psnr"],
-                        "elapsed_seconds": earlier_seconds + time.time() - run_start,
-                        "rss_mb": resources.rss_mb(),
-                        **{f"eval_{name}": value for name, value in eval_metrics.items()}})
-        reports.write_history(workdir, history)
+        learning_rate = float(tf.convert_to_tensor(optimizer.learning_rate.value))
+        summaries.write_scalars(writers.train, {
+            **train_metrics, "learning_rate": learning_rate,
+            "examples_per_second": examples_per_second}, step)
+        if evaluated:
+          _write_evaluation(writers, step, eval_metrics, reports.image_grid(
+              sample_clean, sample_noisy, model(sample_noisy, training=False).numpy()))
+          # History first, then the checkpoint: a kill between the two leaves a
+          # history entry past the checkpoint, which the rerun drops and redoes
+          # (`load_history(up_to_step=...)`); the other order would lose it.
+          history.append({
+              "epoch": epoch + 1, "step": step,
+              "train_loss": train_metrics["loss"], "train_psnr": train_metrics["psnr"],
+              "elapsed_seconds": earlier_seconds + time.time() - run_start,
+              "rss_mb": resources.rss_mb(),
+              **{f"eval_{name}": value for name, value in eval_metrics.items()}})
+          reports.write_history(workdir, history)
+        writers.flush()
       checkpoint.step.assign(step)
       checkpointer.save(step)
 
       seconds_left = (time.time() - run_start) / (step - start_step) * (last_step - step)
+      evaluation = ("eval loss {loss:.4f} PSNR {psnr:.2f} dB SSIM {ssim:.3f}".format(
+          **eval_metrics) if evaluated else "not evaluated")
       logging.info(
-          "epoch %d/%d: train loss %.4f PSNR %.2f dB | eval loss %.4f PSNR %.2f dB "
-          "SSIM %.3f | %.0f examples/s, %.1f s, %s left, %.0f MiB",
-          epoch + 1, num_epochs, train_metrics["loss"], train_metrics["psnr"],
-          eval_metrics["loss"], eval_metrics["psnr"], eval_metrics["ssim"],
-          examples_per_second, time.time() - epoch_start, _format_duration(seconds_left),
-          resources.rss_mb())
+          "epoch %d/%d: train loss %.4f PSNR %.2f dB | %s | %.0f examples/s, %.1f s, "
+          "%s left, %.0f MiB", epoch + 1, num_epochs, train_metrics["loss"],
+          train_metrics["psnr"], evaluation, examples_per_second, time.time() - epoch_start,
+          _format_duration(seconds_left), resources.rss_mb())
 
     if eval_metrics is None:  # Already trained: report on the restored model.
       eval_metrics = run_evaluation()

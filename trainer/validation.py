@@ -64,6 +64,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
       "train.num_epochs", "train.batch_size",
       "train.eval_batch_size", "train.learning_rate", "train.shuffle_buffer_size",
       "train.steps_per_loop", "train.checkpoints_to_keep", "train.num_images_to_show",
+      "train.eval_every_epochs",
       "runtime.collective_timeout_seconds"))
   if config.train.max_steps < 0:
     raise ValueError(f"train.max_steps={config.train.max_steps} must be >= 0 "
@@ -80,7 +81,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
 # it runs and what it logs. None changes what the model learns at a given step
 # (runtime settings change float rounding at most).
 _FREE_FIELDS = ("data_dir", "train.num_epochs", "train.max_steps", "train.checkpoints_to_keep",
-                "train.num_images_to_show", "train.steps_per_loop")
+                "train.num_images_to_show", "train.steps_per_loop", "train.eval_every_epochs")
 _FREE_PREFIXES = ("runtime.",)
 # Fields a resumed run can never change: which variables the checkpoint holds,
 # and what its step counts (batches of one size, of one split).
