@@ -1,7 +1,8 @@
-"""Cloud TPU (v5litepod-8 or v4-8: 8 TPU cores on one host) with TPUStrategy.
+"""Cloud TPU with TPUStrategy: a v5litepod-8 or v4-8 (8 TPU cores on one host), or
+Vertex AI's ct5lp-hightpu-4t with topology 2x2 (4 chips, 256 examples each).
 
 The tutorial's model and noise, with what a TPU needs to be busy: a global
-batch of 1024 (128 per core, the tutorial's batch on every core), the
+batch of 1024 (128 per core on 8 cores, the tutorial's batch on every core), the
 learning rate scaled with the square root of the batch growth (8x the batch,
 ~2.8x the rate) so Adam stays stable, and many steps per host round trip.
 Shapes are static everywhere (drop_remainder for training, padded evaluation).
