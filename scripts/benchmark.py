@@ -112,11 +112,14 @@ def _print_table(results) -> None:
   print(f"speedup vs tutorial {results['speedup_vs_tutorial']:.2f}x, pipeline / trainer "
         f"{results['pipeline_over_trainer']:.1f}x, peak RSS {results['peak_rss_mb']:.0f} MiB")
   if "time_to_tutorial_quality_ratio" in results:
-    print(f"time to the tutorial's {results['tutorial_test_psnr']:.2f} dB: tutorial "
-          f"{results['tutorial_seconds']:.0f} s ({results['tutorial_epochs']} epochs), trainer "
-          f"{results['trainer_seconds_to_tutorial_quality']} s (epoch "
-          f"{results['trainer_epochs_to_tutorial_quality']}): ratio "
-          f"{results['time_to_tutorial_quality_ratio']}")
+    tutorial = (f"time to the tutorial's {results['tutorial_test_psnr']:.2f} dB: tutorial "
+                f"{results['tutorial_seconds']:.0f} s ({results['tutorial_epochs']} epochs), ")
+    if results["time_to_tutorial_quality_ratio"] is None:
+      print(tutorial + f"trainer never reached it (best {results['trainer_best_psnr']:.2f} dB)")
+    else:
+      print(tutorial + f"trainer {results['trainer_seconds_to_tutorial_quality']:.0f} s (epoch "
+            f"{results['trainer_epochs_to_tutorial_quality']}): ratio "
+            f"{results['time_to_tutorial_quality_ratio']:.2f}")
 
 
 def main(argv):
