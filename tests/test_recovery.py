@@ -278,11 +278,15 @@ def test_preempted_exit_code_is_documented():
 
 
 def test_make_train_quotes_a_workdir_with_spaces():
-  result = subprocess.run(["make", "-n", "train", "WORKDIR=my runs/a b", "VENV_PYTHON=python"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
-                          env=dict(os.environ, MAKEFLAGS=""))
+  # Under `make test` this runs inside make: no "Entering directory" lines.
+  env = {name: value for name, value in os.environ.items()
+         if name not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+  result = subprocess.run(["make", "-n", "--no-print-directory", "train", "WORKDIR=my runs/a b",
+                           "VENV_PYTHON=python"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=30, env=env)
   assert result.returncode == 0, result.stderr
-  assert '--workdir="my runs/a b"' in result.stdout.splitlines()[-1]
+  train_command = [line for line in result.stdout.splitlines() if "trainer.main" in line]
+  assert len(train_command) == 1 and '--workdir="my runs/a b"' in train_command[0]
 
 
 def test_a_loss_that_becomes_nan_stops_with_one_line_naming_the_steps(tmp_path):
