@@ -102,6 +102,8 @@ def create_data_source(config) -> DataSource:
     DatasetUnavailableError: the dataset is not prepared and cannot be downloaded.
   """
   builder = get_builder(config.dataset, config.data_dir)
+  # Prepared first: an unprepared dataset's metadata has no splits yet.
+  ensure_prepared(builder)
   num_train_examples = _num_examples(builder, config.train_split, "train_split")
   num_eval_examples = _num_examples(builder, config.eval_split, "eval_split")
   steps = steps_per_epoch(num_train_examples, config.train.batch_size)
@@ -111,7 +113,6 @@ def create_data_source(config) -> DataSource:
         f"than one batch of train.batch_size={config.train.batch_size}; lower the batch size.")
   if num_eval_examples < 1:
     raise ValueError(f"eval_split {config.eval_split!r} is empty; choose another eval_split.")
-  ensure_prepared(builder)
   verify_records(builder, (config.train_split, config.eval_split))
   return DataSource(
       builder=builder,

@@ -99,3 +99,17 @@ def test_unavailable_dataset_error_says_how_to_fix_it(tmp_path, monkeypatch):
   assert "tfds build fashion_mnist --data_dir=DIR" in message
   assert "downloads/manual" in message
   assert "\n" not in message
+
+
+def test_an_unprepared_dataset_is_prepared_before_its_splits_are_read(tmp_path, monkeypatch,
+                                                                      config):
+  """Its metadata has no splits until prepared: the download must come first."""
+  def offline_download(self, *args, **kwargs):
+    del self, args, kwargs
+    raise requests.exceptions.ConnectionError("Max retries exceeded")
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline_download)
+  config.dataset, config.data_dir = "fashion_mnist", str(tmp_path)
+  with pytest.raises(data_source.DatasetUnavailableError, match="'fashion_mnist' is not "
+                                                                "prepared in"):
+    data_source.create_data_source(config)
