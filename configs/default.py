@@ -30,18 +30,29 @@ def get_config() -> ml_collections.ConfigDict:
   config.noise = ml_collections.ConfigDict()
   # One of gaussian, salt_and_pepper, masking.
   config.noise.type = "gaussian"
-  # Gaussian std, or fraction of pixels flipped (salt_and_pepper) or zeroed (masking).
+  # Gaussian std, or fraction of pixels flipped (salt_and_pepper) or zeroed (masking);
+  # also the level of evaluation when training draws levels from factor_range.
   config.noise.factor = 0.4
+  # Blind training: (lo, hi) draws each training image's level uniformly; () = always factor.
+  config.noise.factor_range = ()
+  # Blind training: noise types each training image draws its own from; () = always type.
+  config.noise.mixture_types = ()
 
   config.model = ml_collections.ConfigDict()
-  # One of dense (the tutorial's MLP) or conv (Conv2D / Conv2DTranspose).
+  # One of dense (the tutorial's MLP), conv (Conv2D / Conv2DTranspose) or unet (no bottleneck).
   config.model.type = "dense"
-  # Size of the bottleneck representation.
+  # Size of the bottleneck representation (dense and conv).
   config.model.latent_dim = 64
   # Hidden layer widths of the dense encoder; the decoder mirrors them.
   config.model.dense_hidden_units = (256, 128)
   # Filters of the conv encoder's stride-2 convolutions; the decoder mirrors them.
   config.model.conv_filters = (32, 64)
+  # Extra stride-1 3x3 convolutions after each conv down- and upsampling.
+  config.model.conv_blocks_per_level = 0
+  # U-Net filters per level (28x28, 14x14, 7x7); the decoder mirrors all but the deepest.
+  config.model.unet_filters = (32, 64, 128)
+  # 3x3 convolutions per U-Net level.
+  config.model.unet_convs_per_level = 2
 
   config.train = ml_collections.ConfigDict()
   # Passes over the training split.
@@ -50,8 +61,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.batch_size = 128
   # Global batch size for evaluation (the last batch is padded to full size).
   config.train.eval_batch_size = 1000
-  # Adam learning rate.
+  # Adam learning rate (the peak, with a schedule).
   config.train.learning_rate = 1e-3
+  # constant, or cosine: decays from learning_rate to 0 over the whole run.
+  config.train.learning_rate_schedule = "constant"
   # Reconstruction loss: bce (binary cross-entropy) or mse.
   config.train.loss = "bce"
   # Evaluate on the eval split every this many epochs (and always at the end).

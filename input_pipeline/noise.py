@@ -4,6 +4,12 @@ Every function is a pure function of (images, noise config, seed): stateless
 random ops only, so the same seed always gives the same noise, eagerly or
 inside a tf.data graph, and no global RNG state is touched. They work on a
 single image [28, 28, 1] or on a batch [batch, 28, 28, 1] alike.
+
+A noise config has a `type` and a `factor` (the level), and optionally, for
+training blind denoisers, a `factor_range` (lo, hi) from which each image draws
+its own level, and `mixture_types` from which each image draws its own type.
+Evaluation uses the fixed reference noise (`reference_noise`): one type at one
+level, so that its numbers compare across runs.
 """
 
 import math
@@ -16,26 +22,62 @@ NOISE_TYPES = ("gaussian", "salt_and_pepper", "masking")
 FRACTION_NOISE_TYPES = ("salt_and_pepper", "masking")
 
 
+def _factor_range(noise_config) -> tuple[float, ...]:
+  return tuple(noise_config.get("factor_range", None) or ())
+
+
+def _mixture_types(noise_config) -> tuple[str, ...]:
+  return tuple(noise_config.get("mixture_types", None) or ())
+
+
+def is_blind(noise_config: ml_collections.ConfigDict) -> bool:
+  """Whether images draw their own noise level or type (a blind denoiser's training noise)."""
+  return bool(_factor_range(noise_config) or _mixture_types(noise_config))
+
+
+def reference_noise(noise_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The fixed noise of evaluation: `type` at level `factor`, without range or mixture."""
+  return ml_collections.ConfigDict({"type": noise_config.type, "factor": noise_config.factor})
+
+
 def validate_noise_config(noise_config: ml_collections.ConfigDict) -> None:
   """Raises ValueError with the bad value and the fix if the noise config is invalid."""
-  if noise_config.type not in NOISE_TYPES:
+  _validate_type(noise_config.type, "noise.type")
+  for noise_type in _mixture_types(noise_config):
+    _validate_type(noise_type, "noise.mixture_types entry")
+  _validate_factor(noise_config.type, noise_config.factor, "noise.factor")
+  factor_range = _factor_range(noise_config)
+  if factor_range:
+    if len(factor_range) != 2 or not factor_range[0] <= factor_range[1]:
+      raise ValueError(
+          f"noise.factor_range={factor_range} must be two levels (lo, hi) with lo <= hi, "
+          "e.g. --config.noise.factor_range='(0.1, 0.8)'.")
+    for noise_type in _mixture_types(noise_config) or (noise_config.type,):
+      for level in factor_range:
+        _validate_factor(noise_type, level, "noise.factor_range")
+
+
+def _validate_type(noise_type, name: str) -> None:
+  if noise_type not in NOISE_TYPES:
     raise ValueError(
-        f"Unknown noise.type {noise_config.type!r}; valid types are "
+        f"Unknown {name} {noise_type!r}; valid types are "
         f"{', '.join(NOISE_TYPES)} (set --config.noise.type=...).")
-  factor = noise_config.factor
+
+
+def _validate_factor(noise_type: str, factor, name: str) -> None:
   if not math.isfinite(factor):
     raise ValueError(
-        f"noise.factor={factor} is not a finite number; set --config.noise.factor to e.g. "
+        f"{name}={factor} is not a finite number; set --config.{name} to e.g. "
         "0.4 (gaussian std) or 0.2 (fraction of pixels).")
-  if noise_config.type in FRACTION_NOISE_TYPES and not 0.0 <= factor <= 1.0:
+  if noise_type in FRACTION_NOISE_TYPES and not 0.0 <= factor <= 1.0:
     raise ValueError(
-        f"noise.factor={factor} is not a fraction of pixels; for "
-        f"{noise_config.type} noise it must be in [0, 1] "
-        "(e.g. --config.noise.factor=0.2).")
-  if noise_config.type == "gaussian" and not factor >= 0.0:
+        f"{name}={factor} is not a fraction of pixels; for "
+        f"{noise_type} noise it must be in [0, 1] "
+        f"(e.g. --config.{name}=0.2).")
+  if noise_type == "gaussian" and not factor >= 0.0:
     raise ValueError(
-        f"noise.factor={factor} is a negative standard deviation; for gaussian "
-        "noise it must be >= 0 (e.g. --config.noise.factor=0.4).")
+        f"{name}={factor} is a negative standard deviation; for gaussian "
+        f"noise it must be >= 0 (e.g. --config.{name}=0.4).")
 
 
 def add_noise(images: tf.Tensor, noise_config: ml_collections.ConfigDict,
@@ -53,21 +95,45 @@ def add_noise(images: tf.Tensor, noise_config: ml_collections.ConfigDict,
 def add_unclipped_noise(images: tf.Tensor, noise_config: ml_collections.ConfigDict,
                         seed: tf.Tensor) -> tf.Tensor:
   """`add_noise` before clipping: Gaussian noise may leave [0, 1], the other types never do."""
+  factor_range, mixture_types = _factor_range(noise_config), _mixture_types(noise_config)
+  if not (factor_range or mixture_types):
+    return _corrupt(images, noise_config.type, tf.cast(noise_config.factor, images.dtype), seed)
+  # Blind training noise: one level (and type) per image, drawn from streams
+  # of their own so that the pixel noise itself is the fixed-level noise's.
+  level_seed, type_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+  # [batch, 1, 1, 1] for a batch, [1, 1, 1] for one image: broadcasts per image.
+  per_image_shape = tf.concat([tf.shape(images)[:-3], [1, 1, 1]], axis=0)
+  if factor_range:
+    factor = tf.random.stateless_uniform(
+        per_image_shape, seed=level_seed, minval=factor_range[0], maxval=factor_range[1],
+        dtype=images.dtype)
+  else:
+    factor = tf.fill(per_image_shape, tf.cast(noise_config.factor, images.dtype))
+  if not mixture_types:
+    return _corrupt(images, noise_config.type, factor, seed)
+  chosen = tf.random.stateless_uniform(per_image_shape, seed=type_seed, maxval=len(mixture_types),
+                                       dtype=tf.int32)
+  noisy = images
+  for index, noise_type in enumerate(mixture_types):
+    noisy = tf.where(chosen == index, _corrupt(images, noise_type, factor, seed), noisy)
+  return noisy
+
+
+def _corrupt(images: tf.Tensor, noise_type: str, factor: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """`images` with `noise_type` noise at level `factor` (a scalar, or one per image), unclipped."""
   shape = tf.shape(images)
-  factor = tf.cast(noise_config.factor, images.dtype)
-  if noise_config.type == "gaussian":
+  if noise_type == "gaussian":
     noise = tf.random.stateless_normal(shape, seed=seed, dtype=images.dtype)
-    noisy = images + factor * noise
-  elif noise_config.type == "salt_and_pepper":
+    return images + factor * noise
+  if noise_type == "salt_and_pepper":
     # One draw picks the corrupted pixels, an independent one picks salt or pepper.
     select_seed, value_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, num=2))
     corrupted = tf.random.stateless_uniform(shape, seed=select_seed) < factor
     salt = tf.random.stateless_uniform(shape, seed=value_seed) < 0.5
-    noisy = tf.where(corrupted, tf.cast(salt, images.dtype), images)
-  elif noise_config.type == "masking":
+    return tf.where(corrupted, tf.cast(salt, images.dtype), images)
+  if noise_type == "masking":
     dropped = tf.random.stateless_uniform(shape, seed=seed) < factor
-    noisy = tf.where(dropped, tf.zeros_like(images), images)
-  else:
-    validate_noise_config(noise_config)  # Raises for an unknown type.
-  return noisy
+    return tf.where(dropped, tf.zeros_like(images), images)
+  _validate_type(noise_type, "noise.type")  # Raises for an unknown type.
+  raise AssertionError(noise_type)

@@ -153,12 +153,16 @@ def _create_train_dataset(data, config, input_context, start_step):
 def _noisy_eval_pairs(data, config, input_context):
   """Unbatched (noisy, clean) eval pairs, each image with its own fixed noise."""
   eval_seed = _seed(config, _EVAL_NOISE_STREAM)
+  # Evaluation always uses the reference noise (one type, one level), also for
+  # blind models trained on a range of levels or a mixture of types, so that
+  # every run's eval numbers measure the same task.
+  eval_noise = noise.reference_noise(config.noise)
   # The index is taken before sharding: an image's noise depends only on its
   # position in the split, never on how many pipelines or replicas there are.
   dataset = _shard(_read_examples(data, data.eval_split).enumerate(), input_context)
   return dataset.map(
       lambda index, example: preprocess(
-          example["image"], config.noise,
+          example["image"], eval_noise,
           tf.random.experimental.stateless_fold_in(eval_seed, index)),
       num_parallel_calls=tf.data.AUTOTUNE)
 

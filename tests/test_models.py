@@ -1,4 +1,4 @@
-"""Models: the tutorial's exact dense architecture and the conv variant at several latent sizes."""
+"""Models: the tutorial's exact dense architecture, the conv variant at several latent sizes, the U-Net."""
 
 import numpy as np
 import pytest
@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from configs import conv as conv_config
 from configs import default as default_config
+from configs import unet as unet_config
 from trainer import models
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -32,7 +33,7 @@ def test_dense_model_has_the_tutorials_layers():
   assert [layer.activation.__name__ for layer in dense_layers] == ["relu"] * 5 + ["sigmoid"]
 
 
-@pytest.mark.parametrize("model_type", models.MODEL_TYPES)
+@pytest.mark.parametrize("model_type", ("dense", "conv"))
 def test_encoder_and_decoder_are_usable_alone(model_type):
   config = default_config.get_config().model
   config.type = model_type
@@ -58,6 +59,46 @@ def test_conv_model_runs_at_every_latent_dim(latent_dim):
              for layer in model.get_layer("decoder").layers)
 
 
+def test_improved_conv_has_fewer_parameters_than_the_dense_model():
+  model = models.create_model(conv_config.get_config().model, IMAGE_SHAPE)
+  assert model.count_params() < 484_944
+  # Two convolutions per level in the encoder, and two plus the output in the decoder.
+  assert sum(layer.__class__.__name__ == "Conv2D"
+             for layer in model.get_layer("encoder").layers) == 4
+  assert models.get_encoder(model).output_shape == (None, 128)
+
+
+def test_unet_shapes_parameters_and_deepest_features():
+  config = unet_config.get_config().model
+  model = models.create_model(config, IMAGE_SHAPE)
+  # 32-64-128 filters, two 3x3 convolutions per level, 2x2 transposed convolutions up.
+  assert model.count_params() == 465_953
+  images = tf.random.stateless_uniform((3, 28, 28, 1), seed=[0, 3])
+  denoised = model(images)
+  assert denoised.shape == (3, 28, 28, 1)
+  assert 0.0 <= float(tf.reduce_min(denoised)) and float(tf.reduce_max(denoised)) <= 1.0
+  encoder = models.get_encoder(model)
+  features = encoder(images)
+  assert features.shape == (3, 7 * 7 * 128)
+  # The encoder shares the U-Net's weights: a change to them shows in its features.
+  deepest = model.get_layer("deepest_features")
+  kernel, bias = deepest.get_weights()
+  deepest.set_weights([kernel, bias + 1.0])
+  assert float(tf.reduce_min(encoder(images) - features)) >= 0.0
+  assert float(tf.reduce_max(encoder(images) - features)) > 0.5
+
+
+@pytest.mark.parametrize("filters, features", [((8,), 28 * 28 * 8), ((8, 16), 14 * 14 * 16)])
+def test_unet_with_fewer_levels(filters, features):
+  config = unet_config.get_config().model
+  config.unet_filters = filters
+  config.unet_convs_per_level = 1
+  model = models.create_model(config, IMAGE_SHAPE)
+  images = tf.zeros((2, 28, 28, 1))
+  assert model(images).shape == (2, 28, 28, 1)
+  assert models.get_encoder(model)(images).shape == (2, features)
+
+
 def test_same_seed_same_weights_other_seed_other_weights():
   config = default_config.get_config().model
   first = models.create_model(config, IMAGE_SHAPE, seed=3).get_weights()
@@ -69,12 +110,25 @@ def test_same_seed_same_weights_other_seed_other_weights():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("type", "vae", "valid types are dense, conv"),
+    ("type", "vae", "valid types are dense, conv, unet"),
+    ("conv_blocks_per_level", -1, "conv_blocks_per_level=-1 must be >= 0"),
     ("latent_dim", 0, "latent_dim=0 must be > 0"),
-    ("conv_filters", (8, 16, 32), "must be 1 or 2 positive filter counts"),
+    ("conv_filters", (8, 16, 32), "must be 1 to 2 positive filter counts"),
 ])
 def test_invalid_model_config_is_rejected(field, value, message):
   config = conv_config.get_config().model
+  config[field] = value
+  with pytest.raises(ValueError, match=message):
+    models.create_model(config, IMAGE_SHAPE)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("unet_filters", (8, 16, 32, 64), "must be 1 to 3 positive filter counts"),
+    ("unet_filters", (8, 0), "must be 1 to 3 positive filter counts"),
+    ("unet_convs_per_level", 0, "unet_convs_per_level=0 must be > 0"),
+])
+def test_invalid_unet_config_is_rejected(field, value, message):
+  config = unet_config.get_config().model
   config[field] = value
   with pytest.raises(ValueError, match=message):
     models.create_model(config, IMAGE_SHAPE)

@@ -110,3 +110,80 @@ def test_invalid_noise_config_is_rejected(noise_type, factor, message):
 def test_add_noise_rejects_unknown_type():
   with pytest.raises(ValueError, match="'speckle'"):
     noise.add_noise(_gray(), _noise_config("speckle", 0.1), SEED)
+
+
+def _blind_config(noise_type="gaussian", factor=0.4, factor_range=(), mixture_types=()):
+  return ml_collections.ConfigDict({"type": noise_type, "factor": factor,
+                                    "factor_range": factor_range,
+                                    "mixture_types": mixture_types})
+
+
+def test_factor_range_draws_one_level_per_image():
+  # Mid-gray images: std up to 0.1 stays 5 sigmas from the clip bounds.
+  images = _gray(shape=(256, 28, 28, 1))
+  noisy = noise.add_noise(images, _blind_config(factor_range=(0.02, 0.1)), SEED).numpy()
+  per_image_std = (noisy - 0.5).std(axis=(1, 2, 3))
+  assert per_image_std.min() > 0.02 * 0.9 and per_image_std.max() < 0.1 * 1.1
+  # Levels spread over the range, roughly uniformly.
+  assert per_image_std.std() > 0.015
+  assert abs(np.median(per_image_std) - 0.06) < 0.01
+
+
+def test_factor_range_on_one_image_and_inside_tf_data():
+  config = _blind_config(noise_type="masking", factor_range=(0.1, 0.9))
+  image = _gray(1.0, shape=(28, 28, 1))
+  eager = noise.add_noise(image, config, SEED)
+  assert eager.shape == (28, 28, 1)
+  graph = next(iter(tf.data.Dataset.from_tensors(image).map(
+      lambda one: noise.add_noise(one, config, SEED))))
+  np.testing.assert_array_equal(eager.numpy(), graph.numpy())
+  assert 0.1 * 0.8 < (eager.numpy() == 0.0).mean() < 0.9 * 1.1
+
+
+def test_fixed_range_equals_the_fixed_level_noise():
+  # A degenerate range draws the level of `factor`: the pixel noise is the same stream.
+  images = _gray()
+  fixed = noise.add_noise(images, _noise_config("gaussian", 0.3), SEED).numpy()
+  ranged = noise.add_noise(images, _blind_config(factor_range=(0.3, 0.3)), SEED).numpy()
+  np.testing.assert_allclose(ranged, fixed, atol=1e-6)
+
+
+def test_mixture_gives_each_image_one_of_the_types():
+  images = _gray(shape=(300, 28, 28, 1))
+  config = _blind_config(factor=0.3, mixture_types=noise.NOISE_TYPES)
+  noisy = noise.add_noise(images, config, SEED).numpy()
+  kinds = []
+  for image in noisy:
+    values = set(np.unique(image))
+    if values == {0.0, 0.5, 1.0}:
+      kinds.append("salt_and_pepper")
+    elif values == {0.0, 0.5}:
+      kinds.append("masking")
+    else:
+      assert len(values) > 100  # Gaussian noise: continuous values.
+      kinds.append("gaussian")
+  counts = {kind: kinds.count(kind) for kind in noise.NOISE_TYPES}
+  assert all(60 < count < 140 for count in counts.values()), counts
+
+
+def test_reference_noise_drops_range_and_mixture():
+  config = _blind_config("masking", 0.25, (0.1, 0.5), ("masking", "gaussian"))
+  assert noise.is_blind(config)
+  reference = noise.reference_noise(config)
+  assert not noise.is_blind(reference)
+  assert (reference.type, reference.factor) == ("masking", 0.25)
+  assert not noise.is_blind(_noise_config("gaussian", 0.4))
+
+
+@pytest.mark.parametrize("config, message", [
+    (_blind_config(factor_range=(0.8, 0.1)), r"factor_range=\(0.8, 0.1\) must be two levels"),
+    (_blind_config(factor_range=(0.1, 0.2, 0.3)), "must be two levels"),
+    (_blind_config(factor_range=(-0.1, 0.5)), "noise.factor_range=-0.1 is a negative"),
+    (_blind_config(factor_range=(0.1, 1.5), mixture_types=("gaussian", "masking")),
+     r"noise.factor_range=1.5 is not a fraction of pixels; for masking"),
+    (_blind_config(mixture_types=("gaussian", "speckle")),
+     "Unknown noise.mixture_types entry 'speckle'"),
+])
+def test_invalid_blind_noise_is_rejected(config, message):
+  with pytest.raises(ValueError, match=message):
+    noise.validate_noise_config(config)

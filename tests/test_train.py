@@ -14,6 +14,7 @@ import tensorflow as tf
 from input_pipeline import data_source
 from input_pipeline import pipeline
 from trainer import models
+from trainer import optimizers
 from trainer import reports
 from trainer import train
 
@@ -33,7 +34,7 @@ def _train_briefly(config, num_chunks, steps_per_chunk=4):
   strategy = tf.distribute.get_strategy()
   data = data_source.create_data_source(config)
   model = models.create_model(config.model, data.image_shape, config.seed)
-  optimizer = train.create_optimizer(config.train)
+  optimizer = optimizers.create_optimizer(config.train, train.total_steps(config, data))
   train_steps = train.make_train_function(strategy, model, optimizer, config)
   iterator = iter(pipeline.create_dataset(data, config, "train"))
   losses = [float(train_steps(iterator, tf.constant(steps_per_chunk), tf.constant(0.0))["loss"])
@@ -111,7 +112,7 @@ def test_mirrored_two_replicas_match_one_device():
       cpu = tf.config.list_physical_devices("CPU")[0]
       tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
       from configs import test
-      from trainer import models, train
+      from trainer import models, optimizers, train
 
       config = test.get_config()
       images = tf.random.stateless_uniform((64, 28, 28, 1), seed=[1, 2])
@@ -120,7 +121,7 @@ def test_mirrored_two_replicas_match_one_device():
       def run(strategy):
         with strategy.scope():
           model = models.create_model(config.model, (28, 28, 1), seed=0)
-          optimizer = train.create_optimizer(config.train)
+          optimizer = optimizers.create_optimizer(config.train, num_train_steps=3)
           optimizer.build(model.trainable_variables)
         dataset = strategy.experimental_distribute_dataset(
             tf.data.Dataset.from_tensors(batch).repeat(3))

@@ -123,3 +123,13 @@ def test_get_strategy_rejects_unknown_names_listing_valid_ones(config):
 
 def test_get_strategy_default_is_one_replica(config):
   assert strategy_lib.get_strategy(config.runtime).num_replicas_in_sync == 1
+
+
+def test_with_a_cosine_schedule_training_longer_changes_the_result(config):
+  config.train.learning_rate_schedule = "cosine"
+  earlier = json.loads(json.dumps(config.to_dict()))
+  config.train.num_epochs = 5
+  with pytest.raises(validation.ConfigError, match=r"train.num_epochs=1 -> 5"):
+    validation.check_resumable(config, earlier)
+  assert validation.check_resumable(config, earlier, allow_changes=True) == [
+      "train.num_epochs=1 -> 5"]

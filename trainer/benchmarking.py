@@ -22,6 +22,7 @@ import tensorflow as tf
 from input_pipeline import pipeline
 from trainer import metrics
 from trainer import models
+from trainer import optimizers
 from trainer import train
 
 
@@ -77,7 +78,7 @@ def time_training_loop(strategy, data, config, num_epochs: int) -> float:
   config.train.num_epochs = num_epochs + 1
   with strategy.scope():
     model = models.create_model(config.model, data.image_shape, config.seed)
-    optimizer = train.create_optimizer(config.train)
+    optimizer = optimizers.create_optimizer(config.train, train.total_steps(config, data))
     optimizer.build(model.trainable_variables)
   iterator = iter(strategy.distribute_datasets_from_function(
       lambda context: pipeline.create_dataset(data, config, "train", context)))

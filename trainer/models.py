@@ -1,9 +1,12 @@
-"""Denoising autoencoder models: the tutorial's dense MLP and a convolutional variant.
+"""Denoising models: the tutorial's dense MLP, a convolutional autoencoder and a U-Net.
 
 Each model is a `keras.Model` mapping images [batch, 28, 28, 1] in [0, 1] to
-denoised images of the same shape, built from two named sub-models, `encoder`
-(images -> latent [batch, latent_dim]) and `decoder` (latent -> images), so the
-encoder can be used on its own for downstream tasks.
+denoised images of the same shape. The autoencoders (dense, conv) are built
+from two named sub-models, `encoder` (images -> latent [batch, latent_dim]) and
+`decoder` (latent -> images), so the encoder can be used on its own for
+downstream tasks. The U-Net has no bottleneck: its skip connections carry every
+resolution to the decoder, which is what lets it denoise best; its
+`get_encoder` view returns the deepest features, flattened.
 
 Weights are initialised from an explicit seed (one Glorot-uniform initializer
 per layer), never from Keras's global RNG state.
@@ -15,7 +18,9 @@ import math
 import keras
 import ml_collections
 
-MODEL_TYPES = ("dense", "conv")
+MODEL_TYPES = ("dense", "conv", "unet")
+# Layer of a U-Net whose output `get_encoder` returns (flattened).
+_UNET_DEEPEST_LAYER = "deepest_features"
 
 
 def _kernel_initializers(seed: int):
@@ -50,13 +55,21 @@ def _dense_decoder(model_config, image_shape, initializers):
   return keras.Model(latent, images, name="decoder")
 
 
+def _conv(filters, initializers, strides=1, activation="relu", kernel_size=3, name=None):
+  return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
+                             activation=activation, kernel_initializer=next(initializers),
+                             name=name)
+
+
 def _conv_encoder(model_config, image_shape, initializers):
-  """Stride-2 3x3 convolutions (28 -> 14 -> 7), then a dense ReLU bottleneck."""
+  """Per level a stride-2 3x3 convolution (28 -> 14 -> 7) and `conv_blocks_per_level`
+  stride-1 ones, then a dense ReLU bottleneck of `latent_dim` units."""
   images = keras.Input(shape=image_shape, name="images")
   x = images
   for filters in model_config.conv_filters:
-    x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
-                            kernel_initializer=next(initializers))(x)
+    x = _conv(filters, initializers, strides=2)(x)
+    for _ in range(model_config.conv_blocks_per_level):
+      x = _conv(filters, initializers)(x)
   x = keras.layers.Flatten()(x)
   latent = keras.layers.Dense(model_config.latent_dim, activation="relu",
                               kernel_initializer=next(initializers),
@@ -65,7 +78,8 @@ def _conv_encoder(model_config, image_shape, initializers):
 
 
 def _conv_decoder(model_config, image_shape, initializers):
-  """Dense back to the encoder's last feature map, then stride-2 transposed convolutions."""
+  """Dense back to the encoder's last feature map, then per level a stride-2
+  transposed convolution and `conv_blocks_per_level` stride-1 convolutions."""
   side = image_shape[0] // 2**len(model_config.conv_filters)
   latent = keras.Input(shape=(model_config.latent_dim,), name="latent")
   last_filters = model_config.conv_filters[-1]
@@ -76,9 +90,36 @@ def _conv_decoder(model_config, image_shape, initializers):
     x = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same",
                                      activation="relu",
                                      kernel_initializer=next(initializers))(x)
-  images = keras.layers.Conv2D(image_shape[-1], 3, padding="same", activation="sigmoid",
-                               kernel_initializer=next(initializers))(x)
+    for _ in range(model_config.conv_blocks_per_level):
+      x = _conv(filters, initializers)(x)
+  images = _conv(image_shape[-1], initializers, activation="sigmoid")(x)
   return keras.Model(latent, images, name="decoder")
+
+
+def _unet(model_config, image_shape, initializers):
+  """U-Net: per level `unet_convs_per_level` 3x3 convolutions, 2x2 max-pooling
+  down, 2x2 transposed convolutions up, and the features of each level
+  concatenated into the decoder at the same resolution (no bottleneck)."""
+  images = keras.Input(shape=image_shape, name="images")
+  x = images
+  skips = []
+  *upper_filters, deepest_filters = model_config.unet_filters
+  for filters in upper_filters:
+    for _ in range(model_config.unet_convs_per_level):
+      x = _conv(filters, initializers)(x)
+    skips.append(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+  for index in range(model_config.unet_convs_per_level):
+    last = index == model_config.unet_convs_per_level - 1
+    x = _conv(deepest_filters, initializers, name=_UNET_DEEPEST_LAYER if last else None)(x)
+  for filters, skip in zip(reversed(upper_filters), reversed(skips)):
+    x = keras.layers.Conv2DTranspose(filters, 2, strides=2, padding="same", activation="relu",
+                                     kernel_initializer=next(initializers))(x)
+    x = keras.layers.Concatenate()([x, skip])
+    for _ in range(model_config.unet_convs_per_level):
+      x = _conv(filters, initializers)(x)
+  denoised = _conv(image_shape[-1], initializers, activation="sigmoid", kernel_size=1)(x)
+  return keras.Model(images, denoised, name="unet_denoiser")
 
 
 def check_model_config(model_config: ml_collections.ConfigDict) -> None:
@@ -95,11 +136,24 @@ def check_model_config(model_config: ml_collections.ConfigDict) -> None:
         f"model.dense_hidden_units={tuple(model_config.dense_hidden_units)} must all be > 0.")
   if model_config.type == "conv":
     # Each stride-2 convolution halves the side; 28 halves at most twice evenly.
-    if not (1 <= len(model_config.conv_filters) <= 2
-            and all(filters > 0 for filters in model_config.conv_filters)):
-      raise ValueError(
-          f"model.conv_filters={tuple(model_config.conv_filters)} must be 1 or 2 "
-          "positive filter counts (28 -> 14 -> 7), e.g. --config.model.conv_filters=(32,64).")
+    _check_filters("conv_filters", model_config.conv_filters, 2, "(28 -> 14 -> 7)", "(32,64)")
+    if model_config.conv_blocks_per_level < 0:
+      raise ValueError(f"model.conv_blocks_per_level={model_config.conv_blocks_per_level} "
+                       "must be >= 0.")
+  if model_config.type == "unet":
+    # Levels: 28, 14, 7 (each pooling halves the side; 28 halves at most twice evenly).
+    _check_filters("unet_filters", model_config.unet_filters, 3,
+                   "one per level (28, 14, 7)", "(32,64,128)")
+    if not model_config.unet_convs_per_level > 0:
+      raise ValueError(f"model.unet_convs_per_level={model_config.unet_convs_per_level} "
+                       "must be > 0.")
+
+
+def _check_filters(field: str, filters, max_levels: int, levels: str, example: str) -> None:
+  if not (1 <= len(filters) <= max_levels and all(count > 0 for count in filters)):
+    raise ValueError(
+        f"model.{field}={tuple(filters)} must be 1 to {max_levels} positive filter counts, "
+        f"{levels}, e.g. --config.model.{field}={example}.")
 
 
 def create_model(model_config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
@@ -114,6 +168,8 @@ def create_model(model_config: ml_collections.ConfigDict, image_shape: tuple[int
   check_model_config(model_config)
   image_shape = tuple(image_shape)
   initializers = _kernel_initializers(seed)
+  if model_config.type == "unet":
+    return _unet(model_config, image_shape, initializers)
   if model_config.type == "dense":
     encoder = _dense_encoder(model_config, image_shape, initializers)
     decoder = _dense_decoder(model_config, image_shape, initializers)
@@ -127,5 +183,12 @@ def create_model(model_config: ml_collections.ConfigDict, image_shape: tuple[int
 
 
 def get_encoder(model: keras.Model) -> keras.Model:
-  """The encoder sub-model of a model built by `create_model`."""
-  return model.get_layer("encoder")
+  """Images -> representation [batch, features], sharing `model`'s weights.
+
+  The autoencoders' `encoder` sub-model (the latent), or for a U-Net its
+  deepest features, flattened (7 * 7 * unet_filters[-1] values with 3 levels).
+  """
+  if any(layer.name == "encoder" for layer in model.layers):
+    return model.get_layer("encoder")
+  deepest = model.get_layer(_UNET_DEEPEST_LAYER).output
+  return keras.Model(model.inputs, keras.layers.Flatten()(deepest), name="encoder")

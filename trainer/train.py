@@ -32,6 +32,7 @@ from input_pipeline import pipeline
 from trainer import export
 from trainer import metrics
 from trainer import models
+from trainer import optimizers
 from trainer import output_dirs
 from trainer import preemption
 from trainer import reports
@@ -42,10 +43,6 @@ from trainer import validation
 
 # Eval metrics, summed per example in `eval_step` and averaged over the split.
 EVAL_METRICS = ("loss", "mse", "psnr", "ssim", "noisy_psnr")
-
-
-def create_optimizer(train_config: ml_collections.ConfigDict) -> keras.optimizers.Optimizer:
-  return keras.optimizers.Adam(learning_rate=train_config.learning_rate)
 
 
 def compute_gradients(model: keras.Model, batch, loss_name: str,
@@ -317,7 +314,7 @@ def _create_train_state(config, data, dirs, strategy):
   """
   with strategy.scope():
     model = models.create_model(config.model, data.image_shape, config.seed)
-    optimizer = create_optimizer(config.train)
+    optimizer = optimizers.create_optimizer(config.train, total_steps(config, data))
     # Create the slot variables now, so a checkpoint restores them immediately.
     optimizer.build(model.trainable_variables)
   checkpoint = tf.train.Checkpoint(
@@ -334,7 +331,9 @@ def _create_train_state(config, data, dirs, strategy):
     logging.info("%s resumed from %s.", strategy_lib.task_name(strategy), restored)
   # The config, not the checkpoint, decides the learning rate: a rerun with a
   # new train.learning_rate (accepted by `validation.check_resumable`) uses it.
-  optimizer.learning_rate = config.train.learning_rate
+  # (A schedule is built from the config, and stays.)
+  if config.train.learning_rate_schedule == "constant":
+    optimizer.learning_rate = config.train.learning_rate
   return model, optimizer, checkpoint, checkpointer
 
 
@@ -436,9 +435,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           epoch + 1) % config.train.eval_every_epochs == 0)
       eval_metrics = run_evaluation() if evaluated else None
       if is_chief:
-        learning_rate = float(tf.convert_to_tensor(optimizer.learning_rate.value))
         summaries.write_scalars(writers.train, {
-            **train_metrics, "learning_rate": learning_rate,
+            **train_metrics, "learning_rate": optimizers.current_learning_rate(optimizer),
             "examples_per_second": examples_per_second}, step)
         if evaluated:
           _write_evaluation(writers, step, eval_metrics, reports.image_grid(

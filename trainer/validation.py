@@ -9,6 +9,7 @@ from input_pipeline import noise
 from trainer import config_lib
 from trainer import metrics
 from trainer import models
+from trainer import optimizers
 from trainer import strategy as strategy_lib
 
 
@@ -59,6 +60,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
   noise.validate_noise_config(config.noise)
   models.check_model_config(config.model)
   metrics.check_loss_name(config.train.loss)
+  optimizers.check_learning_rate_schedule(config.train.learning_rate_schedule)
   strategy_lib.check_strategy_name(config.runtime.strategy)
   _check_positive(config, (
       "train.num_epochs", "train.batch_size",
@@ -128,7 +130,12 @@ def check_resumable(config: ml_collections.ConfigDict, previous: dict | None,
     raise ConfigError(
         f"The workdir holds a run with other {', '.join(fixed)}; its checkpoints cannot be "
         "resumed with these. Use a new --workdir, or the earlier run's values.")
-  altering = [change for change in changes if _field(change) not in _FREE_FIELDS
+  free_fields = _FREE_FIELDS
+  if config.train.learning_rate_schedule != "constant":
+    # The schedule spans the whole run: its length shapes every step's learning rate.
+    free_fields = tuple(field for field in free_fields
+                        if field not in ("train.num_epochs", "train.max_steps"))
+  altering = [change for change in changes if _field(change) not in free_fields
               and not _field(change).startswith(_FREE_PREFIXES)]
   if altering and not allow_changes:
     raise ConfigError(

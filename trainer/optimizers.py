@@ -1,0 +1,34 @@
+"""The optimizer and its learning-rate schedule, built from `config.train`."""
+
+import keras
+import ml_collections
+import tensorflow as tf
+
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
+
+
+def check_learning_rate_schedule(name: str) -> None:
+  if name not in LEARNING_RATE_SCHEDULES:
+    raise ValueError(
+        f"Unknown train.learning_rate_schedule {name!r}; valid schedules are "
+        f"{', '.join(LEARNING_RATE_SCHEDULES)} (set --config.train.learning_rate_schedule=...).")
+
+
+def create_optimizer(train_config: ml_collections.ConfigDict,
+                     num_train_steps: int) -> keras.optimizers.Optimizer:
+  """Adam at `train.learning_rate`, constant or cosine-decayed to 0 over `num_train_steps`.
+
+  The schedule is a function of the optimizer's own step counter, which the
+  checkpoint holds, so a resumed run continues on the same curve.
+  """
+  check_learning_rate_schedule(train_config.learning_rate_schedule)
+  learning_rate = train_config.learning_rate
+  if train_config.learning_rate_schedule == "cosine":
+    learning_rate = keras.optimizers.schedules.CosineDecay(
+        learning_rate, decay_steps=max(1, num_train_steps))
+  return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+  """The learning rate of the optimizer's next step (schedules included)."""
+  return float(tf.convert_to_tensor(optimizer.learning_rate))
