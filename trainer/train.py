@@ -483,6 +483,7 @@ def _write_final_reports(config, data, dirs, model, step, history, eval_metrics,
       "noise": config.noise.to_dict(),
       "step": step,
       "epochs": round(step / data.steps_per_epoch, 4),
+      "num_parameters": model.count_params(),
       **eval_metrics,
   })
   plots_dir = os.path.join(workdir, reports.PLOTS_DIRNAME)
