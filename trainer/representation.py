@@ -144,7 +144,7 @@ def linear_probe_accuracy(train_features: np.ndarray, train_labels: np.ndarray,
 
 
 def cluster_accuracy(labels: np.ndarray, assignments: np.ndarray) -> float:
-  """Accuracy under the best one-to-one cluster-to-label matching (Hungarian, scipy.optimize.linear_sum_assignment).
+  """Accuracy under the best one-to-one cluster-to-label matching (the Hungarian method).
 
   Labels and cluster ids may be any values (they need not be 0..k-1), and the
   numbers of clusters and of labels may differ: with more clusters than labels,
@@ -177,7 +177,9 @@ def cluster_accuracy(labels: np.ndarray, assignments: np.ndarray) -> float:
 
 def kmeans_scores(features: np.ndarray, labels: np.ndarray, num_clusters: int = 10,
                   seed: int = 0) -> dict[str, float]:
-  """k-means (scikit-learn, explicit seed, n_init a few) -> {"accuracy": cluster_accuracy, "nmi": normalized_mutual_info_score}.
+  """k-means clustering scored against the labels: {"accuracy": ..., "nmi": ...}.
+
+  "accuracy" is `cluster_accuracy`, "nmi" scikit-learn's normalized_mutual_info_score.
 
   The features are clustered as given (not standardised: k-means on the raw
   representation is the usual benchmark, and standardising would inflate the
