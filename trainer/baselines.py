@@ -27,9 +27,11 @@ soft threshold, which suits MNIST's mostly black images). black_level and
 white_level are grid-searched jointly with the method's own parameters (the
 grid contains the identity 0/1, and values for all three noise types); the
 level grid costs only array arithmetic on an output computed once per method
-setting. Correcting the input instead (the same map before denoising) was
-measured too and gained at most 0.02 dB: these denoisers nearly commute with
-affine intensity maps, so only the output is corrected. The methods' noise
+setting. Correcting the input instead (the same map before denoising, with
+the output map on top) was measured too, for median, gaussian blur, TV,
+wavelet and NL-means at gaussian 0.4, and gained at most 0.02 dB: these
+denoisers nearly commute with affine intensity maps, so only the output is
+corrected. The methods' noise
 parameters (BM3D's sigma_psd, NL-means' h, ...) are tuned too, because
 clipping also shrinks the noise: its std on the background is 0.58*s, not s.
 
@@ -60,12 +62,18 @@ The baselines (`BASELINE_NAMES`):
     MNIST; 18.3 dB pooled from 5,000 images here). The levels map's clip
     would make it nonlinear (a soft threshold), worth about 1 dB more.
 
-Cost on 2 shared CPU cores, 28x28 images: median, gaussian_blur and wiener
-take well under a second per 10,000 images, total_variation, wavelet and
-nl_means a few seconds (under 1 ms per image); bm3d about 40 ms per image
-(per-image C calls; about 7 minutes per 10,000), hence `SLOW_BASELINES`.
-Tuning on 200 images takes about 1 s (fast ones), 10 s (nl_means, wavelet)
-and 40 s (bm3d).
+Cost, measured on 2 CPU cores shared with other work (load about 7), 28x28
+images: `denoise` on 10,000 images takes 0.1 s (gaussian_blur), 0.4 s
+(wiener), 1.3 s (median), 5 s (nl_means, 0.4 ms per image), 8 s (wavelet,
+0.8 ms) and 9 s (total_variation, 1 ms); bm3d about 20 ms per image (one C call
+per image; 3 to 4 minutes per 10,000), hence `SLOW_BASELINES`. `tune_baseline`
+on 200 images takes under 1 s (median, gaussian_blur), 2-7 s (total_variation,
+nl_means, wavelet, wiener with 5,000 fitting images) and 30 s (bm3d).
+
+Measured at gaussian 0.4, tuned on 200 training images, scored on 200 other
+ones (per-image mean PSNR): noisy 11.0, median 17.2, nl_means 18.1,
+total_variation 18.2, wiener (5,000 fitting images) 18.5, gaussian_blur 19.2,
+wavelet 19.3, bm3d 19.5 dB.
 
 scipy, scikit-image, PyWavelets and bm3d are imported when a baseline needs
 them, so this module imports without them.
@@ -88,18 +96,22 @@ SLOW_BASELINES = ("bm3d",)
 # The levels map's grid (see the module docstring). The best black level is
 # above the lift (0.16 at gaussian 0.4: 0.25-0.3 is chosen, the extra being the
 # soft threshold); 0.5 covers gaussian noise up to std 0.6 and salt-and-pepper
-# up to 0.5. White levels down to 0.4 cover masking half the pixels (strokes at
-# 0.5 on average, lower once blurred).
+# up to 0.5. Low white levels cover masking half the pixels: strokes at 0.5 on
+# average, lower once smoothed (nl_means chose 0.3 there when 0.2 was not offered).
+# The whole grid costs only array arithmetic, so it is finer than the methods'.
 _BLACK_LEVELS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
-_WHITE_LEVELS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+_WHITE_LEVELS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 # Level pairs closer than this binarise the image; they are left out of the grid.
 _MIN_LEVEL_RANGE = 0.1
 # PSNR is computed with MSE at least this (100 dB), so that one perfectly restored
 # image (e.g. an all-black one) cannot make the mean infinite.
 _MSE_FLOOR = 1e-10
-# bm3d profile: FFT domain size for its exact transform-domain noise variances.
-# The default, 32, exceeds a 28x28 image and makes every call take 0.2 s.
-_BM3D_VARIANCE_DOMAIN = 16
+# bm3d profile: FFT domain size for its exact transform-domain noise variances
+# (white noise has the same variance at any size). The default, 32, exceeds a
+# 28x28 image and makes every call take 0.2 s or more; 8, the smallest that holds
+# a block, is 14 times faster and was no worse (19.9 vs 19.4 dB, best levels,
+# 100 images at gaussian 0.4).
+_BM3D_VARIANCE_DOMAIN = 8
 
 
 def _grid(**values: Sequence[Any]) -> tuple[dict[str, Any], ...]:
@@ -115,17 +127,19 @@ def _grid(**values: Sequence[Any]) -> tuple[dict[str, Any], ...]:
 _PARAMETER_GRIDS = {
     "noisy": ({},),
     "median": _grid(size=(3, 5, 7)),
-    "gaussian_blur": _grid(sigma=(0.5, 0.75, 1.0, 1.5, 2.0)),
-    "total_variation": _grid(weight=(0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8)),
+    "gaussian_blur": _grid(sigma=(0.5, 0.75, 1.0, 1.25, 1.5, 2.0)),
+    "total_variation": _grid(weight=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8)),
     "nl_means": tuple(
         dict(h=h, patch_size=patch_size, patch_distance=patch_distance)
-        for h in (0.05, 0.1, 0.2, 0.3, 0.45, 0.6)
+        for h in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6)
         for patch_size, patch_distance in ((3, 3), (5, 3), (5, 6))),
-    # Without cycle spinning (cycle_shifts=1) it was 1-4 dB worse at every setting
-    # tried; 3 or 4 (9 or 16 shifts) were no better than 2, at 2-4 times the cost.
+    # Without cycle spinning (cycle_shifts=1) it was 0.7-4 dB worse at every setting
+    # tried (2.1 dB between the best of each, gaussian 0.4); 3 or 4 (9 or 16 shifts)
+    # were no better than 2, at 2-4 times the cost.
     "wavelet": _grid(sigma=(0.05, 0.1, 0.2, 0.3, 0.45), wavelet=("db1", "sym4"),
                      wavelet_levels=(1, 2), cycle_shifts=(2,)),
-    "bm3d": _grid(sigma_psd=(0.1, 0.2, 0.3, 0.45, 0.6)),
+    # Finer around 0.25, the best at gaussian 0.4: 0.2 and 0.3 were 0.5 dB worse.
+    "bm3d": _grid(sigma_psd=(0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.6)),
     # Ridge strength as a fraction of the mean eigenvalue of the Gram matrix, so that
     # the grid does not depend on the number of fitting images.
     # From a few hundred fitting images (fewer than pixels) to several thousand, the
@@ -280,53 +294,49 @@ def _planar_denoise(name: str, images: np.ndarray, params: Mapping[str, Any]) ->
 
 
 @dataclasses.dataclass(frozen=True)
-class _WienerBasis:
-  """The ridge regression's pieces that do not depend on the ridge strength.
+class _WienerNormalEquations:
+  """The ridge regression's normal equations, from the centred fitting data.
 
-  With the centred fitting data X (noisy) and Y (clean), X^T X = V diag(e) V^T,
-  the weights for ridge r are V diag(1 / (e + r)) V^T X^T Y.
+  With X the centred noisy and Y the centred clean fitting images ([M, D]), the
+  weights for ridge r solve (X^T X + r I) W = X^T Y.
   """
   mean_noisy: np.ndarray  # [D]
   mean_clean: np.ndarray  # [D]
-  eigenvalues: np.ndarray  # [D]
-  eigenvectors: np.ndarray  # [D, D]
-  projected_cross: np.ndarray  # V^T X^T Y, [D, D]
-
-  def _shrinkage(self, relative_ridge: float) -> np.ndarray:
-    ridge = relative_ridge * float(np.mean(self.eigenvalues))
-    return 1.0 / (self.eigenvalues + ridge)
+  gram: np.ndarray  # X^T X, [D, D]
+  cross: np.ndarray  # X^T Y, [D, D]
 
   def weights(self, relative_ridge: float) -> np.ndarray:
     """The [D, D] weights for this ridge strength (a fraction of the mean eigenvalue)."""
-    return self.eigenvectors @ (self.projected_cross * self._shrinkage(relative_ridge)[:, None])
-
-  def denoiser(self, noisy: np.ndarray) -> Callable[[float], np.ndarray]:
-    """Returns relative_ridge -> the clipped affine map's output on `noisy` ([N, H, W, C]).
-
-    Rotates `noisy` into the eigenbasis once, so that each ridge strength costs
-    one [N, D] x [D, D] product instead of forming its [D, D] weights (D^3).
-    """
-    rotated = (noisy.reshape(noisy.shape[0], -1) - self.mean_noisy) @ self.eigenvectors
-
-    def denoise(relative_ridge: float) -> np.ndarray:
-      flat = (rotated * self._shrinkage(relative_ridge)) @ self.projected_cross + self.mean_clean
-      return np.clip(flat.reshape(noisy.shape), 0.0, 1.0).astype(np.float32)
-
-    return denoise
+    linalg = _import_optional("scipy.linalg", "scipy")
+    size = self.gram.shape[0]
+    ridge = relative_ridge * float(np.trace(self.gram)) / size
+    # Cholesky: the regularised Gram matrix is positive definite. (One eigendecomposition
+    # shared by all ridge values needs fewer flops, but on busy cores with OpenBLAS
+    # threads numpy's eigh of 784x784 took anywhere from 0.1 s to 10 s; a Cholesky
+    # solve stayed under 1 s.)
+    factor = linalg.cho_factor(self.gram + ridge * np.eye(size), check_finite=False)
+    return linalg.cho_solve(factor, self.cross, check_finite=False)
 
 
-def _fit_wiener_basis(fit_noisy: np.ndarray, fit_clean: np.ndarray) -> _WienerBasis:
+def _wiener_normal_equations(fit_noisy: np.ndarray,
+                             fit_clean: np.ndarray) -> _WienerNormalEquations:
   noisy = fit_noisy.reshape(fit_noisy.shape[0], -1).astype(np.float64)
   clean = fit_clean.reshape(fit_clean.shape[0], -1).astype(np.float64)
   mean_noisy = noisy.mean(axis=0)
   mean_clean = clean.mean(axis=0)
   noisy -= mean_noisy
   clean -= mean_clean
-  eigenvalues, eigenvectors = np.linalg.eigh(noisy.T @ noisy)
-  # Rounding can leave tiny negative eigenvalues of the positive semi-definite Gram matrix.
-  eigenvalues = np.maximum(eigenvalues, 0.0)
-  return _WienerBasis(mean_noisy, mean_clean, eigenvalues, eigenvectors,
-                      eigenvectors.T @ (noisy.T @ clean))
+  return _WienerNormalEquations(mean_noisy, mean_clean, noisy.T @ noisy, noisy.T @ clean)
+
+
+def _wiener_fitted(equations: _WienerNormalEquations,
+                   relative_ridge: float) -> dict[str, np.ndarray]:
+  """The arrays `_wiener_denoise` needs, float32."""
+  return {
+      "mean_noisy": equations.mean_noisy.astype(np.float32),
+      "mean_clean": equations.mean_clean.astype(np.float32),
+      "weights": equations.weights(relative_ridge).astype(np.float32),
+  }
 
 
 def _wiener_denoise(images: np.ndarray, fitted: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -459,17 +469,12 @@ def _tune_wiener(noisy: np.ndarray, clean: np.ndarray, fit_noisy: np.ndarray | N
   if fit_noisy.shape[1:] != noisy.shape[1:]:
     raise ValueError(f"fit_noisy has shape {fit_noisy.shape} but noisy_tune has shape "
                      f"{noisy.shape}; both must be [N, H, W, C] with the same H, W, C.")
-  basis = _fit_wiener_basis(fit_noisy, fit_clean)
-  denoise = basis.denoiser(noisy)
-  best_psnr, best_params = -np.inf, {}
+  equations = _wiener_normal_equations(fit_noisy, fit_clean)
+  best_psnr, best_params, best_fitted = -np.inf, {}, {}
   for method_params in _PARAMETER_GRIDS["wiener"]:
-    psnr = float(np.mean(per_image_psnr_db(clean, denoise(method_params["relative_ridge"]))))
+    fitted = _wiener_fitted(equations, method_params["relative_ridge"])
+    psnr = float(np.mean(per_image_psnr_db(clean, _wiener_denoise(noisy, fitted))))
     logging.debug("wiener %s: %.2f dB", method_params, psnr)
     if psnr > best_psnr:
-      best_psnr, best_params = psnr, dict(method_params)
-  fitted = {
-      "mean_noisy": basis.mean_noisy.astype(np.float32),
-      "mean_clean": basis.mean_clean.astype(np.float32),
-      "weights": basis.weights(best_params["relative_ridge"]).astype(np.float32),
-  }
-  return best_params, best_psnr, fitted
+      best_psnr, best_params, best_fitted = psnr, dict(method_params), fitted
+  return best_params, best_psnr, best_fitted
