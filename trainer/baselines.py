@@ -1,0 +1,480 @@
+"""Classical denoising baselines, tuned fairly, for the evaluation report.
+
+The report compares the trained autoencoders with classical denoisers on the
+same noisy images. `tune_baseline` grid-searches one baseline's parameters on
+a tuning pair (noisy, clean) of held-out TRAINING images, never the test set,
+maximising the per-image mean PSNR (the project's convention: the mean over
+images of 10*log10(1/MSE_i)); the returned `TunedBaseline` then denoises any
+images, e.g. the test set, with those parameters.
+
+Why tuning, and why a level correction. With default parameters classical
+denoisers do badly on this project's noise (3x3 median 15.5 dB, BM3D 13.9 dB,
+noisy input 11.0 dB at gaussian 0.4), mostly for one reason: the noisy images
+are clipped to [0, 1]. Clipping zero-mean Gaussian noise of std s lifts the
+expected value of a black pixel to s/sqrt(2*pi) (0.16 at s=0.4) and lowers a
+white one by as much, so a denoiser that estimates local means returns a grey
+background and grey strokes: an affine loss of contrast. Salt-and-pepper
+noise (fraction p) does the same with p/2 on either side; masking (fraction p)
+lowers strokes only, to 1-p. All three are affine in expectation, so every
+baseline but `noisy` and `wiener` (see below) ends with the levels map of
+image editors,
+
+    clip((y - black_level) / (white_level - black_level), 0, 1),
+
+which maps the lifted black back to 0 and the lowered white back to 1; its
+clip at 0 also zeroes the residual background noise below the black level (a
+soft threshold, which suits MNIST's mostly black images). black_level and
+white_level are grid-searched jointly with the method's own parameters (the
+grid contains the identity 0/1, and values for all three noise types); the
+level grid costs only array arithmetic on an output computed once per method
+setting. Correcting the input instead (the same map before denoising, with
+the output map on top) was measured too, for median, gaussian blur, TV,
+wavelet and NL-means at gaussian 0.4, and gained at most 0.02 dB: these
+denoisers nearly commute with affine intensity maps, so only the output is
+corrected. The methods' noise
+parameters (BM3D's sigma_psd, NL-means' h, ...) are tuned too, because
+clipping also shrinks the noise: its std on the background is 0.58*s, not s.
+
+The baselines (`BASELINE_NAMES`):
+  noisy: the identity (params {}), the noisy input's own PSNR.
+  median: scipy.ndimage.median_filter, size.
+  gaussian_blur: scipy.ndimage.gaussian_filter, sigma.
+  total_variation: skimage.restoration.denoise_tv_chambolle, weight.
+  nl_means: skimage.restoration.denoise_nl_means (fast mode), h, patch_size,
+    patch_distance (small patches: the images are 28x28).
+  wavelet: skimage.restoration.denoise_wavelet with PyWavelets (BayesShrink,
+    soft thresholding), sigma, wavelet, wavelet_levels and cycle_shifts:
+    averaging over cycle_shifts**2 circular shifts (cycle spinning, Coifman
+    and Donoho 1995) removes the decimated transform's shift variance, which
+    on 28x28 images costs about 2 dB.
+  bm3d: the `bm3d` package, sigma_psd, single-threaded (deterministic) and with
+    the profile's FFT domain for the exact noise variances set to 16 instead
+    of 32, which exceeds a 28-pixel image: 5x faster, and no worse (measured).
+  wiener: the best linear filter: a global affine map from all noisy pixels of
+    an image to all its clean pixels (784x784 for MNIST, plus an offset)
+    fitted by ridge least squares on `fit_noisy`/`fit_clean` (training images,
+    several thousand, other than the tuning pair), ridge strength (relative to
+    the mean eigenvalue of the centred Gram matrix) tuned on the tuning pair;
+    its output is clipped to [0, 1]. Position-dependent weights let it learn
+    where strokes occur. It gets no levels map: its least-squares offset and
+    gains already undo the clipping bias, and it stays the reference "best
+    linear filter" (NOTES: about 18.7 dB pooled at gaussian 0.4 with all of
+    MNIST; 18.3 dB pooled from 5,000 images here). The levels map's clip
+    would make it nonlinear (a soft threshold), worth about 1 dB more.
+
+Cost, measured on 2 CPU cores shared with other work (load about 7), 28x28
+images: `denoise` on 10,000 images takes 0.1 s (gaussian_blur), 0.4 s
+(wiener), 1.3 s (median), 5 s (nl_means, 0.4 ms per image), 8 s (wavelet,
+0.8 ms) and 9 s (total_variation, 1 ms); bm3d about 20 ms per image (one C call
+per image; 3 to 4 minutes per 10,000), hence `SLOW_BASELINES`. `tune_baseline`
+on 200 images takes under 1 s (median, gaussian_blur), 2-7 s (total_variation,
+nl_means, wavelet, wiener with 5,000 fitting images) and 30 s (bm3d).
+
+Measured at gaussian 0.4, tuned on 200 training images, scored on 200 other
+ones (per-image mean PSNR): noisy 11.0, median 17.2, nl_means 18.1,
+total_variation 18.2, wiener (5,000 fitting images) 18.5, gaussian_blur 19.2,
+wavelet 19.3, bm3d 19.5 dB.
+
+scipy, scikit-image, PyWavelets and bm3d are imported when a baseline needs
+them, so this module imports without them.
+"""
+
+import dataclasses
+import importlib
+import itertools
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+from absl import logging
+import numpy as np
+
+BASELINE_NAMES = ("noisy", "median", "gaussian_blur", "total_variation", "nl_means", "wavelet",
+                  "bm3d", "wiener")
+# The evaluator runs these on a configurable subset of images: about 40 ms per image.
+SLOW_BASELINES = ("bm3d",)
+
+# The levels map's grid (see the module docstring). The best black level is
+# above the lift (0.16 at gaussian 0.4: 0.25-0.3 is chosen, the extra being the
+# soft threshold); 0.5 covers gaussian noise up to std 0.6 and salt-and-pepper
+# up to 0.5. Low white levels cover masking half the pixels: strokes at 0.5 on
+# average, lower once smoothed (nl_means chose 0.3 there when 0.2 was not offered).
+# The whole grid costs only array arithmetic, so it is finer than the methods'.
+_BLACK_LEVELS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+_WHITE_LEVELS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# Level pairs closer than this binarise the image; they are left out of the grid.
+_MIN_LEVEL_RANGE = 0.1
+# PSNR is computed with MSE at least this (100 dB), so that one perfectly restored
+# image (e.g. an all-black one) cannot make the mean infinite.
+_MSE_FLOOR = 1e-10
+# bm3d profile: FFT domain size for its exact transform-domain noise variances
+# (white noise has the same variance at any size). The default, 32, exceeds a
+# 28x28 image and makes every call take 0.2 s or more; 8, the smallest that holds
+# a block, is 14 times faster and was no worse (19.9 vs 19.4 dB, best levels,
+# 100 images at gaussian 0.4).
+_BM3D_VARIANCE_DOMAIN = 8
+
+
+def _grid(**values: Sequence[Any]) -> tuple[dict[str, Any], ...]:
+  """Every combination of the given parameter values, as a tuple of dicts."""
+  names = list(values)
+  return tuple(dict(zip(names, combination))
+               for combination in itertools.product(*(values[name] for name in names)))
+
+
+# Each method's own parameter grid, without the levels map's (searched on every
+# output). Values cover gaussian noise std 0.1 to 0.6, salt-and-pepper and masking
+# fractions 0.1 to 0.5: the tuning picks whichever suits the tuning images.
+_PARAMETER_GRIDS = {
+    "noisy": ({},),
+    "median": _grid(size=(3, 5, 7)),
+    "gaussian_blur": _grid(sigma=(0.5, 0.75, 1.0, 1.25, 1.5, 2.0)),
+    "total_variation": _grid(weight=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8)),
+    "nl_means": tuple(
+        dict(h=h, patch_size=patch_size, patch_distance=patch_distance)
+        for h in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6)
+        for patch_size, patch_distance in ((3, 3), (5, 3), (5, 6))),
+    # Without cycle spinning (cycle_shifts=1) it was 0.7-4 dB worse at every setting
+    # tried (2.1 dB between the best of each, gaussian 0.4); 3 or 4 (9 or 16 shifts)
+    # were no better than 2, at 2-4 times the cost.
+    "wavelet": _grid(sigma=(0.05, 0.1, 0.2, 0.3, 0.45), wavelet=("db1", "sym4"),
+                     wavelet_levels=(1, 2), cycle_shifts=(2,)),
+    # Finer around 0.25, the best at gaussian 0.4: 0.2 and 0.3 were 0.5 dB worse.
+    "bm3d": _grid(sigma_psd=(0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.6)),
+    # Ridge strength as a fraction of the mean eigenvalue of the Gram matrix, so that
+    # the grid does not depend on the number of fitting images.
+    # From a few hundred fitting images (fewer than pixels) to several thousand, the
+    # best value moves from about 1 to about 0.1.
+    "wiener": _grid(relative_ridge=(1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0)),
+}
+
+
+def _import_optional(module_name: str, pip_name: str):
+  """Imports a library only some baselines need; the error names the package to install."""
+  try:
+    return importlib.import_module(module_name)
+  except ImportError as error:
+    raise ImportError(f"This baseline needs {module_name}: pip install {pip_name}") from error
+
+
+def check_images(images: np.ndarray, argument_name: str) -> np.ndarray:
+  """Returns `images` as float32 after checking it is a [N, H, W, C] float array.
+
+  Raises:
+    ValueError: naming the argument, its shape or dtype and what is expected.
+  """
+  images = np.asarray(images)
+  if images.ndim != 4 or 0 in images.shape:
+    raise ValueError(f"{argument_name} has shape {images.shape}; expected a non-empty "
+                     "[N, H, W, C] image batch, e.g. [N, 28, 28, 1].")
+  if images.dtype.kind != "f":
+    raise ValueError(f"{argument_name} has dtype {images.dtype}; expected float images in "
+                     "[0, 1] (divide uint8 images by 255).")
+  return images.astype(np.float32, copy=False)
+
+
+def _check_pair(noisy: np.ndarray, clean: np.ndarray, noisy_name: str,
+                clean_name: str) -> tuple[np.ndarray, np.ndarray]:
+  noisy = check_images(noisy, noisy_name)
+  clean = check_images(clean, clean_name)
+  if noisy.shape != clean.shape:
+    raise ValueError(f"{noisy_name} has shape {noisy.shape} but {clean_name} has shape "
+                     f"{clean.shape}; they must be the same images, [N, H, W, C].")
+  return noisy, clean
+
+
+def per_image_psnr_db(clean: np.ndarray, denoised: np.ndarray) -> np.ndarray:
+  """10*log10(1/MSE) of each image ([N, ...] arrays in [0, 1]), MSE floored at 1e-10.
+
+  The project's PSNR (`trainer.metrics.per_example_psnr`), in numpy.
+  """
+  clean = np.asarray(clean, dtype=np.float32)
+  denoised = np.asarray(denoised, dtype=np.float32)
+  axes = tuple(range(1, clean.ndim))
+  mse = np.mean(np.square(clean - denoised), axis=axes)
+  return 10.0 * np.log10(1.0 / np.maximum(mse, _MSE_FLOOR))
+
+
+def _apply_levels(images: np.ndarray, black_level: float, white_level: float) -> np.ndarray:
+  """The levels map: black_level -> 0, white_level -> 1, clipped to [0, 1]."""
+  scale = np.float32(1.0 / (white_level - black_level))
+  return np.clip((images - np.float32(black_level)) * scale, 0.0, 1.0).astype(np.float32)
+
+
+def _level_pairs() -> list[tuple[float, float]]:
+  return [(black, white) for black in _BLACK_LEVELS for white in _WHITE_LEVELS
+          if white - black >= _MIN_LEVEL_RANGE - 1e-9]
+
+
+# Planar methods: [M, H, W] float32 planes (one per image and channel) in, same out.
+
+
+def _median(planes: np.ndarray, size: int) -> np.ndarray:
+  ndimage = _import_optional("scipy.ndimage", "scipy")
+  return ndimage.median_filter(planes, size=(1, size, size))
+
+
+def _gaussian_blur(planes: np.ndarray, sigma: float) -> np.ndarray:
+  ndimage = _import_optional("scipy.ndimage", "scipy")
+  return ndimage.gaussian_filter(planes, sigma=(0.0, sigma, sigma))
+
+
+def _total_variation(planes: np.ndarray, weight: float) -> np.ndarray:
+  restoration = _import_optional("skimage.restoration", "scikit-image")
+  # With channel_axis, skimage solves each channel (here: each image) separately.
+  stacked = np.moveaxis(planes, 0, -1)
+  denoised = restoration.denoise_tv_chambolle(stacked, weight=weight, channel_axis=-1)
+  return np.moveaxis(denoised, -1, 0)
+
+
+def _nl_means(planes: np.ndarray, h: float, patch_size: int, patch_distance: int) -> np.ndarray:
+  restoration = _import_optional("skimage.restoration", "scikit-image")
+  # skimage would compare patches across channels, so one call per image.
+  return np.stack([
+      restoration.denoise_nl_means(plane, h=h, patch_size=patch_size,
+                                   patch_distance=patch_distance, fast_mode=True)
+      for plane in planes])
+
+
+def _wavelet(planes: np.ndarray, sigma: float, wavelet: str, wavelet_levels: int,
+             cycle_shifts: int) -> np.ndarray:
+  restoration = _import_optional("skimage.restoration", "scikit-image")
+  pywt = _import_optional("pywt", "PyWavelets")
+  # Beyond PyWavelets' maximum level every coefficient is a boundary effect (and it warns).
+  maximum_levels = pywt.dwt_max_level(min(planes.shape[1:]), wavelet)
+  levels = max(1, min(wavelet_levels, maximum_levels))
+  total = np.zeros_like(planes)
+  for shift in itertools.product(range(cycle_shifts), repeat=2):
+    shifted = np.roll(planes, shift, axis=(1, 2))
+    # With channel_axis, skimage thresholds each channel (here: each image) separately.
+    denoised = restoration.denoise_wavelet(
+        np.moveaxis(shifted, 0, -1), sigma=sigma, wavelet=wavelet, mode="soft",
+        wavelet_levels=levels, method="BayesShrink", rescale_sigma=True, channel_axis=-1)
+    total += np.roll(np.moveaxis(denoised, -1, 0), tuple(-s for s in shift), axis=(1, 2))
+  return total / np.float32(cycle_shifts * cycle_shifts)
+
+
+def _bm3d(planes: np.ndarray, sigma_psd: float) -> np.ndarray:
+  bm3d = _import_optional("bm3d", "bm3d")
+  profile = bm3d.BM3DProfile()
+  profile.nf = _BM3D_VARIANCE_DOMAIN
+  # More threads make the output vary slightly from call to call (bm3d's docs).
+  profile.num_threads = 1
+  return np.stack([
+      np.reshape(bm3d.bm3d(plane, sigma_psd=sigma_psd, profile=profile), plane.shape)
+      for plane in planes]).astype(np.float32)
+
+
+_PLANAR_METHODS: Mapping[str, Callable[..., np.ndarray]] = {
+    "median": _median,
+    "gaussian_blur": _gaussian_blur,
+    "total_variation": _total_variation,
+    "nl_means": _nl_means,
+    "wavelet": _wavelet,
+    "bm3d": _bm3d,
+}
+
+
+def _to_planes(images: np.ndarray) -> np.ndarray:
+  """[N, H, W, C] -> [N*C, H, W]: every method filters each channel of each image alone."""
+  return np.ascontiguousarray(np.moveaxis(images, -1, 1)).reshape((-1,) + images.shape[1:3])
+
+
+def _from_planes(planes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+  batch, height, width, channels = shape
+  return np.moveaxis(planes.reshape(batch, channels, height, width), 1, -1)
+
+
+def _planar_denoise(name: str, images: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+  """The method's own output, before the levels map: [N, H, W, C] float32."""
+  planes = _PLANAR_METHODS[name](_to_planes(images), **params)
+  return _from_planes(np.asarray(planes, dtype=np.float32), images.shape)
+
+
+# The linear (Wiener) filter.
+
+
+@dataclasses.dataclass(frozen=True)
+class _WienerNormalEquations:
+  """The ridge regression's normal equations, from the centred fitting data.
+
+  With X the centred noisy and Y the centred clean fitting images ([M, D]), the
+  weights for ridge r solve (X^T X + r I) W = X^T Y.
+  """
+  mean_noisy: np.ndarray  # [D]
+  mean_clean: np.ndarray  # [D]
+  gram: np.ndarray  # X^T X, [D, D]
+  cross: np.ndarray  # X^T Y, [D, D]
+
+  def weights(self, relative_ridge: float) -> np.ndarray:
+    """The [D, D] weights for this ridge strength (a fraction of the mean eigenvalue)."""
+    linalg = _import_optional("scipy.linalg", "scipy")
+    size = self.gram.shape[0]
+    ridge = relative_ridge * float(np.trace(self.gram)) / size
+    # Cholesky: the regularised Gram matrix is positive definite. (One eigendecomposition
+    # shared by all ridge values needs fewer flops, but on busy cores with OpenBLAS
+    # threads numpy's eigh of 784x784 took anywhere from 0.1 s to 10 s; a Cholesky
+    # solve stayed under 1 s.)
+    factor = linalg.cho_factor(self.gram + ridge * np.eye(size), check_finite=False)
+    return linalg.cho_solve(factor, self.cross, check_finite=False)
+
+
+def _wiener_normal_equations(fit_noisy: np.ndarray,
+                             fit_clean: np.ndarray) -> _WienerNormalEquations:
+  noisy = fit_noisy.reshape(fit_noisy.shape[0], -1).astype(np.float64)
+  clean = fit_clean.reshape(fit_clean.shape[0], -1).astype(np.float64)
+  mean_noisy = noisy.mean(axis=0)
+  mean_clean = clean.mean(axis=0)
+  noisy -= mean_noisy
+  clean -= mean_clean
+  return _WienerNormalEquations(mean_noisy, mean_clean, noisy.T @ noisy, noisy.T @ clean)
+
+
+def _wiener_fitted(equations: _WienerNormalEquations,
+                   relative_ridge: float) -> dict[str, np.ndarray]:
+  """The arrays `_wiener_denoise` needs, float32."""
+  return {
+      "mean_noisy": equations.mean_noisy.astype(np.float32),
+      "mean_clean": equations.mean_clean.astype(np.float32),
+      "weights": equations.weights(relative_ridge).astype(np.float32),
+  }
+
+
+def _wiener_denoise(images: np.ndarray, fitted: Mapping[str, np.ndarray]) -> np.ndarray:
+  """The affine map's output, clipped to [0, 1]: [N, H, W, C] float32."""
+  weights = fitted["weights"]
+  flat = images.reshape(images.shape[0], -1)
+  if flat.shape[1] != weights.shape[0]:
+    raise ValueError(
+        f"noisy has shape {images.shape}, {flat.shape[1]} values per image, but this wiener "
+        f"filter was fitted on images of {weights.shape[0]} values: [N, H, W, C] with the "
+        "fitting images' H, W, C.")
+  denoised = (flat - fitted["mean_noisy"]) @ weights + fitted["mean_clean"]
+  return np.clip(denoised.reshape(images.shape), 0.0, 1.0).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class TunedBaseline:
+  """A baseline with its tuned parameters, ready to denoise any images.
+
+  Attributes:
+    name: one of BASELINE_NAMES.
+    params: the chosen parameters, JSON-serialisable: the method's own and, for
+      all but `noisy` and `wiener`, the levels map's `black_level` and
+      `white_level`.
+    tuning_psnr_db: per-image mean PSNR on the tuning images with those params.
+    fitted: arrays fitted on training images (wiener: mean_noisy, mean_clean,
+      weights); empty for the other baselines.
+  """
+  name: str
+  params: dict
+  tuning_psnr_db: float
+  fitted: Mapping[str, np.ndarray] = dataclasses.field(
+      default_factory=dict, repr=False, compare=False)
+
+  def denoise(self, noisy: np.ndarray) -> np.ndarray:
+    """Denoises [N, H, W, C] float images in [0, 1]; returns the same shape, float32, in [0, 1]."""
+    _check_name(self.name)
+    images = check_images(noisy, "noisy")
+    if self.name == "noisy":
+      return images.copy()
+    if self.name == "wiener":
+      if "weights" not in self.fitted:
+        raise ValueError("This wiener baseline has no fitted weights; create it with "
+                         "tune_baseline('wiener', ..., fit_noisy=..., fit_clean=...).")
+      return _wiener_denoise(images, self.fitted)
+    method_params = {key: value for key, value in self.params.items()
+                     if key not in ("black_level", "white_level")}
+    raw = _planar_denoise(self.name, images, method_params)
+    return _apply_levels(raw, self.params["black_level"], self.params["white_level"])
+
+
+def _check_name(name: str) -> None:
+  if name not in BASELINE_NAMES:
+    raise ValueError(f"Unknown baseline {name!r}; valid baselines are {', '.join(BASELINE_NAMES)}.")
+
+
+def _best_levels(raw: np.ndarray, clean: np.ndarray) -> tuple[float, float, float]:
+  """(psnr, black_level, white_level) of the levels map that maximises the mean PSNR."""
+  best = (-np.inf, 0.0, 1.0)
+  for black, white in _level_pairs():
+    psnr = float(np.mean(per_image_psnr_db(clean, _apply_levels(raw, black, white))))
+    if psnr > best[0]:
+      best = (psnr, black, white)
+  return best
+
+
+def _json_value(value: Any) -> Any:
+  """numpy scalars -> Python ones, so that params serialise to JSON."""
+  return value.item() if isinstance(value, np.generic) else value
+
+
+def tune_baseline(name: str, noisy_tune: np.ndarray, clean_tune: np.ndarray,
+                  fit_noisy: np.ndarray | None = None,
+                  fit_clean: np.ndarray | None = None) -> TunedBaseline:
+  """Grid-searches `name`'s parameters (and its bias correction) to maximise per-image mean PSNR on the tuning pair.
+
+  Args:
+    name: one of BASELINE_NAMES.
+    noisy_tune: [N, H, W, C] float noisy images in [0, 1]: held-out training
+      images (about 100 to 200), never the test set.
+    clean_tune: the same images, clean.
+    fit_noisy: wiener only (ignored by the others): [M, H, W, C] noisy training
+      images, other than the tuning ones, to fit the linear map on (several
+      thousand; fewer than H*W*C works through the ridge, less well).
+    fit_clean: wiener only: the same images, clean.
+
+  Returns:
+    The baseline with the best parameters of its grid and their tuning PSNR.
+
+  Raises:
+    ValueError: unknown name, badly shaped images, or wiener without fit data.
+  """
+  _check_name(name)
+  noisy_tune, clean_tune = _check_pair(noisy_tune, clean_tune, "noisy_tune", "clean_tune")
+  start = time.monotonic()
+  fitted: dict[str, np.ndarray] = {}
+  if name == "noisy":
+    params: dict[str, Any] = {}
+    psnr = float(np.mean(per_image_psnr_db(clean_tune, noisy_tune)))
+  elif name == "wiener":
+    params, psnr, fitted = _tune_wiener(noisy_tune, clean_tune, fit_noisy, fit_clean)
+  else:
+    params, psnr = _tune_planar(name, noisy_tune, clean_tune)
+  params = {key: _json_value(value) for key, value in params.items()}
+  logging.info("Tuned baseline %s on %d images in %.1f s: %s, %.2f dB.", name,
+               noisy_tune.shape[0], time.monotonic() - start, params, psnr)
+  return TunedBaseline(name=name, params=params, tuning_psnr_db=psnr, fitted=fitted)
+
+
+def _tune_planar(name: str, noisy: np.ndarray,
+                 clean: np.ndarray) -> tuple[dict[str, Any], float]:
+  best_psnr, best_params = -np.inf, {}
+  for method_params in _PARAMETER_GRIDS[name]:
+    raw = _planar_denoise(name, noisy, method_params)
+    psnr, black, white = _best_levels(raw, clean)
+    logging.debug("%s %s: %.2f dB (levels %.2f..%.2f)", name, method_params, psnr, black, white)
+    if psnr > best_psnr:
+      best_psnr = psnr
+      best_params = dict(method_params, black_level=black, white_level=white)
+  return best_params, best_psnr
+
+
+def _tune_wiener(noisy: np.ndarray, clean: np.ndarray, fit_noisy: np.ndarray | None,
+                 fit_clean: np.ndarray | None
+                 ) -> tuple[dict[str, Any], float, dict[str, np.ndarray]]:
+  if fit_noisy is None or fit_clean is None:
+    raise ValueError("The wiener baseline needs fit_noisy and fit_clean: noisy and clean "
+                     "training images (several thousand, not the tuning ones) to fit it on.")
+  fit_noisy, fit_clean = _check_pair(fit_noisy, fit_clean, "fit_noisy", "fit_clean")
+  if fit_noisy.shape[1:] != noisy.shape[1:]:
+    raise ValueError(f"fit_noisy has shape {fit_noisy.shape} but noisy_tune has shape "
+                     f"{noisy.shape}; both must be [N, H, W, C] with the same H, W, C.")
+  equations = _wiener_normal_equations(fit_noisy, fit_clean)
+  best_psnr, best_params, best_fitted = -np.inf, {}, {}
+  for method_params in _PARAMETER_GRIDS["wiener"]:
+    fitted = _wiener_fitted(equations, method_params["relative_ridge"])
+    psnr = float(np.mean(per_image_psnr_db(clean, _wiener_denoise(noisy, fitted))))
+    logging.debug("wiener %s: %.2f dB", method_params, psnr)
+    if psnr > best_psnr:
+      best_psnr, best_params, best_fitted = psnr, dict(method_params), fitted
+  return best_params, best_psnr, best_fitted
