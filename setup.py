@@ -7,6 +7,7 @@ and a TPU VM's `tensorflow-tpu` is never replaced by a second TensorFlow:
     pip install ".[gpu]"   # NVIDIA GPUs: TensorFlow with its CUDA libraries
     pip install ".[tpu]" -f https://storage.googleapis.com/libtpu-releases/index.html
                            # Cloud TPU VMs: tensorflow-tpu 2.20 with libtpu
+    pip install ".[cpu,eval]"   # plus what `python -m trainer.evaluate` needs
 """
 
 import setuptools
@@ -48,6 +49,15 @@ setuptools.setup(
         "gpu": [f"tensorflow[and-cuda]{_TENSORFLOW_VERSIONS}"],
         # tensorflow-tpu stops at 2.20; libtpu comes from Google's index (-f above).
         "tpu": ["tensorflow-tpu>=2.20,<2.21", _SETUPTOOLS_FOR_TENSORBOARD_2_20],
+        # `python -m trainer.evaluate`: the classical baselines (scipy, scikit-image,
+        # PyWavelets, bm3d) and the linear probe and k-means (scikit-learn).
+        "eval": [
+            "scipy>=1.11",
+            "scikit-image>=0.22",
+            "PyWavelets>=1.5",
+            "bm3d>=4.0",
+            "scikit-learn>=1.4",
+        ],
         "test": [
             "pytest>=8",
             "pytest-xdist>=3.5",

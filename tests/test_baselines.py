@@ -13,11 +13,8 @@ import tensorflow_datasets as tfds
 from input_pipeline import data_source
 from trainer import baselines
 
-# The baselines' libraries are not (yet) among setup.py's requirements.
-for _module in ("scipy", "skimage", "pywt", "bm3d"):
-  pytest.importorskip(_module, reason="the classical baselines need scipy, scikit-image, "
-                      "PyWavelets and bm3d")
-from scipy import ndimage  # pylint: disable=g-import-not-at-top,g-bad-import-order
+# The baselines' libraries come with the `eval` extra, which `make test` installs.
+from scipy import ndimage  # pylint: disable=g-bad-import-order
 
 NOISE_STD = 0.4
 # Image slices of the loaded training images: tuning, held-out scoring, wiener fitting.
