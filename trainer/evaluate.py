@@ -13,6 +13,7 @@ status 1, with no traceback unless --verbosity=1, and writes nothing.
 """
 
 import os
+import re
 import sys
 
 from absl import app
@@ -34,9 +35,13 @@ _SAVED_MODEL = flags.DEFINE_multi_string(
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None,
     "Where the report goes (local or gs://); default <first workdir>/evaluation.")
+# No default here: config_flags would load a default file, and apply the
+# --config.* overrides, when this module is imported, failing with a traceback
+# on a misspelled key. `parse_flags` passes _DEFAULT_CONFIG instead.
 config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(configs.__file__), "evaluate.py"),
-    "Evaluation configuration file.", lock_config=True)
+    "config", None, "Evaluation configuration file; default configs/evaluate.py.",
+    lock_config=True)
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(configs.__file__), "evaluate.py")
 
 _PREFIX = "dae-trainer evaluate"
 
@@ -50,17 +55,23 @@ def _fail(message: str):
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """Parses flags and loads the config; any problem exits with one line."""
+  """Parses flags and loads the config (default configs/evaluate.py); errors exit in one line."""
+  if not any(argument == "--config" or argument.startswith("--config=") for argument in argv):
+    argv = [argv[0], f"--config={_DEFAULT_CONFIG}", *argv[1:]]
   try:
     remaining = flags.FLAGS(argv)
     flags.FLAGS.config.lock()  # Loads the file now, if loading was deferred.
   except flags.Error as error:
     _fail(f"{error}. Pass --helpshort to see the flags.")
+  except (AttributeError, KeyError) as error:
+    # config_flags reports an unknown --config.* key this way.
+    text = re.sub(r"[\\'\"]", "", re.sub(r"\\n|\n", ". ", str(error)))
+    _fail(f"unknown config key in a --config.* override ({text}); valid keys are the fields "
+          "of configs/evaluate.py.")
   except Exception as error:  # pylint: disable=broad-except
-    # A config file runs arbitrary Python, and config_flags reports an unknown
-    # --config.* key as an AttributeError or KeyError: all are the user's to fix.
-    _fail(f"cannot build the config ({type(error).__name__}: {error}); check --config and "
-          "the --config.* overrides against the fields of configs/evaluate.py.")
+    # A config file runs arbitrary Python: any error in it is the user's to fix.
+    _fail(f"cannot load the config ({type(error).__name__}: {error}); check the --config path "
+          "and that its get_config() runs.")
   return remaining
 
 

@@ -615,7 +615,8 @@ def evaluate_and_report(config: ml_collections.ConfigDict, model_paths_by_name: 
     The content of report.json.
 
   Raises:
-    EvaluationError: a bad config, model or output directory, before anything is written.
+    EvaluationError: a bad config, model, dataset split or output directory, found before
+      anything is written; or the report could not be written.
     data_source.DatasetUnavailableError: the dataset is neither prepared nor downloadable.
   """
   progress = _Progress()
@@ -674,7 +675,13 @@ def evaluate_and_report(config: ml_collections.ConfigDict, model_paths_by_name: 
       "timings_seconds": dict(progress.timings),
   }
   with progress.stage("write report"):
-    write_outputs(report, examples, output_dir)
+    try:
+      write_outputs(report, examples, output_dir)
+    except (OSError, tf.errors.OpError) as error:
+      raise EvaluationError(
+          f"Cannot write the report to {output_dir} ({type(error).__name__}: "
+          f"{' '.join(str(error).split())[:300]}); choose another --output_dir or fix its "
+          "permissions.") from error
   logging.info("Wrote the evaluation report to %s in %.0f s.", output_dir,
                time.perf_counter() - progress.start)
   return report
