@@ -553,9 +553,18 @@ def _score(clean, denoised, method: str, config) -> dict[str, np.ndarray]:
     raise EvaluationError(f"Method {method!r} returned unusable images: {error}.") from error
 
 
+def _flat(features) -> np.ndarray:
+  """[N, ...] features (latents or images) as float32 [N, D]."""
+  return np.asarray(features, np.float32).reshape(len(features), -1)
+
+
 def _feature_scores(train_features, test_clean, test_noisy, data: EvalData, seed: int) -> dict:
-  flat = lambda features: np.asarray(features, np.float32).reshape(len(features), -1)
-  train_features, test_clean, test_noisy = map(flat, (train_features, test_clean, test_noisy))
+  """Probe accuracies and k-means scores of one kind of features (see `_evaluate_representation`).
+
+  The probe is trained twice on the same features (once per test set): the
+  representation API returns an accuracy, not the classifier.
+  """
+  train_features, test_clean, test_noisy = map(_flat, (train_features, test_clean, test_noisy))
   clean_kmeans = representation.kmeans_scores(test_clean, data.test_labels,
                                               num_clusters=data.num_classes, seed=seed)
   noisy_kmeans = representation.kmeans_scores(test_noisy, data.test_labels,
@@ -595,10 +604,11 @@ def _evaluate_representation(config, data: EvalData, models: list[Model],
         data.probe_images, data.test_images, reference_noisy, data, config.seed)
   for model in models:
     with progress.stage(f"representation: {model.name}"):
-      encode = lambda images, model=model: model.encode(images, config.batch_size)
+      train_features, test_clean, test_noisy = (
+          model.encode(images, config.batch_size)
+          for images in (data.probe_images, data.test_images, reference_noisy))
       result["features"][model.name] = _feature_scores(
-          encode(data.probe_images), encode(data.test_images), encode(reference_noisy), data,
-          config.seed)
+          train_features, test_clean, test_noisy, data, config.seed)
   return result
 
 
