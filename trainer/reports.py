@@ -1,9 +1,11 @@
 """Files a run leaves in its workdir: config.json, config_history.json, history.json,
 metrics.json and plots/.
 
-All I/O goes through tf.io.gfile so the workdir may be a gs:// path. Files are
-written to a temporary name and renamed, so a crash never leaves half a file;
-JSON files hold no NaN or Infinity (not JSON): non-finite numbers become null.
+The plotting and writing helpers also serve the evaluation's report
+(trainer/evaluation.py). All I/O goes through tf.io.gfile so the workdir may
+be a gs:// path. Files are written to a temporary name and renamed, so a crash
+never leaves half a file; JSON files hold no NaN or Infinity (not JSON):
+non-finite numbers become null.
 """
 
 import io
@@ -35,26 +37,27 @@ class CorruptFileError(ValueError):
   """A file of an earlier run cannot be read; the message names it and the fix."""
 
 
-def check_workdir(workdir: str) -> None:
+def check_workdir(workdir: str, flag: str = "--workdir") -> None:
   """Raises ValueError naming the fix if `workdir` cannot be a workdir.
 
   Local paths only: a file where the directory should be, or a directory (or
-  its nearest existing parent) this process cannot write to.
+  its nearest existing parent) this process cannot write to. `flag` is the
+  command-line flag that named the directory, for the message.
   """
   if "://" in workdir:
     return
   path = os.path.abspath(workdir)
   if os.path.exists(path) and not os.path.isdir(path):
-    raise ValueError(f"--workdir={workdir} is a file, not a directory; choose another --workdir.")
+    raise ValueError(f"{flag}={workdir} is a file, not a directory; choose another {flag}.")
   existing = path
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing):
-    raise ValueError(f"--workdir={workdir} cannot be created: {existing} is a file; choose "
-                     "another --workdir.")
+    raise ValueError(f"{flag}={workdir} cannot be created: {existing} is a file; choose "
+                     f"another {flag}.")
   if not os.access(existing, os.W_OK | os.X_OK):
-    raise ValueError(f"--workdir={workdir} cannot be written ({existing} is not writable by "
-                     "this user); choose another --workdir or fix its permissions.")
+    raise ValueError(f"{flag}={workdir} cannot be written ({existing} is not writable by "
+                     f"this user); choose another {flag} or fix its permissions.")
 
 
 def remove_stale_temporaries(workdir: str) -> None:
@@ -170,23 +173,53 @@ def plot_loss(history: list[dict[str, float]], loss_name: str, path: str) -> Non
 def plot_denoised(clean: np.ndarray, noisy: np.ndarray, denoised: np.ndarray,
                   path: str) -> None:
   """Rows original / noisy / denoised, one column per image."""
-  rows = (("original", clean), ("noisy", noisy), ("denoised", denoised))
-  num_images = clean.shape[0]
+  plot_image_rows((("original", clean), ("noisy", noisy), ("denoised", denoised)), path)
+
+
+def plot_image_rows(rows, path: str, title: str | None = None) -> None:
+  """A row of images [n, H, W, 1] in [0, 1] per (label, images) of `rows`, a column per image."""
+  num_images = rows[0][1].shape[0]
   figure, axes = pyplot.subplots(len(rows), num_images, squeeze=False,
                                  figsize=(1.6 * num_images, 1.8 * len(rows)))
-  for row, (title, images) in enumerate(rows):
+  if title:
+    figure.suptitle(title)
+  for row, (label, images) in enumerate(rows):
     for column in range(num_images):
       axis = axes[row][column]
       axis.imshow(images[column, :, :, 0], cmap="gray", vmin=0.0, vmax=1.0)
       axis.set_xticks([])
       axis.set_yticks([])
       if column == 0:
-        axis.set_ylabel(title)
+        axis.set_ylabel(label)
   figure.tight_layout()
+  _save_figure(figure, path)
+
+
+def plot_lines(series, x_label: str, y_label: str, title: str, path: str,
+               dashed=()) -> None:
+  """One line per `label: (xs, ys)` of `series`; labels in `dashed` are drawn dashed."""
+  figure, axes = pyplot.subplots(figsize=(8, 5))
+  for label, (xs, ys) in series.items():
+    axes.plot(xs, ys, marker=".", linestyle="--" if label in dashed else "-", label=label)
+  axes.set_xlabel(x_label)
+  axes.set_ylabel(y_label)
+  axes.set_title(title)
+  axes.grid(True, alpha=0.3)
+  axes.legend(fontsize="small")
   _save_figure(figure, path)
 
 
 def image_grid(clean: np.ndarray, noisy: np.ndarray, denoised: np.ndarray) -> np.ndarray:
   """One [1, 3 * 28, n * 28, 1] image: rows original, noisy, denoised."""
-  rows = [np.concatenate(list(images), axis=1) for images in (clean, noisy, denoised)]
-  return np.concatenate(rows, axis=0)[np.newaxis]
+  return image_rows_grid((clean, noisy, denoised))
+
+
+def image_rows_grid(rows) -> np.ndarray:
+  """One [1, len(rows) * H, n * W, 1] image: each [n, H, W, 1] array of `rows` as a row."""
+  return np.concatenate([np.concatenate(list(images), axis=1) for images in rows],
+                        axis=0)[np.newaxis]
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes `text` (UTF-8) to `path` through a temporary file, like the JSON files."""
+  _write_bytes(path, text.encode())
