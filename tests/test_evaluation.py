@@ -302,7 +302,7 @@ def test_model_paths_name_each_model():
                                                                   "/x/plain"]) == {
       "dense": "/runs/dense/saved_model", "conv": "gs://b/conv/saved_model", "best": "/x/y",
       "z": "/x/z/saved_model", "plain": "/x/plain"}
-  assert evaluation.default_output_dir(["/runs/dense/", "/runs/conv"]) == "/runs/dense/evaluation"
+  assert evaluation.default_output_dir(["/runs/dense/", "/runs/conv"]) == "/runs/dense/eval"
   with pytest.raises(evaluation.EvaluationError, match="Two models are named 'dense'"):
     evaluation.model_paths(["/a/dense", "/b/dense"], [])
   with pytest.raises(evaluation.EvaluationError, match="'median', which is reserved"):

@@ -3,7 +3,7 @@
 Scores exported SavedModels against classical baselines under several noise
 types and levels (trainer/evaluation.py) and writes report.json, report.md,
 plots and TensorBoard events to --output_dir (default
-`<first workdir>/evaluation`).
+`<first workdir>/eval`).
 The only module of the evaluation that defines flags; the config is
 configs/evaluate.py, any field overridable, e.g. `--config.num_examples=1000`.
 
@@ -34,7 +34,7 @@ _SAVED_MODEL = flags.DEFINE_multi_string(
     "folder). Repeatable.")
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None,
-    "Where the report goes (local or gs://); default <first workdir>/evaluation.")
+    "Where the report goes (local or gs://); default <first workdir>/eval.")
 # No default here: config_flags would load a default file, and apply the
 # --config.* overrides, when this module is imported, failing with a traceback
 # on a misspelled key. `parse_flags` passes _DEFAULT_CONFIG instead.

@@ -28,8 +28,9 @@ How the numbers are made comparable and reproducible:
   `slow_baseline_max_images` test images; every method is also scored on that
   subset, for a side-by-side on the same images.
 
-Outputs in `output_dir` (by default `<first workdir>/evaluation`: the
-trainer's own `eval/` holds its TensorBoard eval run): report.json, report.md,
+Outputs in `output_dir` (by default `<first workdir>/eval`, next to the
+training run's TensorBoard eval events, so `tensorboard --logdir <workdir>`
+shows both): report.json, report.md,
 psnr_vs_level_<type>.png, examples_<type>.png and tensorboard/ (one run per
 method, tags `<type>/<metric>`, the step being the noise level in thousandths,
 so each chart draws the metric against the level). Everything is checked
@@ -70,7 +71,7 @@ METRICS = ("psnr_mean_db", "psnr_pooled_db", "ssim", "bce", "mse")
 # The representation row of the flattened pixels, the comparison for the encoders.
 RAW_PIXELS = "raw_pixels"
 # The default output directory inside the first workdir.
-DEFAULT_OUTPUT_DIRNAME = "evaluation"
+DEFAULT_OUTPUT_DIRNAME = "eval"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 TENSORBOARD_DIRNAME = "tensorboard"
@@ -220,7 +221,7 @@ def check_model_name(name: str, given: str | None = None) -> None:
 
 
 def default_output_dir(workdirs) -> str:
-  """`<first workdir>/evaluation`; EvaluationError when there is no workdir to put it in.
+  """`<first workdir>/eval`; EvaluationError when there is no workdir to put it in.
 
   Not `<workdir>/eval`: trainer.main writes its TensorBoard eval run there.
   """
@@ -558,23 +559,28 @@ def _flat(features) -> np.ndarray:
   return np.asarray(features, np.float32).reshape(len(features), -1)
 
 
-def _feature_scores(train_features, test_clean, test_noisy, data: EvalData, seed: int) -> dict:
+def _feature_scores(train_clean, train_noisy, test_clean, test_noisy, data: EvalData,
+                    seed: int) -> dict:
   """Probe accuracies and k-means scores of one kind of features (see `_evaluate_representation`).
 
-  The probe is trained twice on the same features (once per test set): the
-  representation API returns an accuracy, not the classifier.
+  Each condition is a probe of its own: trained on clean training features and
+  tested on clean test features, or trained on noisy training features and
+  tested on noisy test features. A probe trained on clean and tested on noisy
+  features would measure the distribution shift (on raw pixels, chance level),
+  not what the features are worth for classifying noisy images.
   """
-  train_features, test_clean, test_noisy = map(_flat, (train_features, test_clean, test_noisy))
+  train_clean, train_noisy, test_clean, test_noisy = map(
+      _flat, (train_clean, train_noisy, test_clean, test_noisy))
   clean_kmeans = representation.kmeans_scores(test_clean, data.test_labels,
                                               num_clusters=data.num_classes, seed=seed)
   noisy_kmeans = representation.kmeans_scores(test_noisy, data.test_labels,
                                               num_clusters=data.num_classes, seed=seed)
   return {
-      "dim": int(train_features.shape[1]),
+      "dim": int(train_clean.shape[1]),
       "probe_accuracy_clean": float(representation.linear_probe_accuracy(
-          train_features, data.probe_labels, test_clean, data.test_labels, seed=seed)),
+          train_clean, data.probe_labels, test_clean, data.test_labels, seed=seed)),
       "probe_accuracy_noisy": float(representation.linear_probe_accuracy(
-          train_features, data.probe_labels, test_noisy, data.test_labels, seed=seed)),
+          train_noisy, data.probe_labels, test_noisy, data.test_labels, seed=seed)),
       "kmeans_accuracy_clean": float(clean_kmeans["accuracy"]),
       "kmeans_nmi_clean": float(clean_kmeans["nmi"]),
       "kmeans_accuracy_noisy": float(noisy_kmeans["accuracy"]),
@@ -589,26 +595,28 @@ def _evaluate_representation(config, data: EvalData, models: list[Model],
     return {"skipped": "representation.train_examples is 0"}
   if data.test_labels is None or not data.num_classes:
     return {"skipped": f"dataset {config.dataset} has no class labels"}
+  reference_type, reference_level = config.reference.type, float(config.reference.level)
   result = {
       "num_train_examples": len(data.probe_images),
       "num_test_examples": len(data.test_images),
       "train_split": data.splits["representation_train"],
-      "noise": {"type": config.reference.type, "level": float(config.reference.level)},
-      "protocol": ("linear probe trained on the features of clean training images, tested on "
-                   "the features of clean and of noisy (reference noise) test images; k-means "
-                   f"with {data.num_classes} clusters on the test features"),
+      "noise": {"type": reference_type, "level": reference_level},
+      "protocol": ("linear probes on the features of training images, tested on the features "
+                   "of test images: clean -> clean, and noisy -> noisy (reference noise, its own "
+                   f"draw for the training images); k-means with {data.num_classes} clusters on "
+                   "the test features"),
       "features": {},
   }
+  probe_noisy = add_fixed_noise(
+      data.probe_images, reference_type, reference_level,
+      noise_seed(config.seed, reference_type, reference_level, "representation_train"))
+  images = (data.probe_images, probe_noisy, data.test_images, reference_noisy)
   with progress.stage(f"representation: {RAW_PIXELS}"):
-    result["features"][RAW_PIXELS] = _feature_scores(
-        data.probe_images, data.test_images, reference_noisy, data, config.seed)
+    result["features"][RAW_PIXELS] = _feature_scores(*images, data, config.seed)
   for model in models:
     with progress.stage(f"representation: {model.name}"):
-      train_features, test_clean, test_noisy = (
-          model.encode(images, config.batch_size)
-          for images in (data.probe_images, data.test_images, reference_noisy))
-      result["features"][model.name] = _feature_scores(
-          train_features, test_clean, test_noisy, data, config.seed)
+      features = [model.encode(batch, config.batch_size) for batch in images]
+      result["features"][model.name] = _feature_scores(*features, data, config.seed)
   return result
 
 
