@@ -1,0 +1,79 @@
+"""scripts/check_quality_targets.py on synthetic reports: each target passes and fails when it should."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
+import check_quality_targets  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_PSNR = {  # method -> {gaussian level: per-image mean PSNR}
+    "dense": {0.2: 21.4, 0.4: 20.2, 0.6: 17.0},
+    "blind": {0.2: 23.9, 0.4: 20.0, 0.6: 18.1},
+    "conv": {0.2: 23.0, 0.4: 22.4, 0.6: 19.0},
+    "unet": {0.2: 26.0, 0.4: 23.1, 0.6: 20.5},
+    "wavelet": {0.2: 24.5, 0.4: 19.3, 0.6: 16.5},
+}
+_RUNS = {"dense": (50, 484_944), "blind": (50, 484_944), "conv": (30, 468_449),
+         "unet": (20, 465_953)}
+
+
+def _report(tmp_path, psnr=None, runs=None):
+  psnr, runs = psnr or _PSNR, runs or _RUNS
+  models = {}
+  for name, (epochs, parameters) in runs.items():
+    workdir = tmp_path / name
+    workdir.mkdir(exist_ok=True)
+    (workdir / "metrics.json").write_text(json.dumps(
+        {"epochs": epochs, "num_parameters": parameters}))
+    models[name] = str(workdir / "saved_model")
+  results = {}
+  for level in (0.2, 0.4, 0.6):
+    best = max(value[level] for name, value in psnr.items() if name not in runs)
+    results[str(level)] = {
+        "metrics": {name: {"psnr_mean_db": value[level]} for name, value in psnr.items()},
+        "margin_over_best_baseline": {
+            name: {"best_baseline": "wavelet", "margin_db": psnr[name][level] - best}
+            for name in runs}}
+  return {
+      "reference": {"type": "gaussian", "level": 0.4}, "models": models,
+      "results": {"gaussian": results},
+      "representation": {"features": {
+          "dense": {"probe_accuracy_noisy": 0.86}, "raw_pixels": {"probe_accuracy_noisy": 0.84}}},
+  }
+
+
+def _check(report):
+  return check_quality_targets.check_targets(report, "dense", "conv", "unet", "blind")
+
+
+def test_all_targets_pass(tmp_path):
+  results = _check(_report(tmp_path))
+  assert len(results) == 5 and all(passed for _, _, passed in results), results
+  assert "22.40 dB after 30 epochs, 468,449 parameters (dense 484,944)" == results[0][1]
+
+
+def test_each_target_can_fail(tmp_path):
+  low_conv = {**_PSNR, "conv": {0.2: 23.0, 0.4: 22.2, 0.6: 19.0}}
+  assert [passed for _, _, passed in _check(_report(tmp_path, psnr=low_conv))] == [
+      False, True, True, True, True]
+  long_unet = {**_RUNS, "unet": (21, 465_953)}
+  assert [passed for _, _, passed in _check(_report(tmp_path, runs=long_unet))] == [
+      True, False, True, True, True]
+  weak_blind = {**_PSNR, "blind": {0.2: 23.9, 0.4: 19.8, 0.6: 18.1}}
+  results = _check(_report(tmp_path, psnr=weak_blind))
+  assert [passed for _, _, passed in results] == [True, True, True, False, True]
+  assert "0.4: -0.40 dB" in results[3][1]
+  beaten = {**_PSNR, "wavelet": {0.2: 24.5, 0.4: 20.1, 0.6: 16.5}}
+  assert [passed for _, _, passed in _check(_report(tmp_path, psnr=beaten))] == [
+      True, True, False, True, True]  # The blind model (20.0 dB) no longer beats 20.1.
+  report = _report(tmp_path)
+  report["representation"]["features"]["raw_pixels"]["probe_accuracy_noisy"] = 0.9
+  assert [passed for _, _, passed in _check(report)][4] is False
+
+
+def test_a_model_missing_from_the_report_fails_its_targets(tmp_path):
+  report = _report(tmp_path)
+  del report["models"]["unet"]
+  results = _check(report)
+  assert results[1][2] is False and "not measured" in results[1][1]
