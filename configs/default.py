@@ -91,6 +91,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.runtime.tpu_address = ""
   # Compile the train and eval steps with XLA (a TPU compiles them with XLA regardless).
   config.runtime.jit_compile = False
+  # float32, mixed_bfloat16 (TPUs, CPUs with bf16 units) or mixed_float16 (GPUs; with loss
+  # scaling): the precision of the layers' computation; weights, loss and metrics stay float32.
+  config.runtime.dtype_policy = "float32"
   # Seconds a collective op may wait for the other workers before the job stops
   # (multi_worker_mirrored); a dead worker is usually noticed much sooner.
   config.runtime.collective_timeout_seconds = 300.0

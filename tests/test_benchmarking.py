@@ -36,11 +36,15 @@ def test_conv_flops_count_every_convolution():
   config = conv_config.get_config()
   model = models.create_model(config.model, (28, 28, 1))
   expected = (2 * 9 * 1 * 32 * 14 * 14        # Conv2D 28 -> 14, 32 filters.
-              + 2 * 9 * 32 * 64 * 7 * 7       # Conv2D 14 -> 7, 64 filters.
-              + 2 * 7 * 7 * 64 * 64           # Dense to the latent.
-              + 2 * 64 * 7 * 7 * 64           # Dense back.
-              + 2 * 9 * 64 * 64 * 7 * 7       # Conv2DTranspose 7 -> 14.
-              + 2 * 9 * 64 * 32 * 14 * 14     # Conv2DTranspose 14 -> 28.
+              + 2 * 9 * 32 * 32 * 14 * 14     # Conv2D at 14.
+              + 2 * 9 * 32 * 32 * 7 * 7       # Conv2D 14 -> 7.
+              + 2 * 9 * 32 * 32 * 7 * 7       # Conv2D at 7.
+              + 2 * 7 * 7 * 32 * 128          # Dense to the 128-d latent.
+              + 2 * 128 * 7 * 7 * 32          # Dense back.
+              + 2 * 9 * 32 * 32 * 7 * 7       # Conv2DTranspose 7 -> 14.
+              + 2 * 9 * 32 * 32 * 14 * 14     # Conv2D at 14.
+              + 2 * 9 * 32 * 32 * 14 * 14     # Conv2DTranspose 14 -> 28.
+              + 2 * 9 * 32 * 32 * 28 * 28     # Conv2D at 28.
               + 2 * 9 * 32 * 1 * 28 * 28)     # Conv2D to one channel.
   assert benchmarking.forward_flops_per_example(model) == expected
 

@@ -77,8 +77,10 @@ def time_training_loop(strategy, data, config, num_epochs: int) -> float:
   config = config.copy_and_resolve_references()
   config.train.num_epochs = num_epochs + 1
   with strategy.scope():
-    model = models.create_model(config.model, data.image_shape, config.seed)
-    optimizer = optimizers.create_optimizer(config.train, train.total_steps(config, data))
+    model = models.create_model(config.model, data.image_shape, config.seed,
+                                config.runtime.dtype_policy)
+    optimizer = optimizers.create_optimizer(config.train, train.total_steps(config, data),
+                                            config.runtime.dtype_policy)
     optimizer.build(model.trainable_variables)
   iterator = iter(strategy.distribute_datasets_from_function(
       lambda context: pipeline.create_dataset(data, config, "train", context)))

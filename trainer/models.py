@@ -12,6 +12,7 @@ Weights are initialised from an explicit seed (one Glorot-uniform initializer
 per layer), never from Keras's global RNG state.
 """
 
+import contextlib
 import itertools
 import math
 
@@ -19,6 +20,12 @@ import keras
 import ml_collections
 
 MODEL_TYPES = ("dense", "conv", "unet")
+# Dtype policies a model can be built with: float32, or mixed precision
+# (float32 variables, bfloat16 or float16 computation).
+DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+# The output layer computes in float32 under any policy: the sigmoid's
+# probabilities, the loss and the metrics stay float32.
+_OUTPUT_DTYPE = "float32"
 # Layer of a U-Net whose output `get_encoder` returns (flattened).
 _UNET_DEEPEST_LAYER = "deepest_features"
 
@@ -50,15 +57,16 @@ def _dense_decoder(model_config, image_shape, initializers):
     x = keras.layers.Dense(units, activation="relu",
                            kernel_initializer=next(initializers))(x)
   x = keras.layers.Dense(math.prod(image_shape), activation="sigmoid",
-                         kernel_initializer=next(initializers))(x)
-  images = keras.layers.Reshape(image_shape)(x)
+                         kernel_initializer=next(initializers), dtype=_OUTPUT_DTYPE)(x)
+  images = keras.layers.Reshape(image_shape, dtype=_OUTPUT_DTYPE)(x)
   return keras.Model(latent, images, name="decoder")
 
 
-def _conv(filters, initializers, strides=1, activation="relu", kernel_size=3, name=None):
+def _conv(filters, initializers, strides=1, activation="relu", kernel_size=3, name=None,
+          dtype=None):
   return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
                              activation=activation, kernel_initializer=next(initializers),
-                             name=name)
+                             name=name, dtype=dtype)
 
 
 def _conv_encoder(model_config, image_shape, initializers):
@@ -92,7 +100,7 @@ def _conv_decoder(model_config, image_shape, initializers):
                                      kernel_initializer=next(initializers))(x)
     for _ in range(model_config.conv_blocks_per_level):
       x = _conv(filters, initializers)(x)
-  images = _conv(image_shape[-1], initializers, activation="sigmoid")(x)
+  images = _conv(image_shape[-1], initializers, activation="sigmoid", dtype=_OUTPUT_DTYPE)(x)
   return keras.Model(latent, images, name="decoder")
 
 
@@ -118,7 +126,8 @@ def _unet(model_config, image_shape, initializers):
     x = keras.layers.Concatenate()([x, skip])
     for _ in range(model_config.unet_convs_per_level):
       x = _conv(filters, initializers)(x)
-  denoised = _conv(image_shape[-1], initializers, activation="sigmoid", kernel_size=1)(x)
+  denoised = _conv(image_shape[-1], initializers, activation="sigmoid", kernel_size=1,
+                   dtype=_OUTPUT_DTYPE)(x)
   return keras.Model(images, denoised, name="unet_denoiser")
 
 
@@ -156,17 +165,48 @@ def _check_filters(field: str, filters, max_levels: int, levels: str, example: s
         f"{levels}, e.g. --config.model.{field}={example}.")
 
 
+def check_dtype_policy(name: str) -> None:
+  if name not in DTYPE_POLICIES:
+    raise ValueError(
+        f"Unknown runtime.dtype_policy {name!r}; valid policies are {', '.join(DTYPE_POLICIES)} "
+        "(set --config.runtime.dtype_policy=...).")
+
+
+@contextlib.contextmanager
+def _layers_dtype_policy(name: str):
+  """Layers created inside take policy `name`; Keras's global default is restored after.
+
+  Keras layers read the default policy when they are constructed, so setting
+  it around model construction gives every layer the policy without threading
+  a dtype through each constructor.
+  """
+  check_dtype_policy(name)
+  previous = keras.config.dtype_policy()
+  keras.config.set_dtype_policy(name)
+  try:
+    yield
+  finally:
+    keras.config.set_dtype_policy(previous)
+
+
 def create_model(model_config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
-                 seed: int = 0) -> keras.Model:
-  """Returns the autoencoder described by `config.model`, with `encoder` and `decoder` sub-models.
+                 seed: int = 0, dtype_policy: str = "float32") -> keras.Model:
+  """Returns the model described by `config.model` (see the module docstring).
 
   Args:
     model_config: `config.model`.
     image_shape: shape of one image, e.g. `DataSource.image_shape`.
     seed: the same seed gives the same initial weights.
+    dtype_policy: one of DTYPE_POLICIES (`config.runtime.dtype_policy`). The
+      weights are float32 under every policy, so weights move freely between
+      models built with different policies.
   """
   check_model_config(model_config)
-  image_shape = tuple(image_shape)
+  with _layers_dtype_policy(dtype_policy):
+    return _create_model(model_config, tuple(image_shape), seed)
+
+
+def _create_model(model_config, image_shape, seed):
   initializers = _kernel_initializers(seed)
   if model_config.type == "unet":
     return _unet(model_config, image_shape, initializers)

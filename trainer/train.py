@@ -45,12 +45,16 @@ from trainer import validation
 EVAL_METRICS = ("loss", "mse", "psnr", "ssim", "noisy_psnr")
 
 
-def compute_gradients(model: keras.Model, batch, loss_name: str,
+def compute_gradients(model: keras.Model, optimizer: keras.optimizers.Optimizer, batch,
+                      loss_name: str,
                       global_batch_size: int) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
   """Forward and backward pass on one replica's share of the global batch.
 
-  Returns the gradients and this replica's contribution to the global-batch
-  means: summing the outputs over replicas gives the mean loss and PSNR.
+  Returns the gradients (of the loss as `optimizer.scale_loss` scales it: by
+  the loss scale under mixed_float16, which `apply_gradients` divides out
+  again; unchanged otherwise) and this replica's contribution to the
+  global-batch means: summing the outputs over replicas gives the mean loss
+  and PSNR.
   """
   noisy, clean = batch
   with tf.GradientTape() as tape:
@@ -59,7 +63,8 @@ def compute_gradients(model: keras.Model, batch, loss_name: str,
     # Divide by the global batch, not the replica's: gradients summed over
     # replicas are then the gradient of the global mean.
     loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_batch_size)
-  gradients = tape.gradient(loss, model.trainable_variables)
+    scaled_loss = optimizer.scale_loss(loss)
+  gradients = tape.gradient(scaled_loss, model.trainable_variables)
   psnr = tf.nn.compute_average_loss(metrics.per_example_psnr(clean, denoised),
                                     global_batch_size=global_batch_size)
   return gradients, {"loss": loss, "psnr": psnr}
@@ -96,7 +101,7 @@ def make_train_function(strategy, model, optimizer, config):
   task, positive if any asked, so all tasks stop after the same chunk.
   """
   forward_backward = functools.partial(
-      compute_gradients, model, loss_name=config.train.loss,
+      compute_gradients, model, optimizer, loss_name=config.train.loss,
       global_batch_size=config.train.batch_size)
   whole_step_in_xla = config.runtime.jit_compile and strategy_lib.is_default(strategy)
   if config.runtime.jit_compile and not whole_step_in_xla:
@@ -313,8 +318,10 @@ def _create_train_state(config, data, dirs, strategy):
   the number of global steps already trained.
   """
   with strategy.scope():
-    model = models.create_model(config.model, data.image_shape, config.seed)
-    optimizer = optimizers.create_optimizer(config.train, total_steps(config, data))
+    model = models.create_model(config.model, data.image_shape, config.seed,
+                                config.runtime.dtype_policy)
+    optimizer = optimizers.create_optimizer(config.train, total_steps(config, data),
+                                            config.runtime.dtype_policy)
     # Create the slot variables now, so a checkpoint restores them immediately.
     optimizer.build(model.trainable_variables)
   checkpoint = tf.train.Checkpoint(
@@ -492,7 +499,8 @@ def _write_final_reports(config, data, dirs, model, step, history, eval_metrics,
   reports.plot_denoised(sample_clean, sample_noisy,
                         model(sample_noisy, training=False).numpy(),
                         os.path.join(plots_dir, reports.DENOISED_PLOT_FILENAME))
-  # Export a copy built outside the strategy: plain variables, no replicas.
+  # Export a copy built outside the strategy: plain variables, no replicas, and
+  # float32 computation whatever the training's dtype policy (same weights).
   serving_model = models.create_model(config.model, data.image_shape, config.seed)
   serving_model.set_weights(model.get_weights())
   export.export_saved_model(serving_model, dirs.saved_model)

@@ -61,6 +61,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
   models.check_model_config(config.model)
   metrics.check_loss_name(config.train.loss)
   optimizers.check_learning_rate_schedule(config.train.learning_rate_schedule)
+  models.check_dtype_policy(config.runtime.dtype_policy)
   strategy_lib.check_strategy_name(config.runtime.strategy)
   _check_positive(config, (
       "train.num_epochs", "train.batch_size",
@@ -87,7 +88,10 @@ _FREE_FIELDS = ("data_dir", "train.num_epochs", "train.max_steps", "train.checkp
 _FREE_PREFIXES = ("runtime.",)
 # Fields a resumed run can never change: which variables the checkpoint holds,
 # and what its step counts (batches of one size, of one split).
-_FIXED_FIELDS = ("dataset", "train_split", "train.batch_size")
+_FIXED_FIELDS = ("dataset", "train_split", "train.batch_size",
+                 # mixed_float16 wraps the optimizer (and its checkpointed state) in a
+                 # loss-scale optimizer.
+                 "runtime.dtype_policy")
 _FIXED_PREFIXES = ("model.",)
 
 
