@@ -37,13 +37,13 @@ def test_conv_flops_count_every_convolution():
   model = models.create_model(config.model, (28, 28, 1))
   expected = (2 * 9 * 1 * 32 * 14 * 14        # Conv2D 28 -> 14, 32 filters.
               + 2 * 9 * 32 * 32 * 14 * 14     # Conv2D at 14.
-              + 2 * 9 * 32 * 32 * 7 * 7       # Conv2D 14 -> 7.
-              + 2 * 9 * 32 * 32 * 7 * 7       # Conv2D at 7.
-              + 2 * 7 * 7 * 32 * 128          # Dense to the 128-d latent.
-              + 2 * 128 * 7 * 7 * 32          # Dense back.
-              + 2 * 9 * 32 * 32 * 7 * 7       # Conv2DTranspose 7 -> 14.
-              + 2 * 9 * 32 * 32 * 14 * 14     # Conv2D at 14.
-              + 2 * 9 * 32 * 32 * 14 * 14     # Conv2DTranspose 14 -> 28.
+              + 2 * 9 * 32 * 16 * 7 * 7       # Conv2D 14 -> 7, 16 filters.
+              + 2 * 9 * 16 * 16 * 7 * 7       # Conv2D at 7.
+              + 2 * 7 * 7 * 16 * 256          # Dense to the 256-d latent.
+              + 2 * 256 * 7 * 7 * 16          # Dense back.
+              + 2 * 9 * 16 * 16 * 7 * 7       # Conv2DTranspose 7 -> 14 (its input: 7 x 7).
+              + 2 * 9 * 16 * 16 * 14 * 14     # Conv2D at 14.
+              + 2 * 9 * 16 * 32 * 14 * 14     # Conv2DTranspose 14 -> 28, 32 filters.
               + 2 * 9 * 32 * 32 * 28 * 28     # Conv2D at 28.
               + 2 * 9 * 32 * 1 * 28 * 28)     # Conv2D to one channel.
   assert benchmarking.forward_flops_per_example(model) == expected

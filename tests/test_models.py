@@ -65,7 +65,7 @@ def test_improved_conv_has_fewer_parameters_than_the_dense_model():
   # Two convolutions per level in the encoder, and two plus the output in the decoder.
   assert sum(layer.__class__.__name__ == "Conv2D"
              for layer in model.get_layer("encoder").layers) == 4
-  assert models.get_encoder(model).output_shape == (None, 128)
+  assert models.get_encoder(model).output_shape == (None, 256)
 
 
 def test_unet_shapes_parameters_and_deepest_features():
