@@ -8,7 +8,8 @@ table, then one JSON object as the last line:
 (a) the tutorial's way: keras.Model.fit on numpy arrays with noise drawn once;
 (b) this trainer's training loop with the given config;
 (c) the trainer's input pipeline alone;
-(d) a large float32 matmul: this machine's practical FLOP/s ceiling.
+(d) a large float32 matmul: this machine's practical FLOP/s ceiling;
+(e) one evaluation pass over the eval split, and its share of an epoch.
 Neither (a) nor (b) evaluates per epoch. With --num_workers=N > 1, (b) again as
 N local worker processes (multi_worker_mirrored). With --time_to_quality, the
 tutorial (always the tutorial's dense model, whatever --config trains) trains its
@@ -116,6 +117,8 @@ def _print_table(results) -> None:
   print(f"(d) float32 matmul ceiling: {results['matmul_flops_per_sec'] / 1e9:.1f} GFLOP/s; "
         f"training at {results['model_flops_per_example'] / 1e6:.2f} MFLOP per example uses "
         f"{results['flops_utilization']:.0%} of it")
+  print(f"(e) one evaluation pass: {results['eval_seconds']:.2f} s, "
+        f"{results['eval_share_of_epoch']:.0%} of an epoch with evaluation")
   print(f"speedup vs tutorial {results['speedup_vs_tutorial']:.2f}x, pipeline / trainer "
         f"{results['pipeline_over_trainer']:.1f}x, peak RSS {results['peak_rss_mb']:.0f} MiB")
   if "time_to_tutorial_quality_ratio" in results:
@@ -150,6 +153,8 @@ def main(argv):
       benchmarking.tutorial_model(config.model, data.image_shape, config.seed), noisy, clean,
       config.train.batch_size, num_epochs)
   pipeline_rate = benchmarking.time_input_pipeline(data, config, num_epochs)
+  eval_seconds = benchmarking.time_evaluation(strategy, data, config)
+  epoch_seconds = data.steps_per_epoch * config.train.batch_size / trainer_rate
   ceiling = benchmarking.matmul_flops_per_second()
   flops = benchmarking.training_flops_per_example(
       models.create_model(config.model, data.image_shape, config.seed))
@@ -168,6 +173,9 @@ def main(argv):
       "model_flops_per_example": flops,
       "matmul_flops_per_sec": ceiling,
       "flops_utilization": trainer_rate * flops / ceiling,
+      "eval_seconds": eval_seconds,
+      # The share of an epoch (training plus one evaluation) that evaluating takes.
+      "eval_share_of_epoch": eval_seconds / (eval_seconds + epoch_seconds),
   }
   if _NUM_WORKERS.value > 1:
     results["num_workers"] = _NUM_WORKERS.value

@@ -70,7 +70,8 @@ def test_rates_are_positive_and_finite(config, data):
   rates = [tutorial_rate,
            benchmarking.time_training_loop(strategy, data, config, 1),
            benchmarking.time_input_pipeline(data, config, 1),
-           benchmarking.matmul_flops_per_second(size=256, repeats=2)]
+           benchmarking.matmul_flops_per_second(size=256, repeats=2),
+           benchmarking.time_evaluation(strategy, data, config, num_passes=1)]
   assert all(math.isfinite(rate) and rate > 0 for rate in rates), rates
   assert total_seconds > 0
 
@@ -103,7 +104,9 @@ def test_benchmark_script_prints_its_json_with_the_mirrored_laptop_recipe(tmp_pa
   assert results["replicas"] == 2 and results["strategy"] == "mirrored"
   for key in ("tutorial_examples_per_sec", "trainer_examples_per_sec",
               "pipeline_examples_per_sec", "speedup_vs_tutorial", "pipeline_over_trainer",
-              "model_flops_per_example", "flops_utilization", "peak_rss_mb"):
+              "model_flops_per_example", "flops_utilization", "peak_rss_mb", "eval_seconds",
+              "eval_share_of_epoch"):
     assert math.isfinite(results[key]) and results[key] > 0, key
   assert results["machine"]["cores"] >= 1
   assert "(a) tutorial" in result.stdout and "speedup vs tutorial" in result.stdout
+  assert results["eval_share_of_epoch"] < 1.0 and "(e) one evaluation pass" in result.stdout

@@ -96,6 +96,22 @@ def time_training_loop(strategy, data, config, num_epochs: int) -> float:
   return num_calls * config.train.steps_per_loop * config.train.batch_size / seconds
 
 
+def time_evaluation(strategy, data, config, num_passes: int = 2) -> float:
+  """Seconds of one evaluation pass over the eval split (loss, PSNR, SSIM), after a warm-up pass."""
+  with strategy.scope():
+    model = models.create_model(config.model, data.image_shape, config.seed,
+                                config.runtime.dtype_policy)
+  dataset = strategy.distribute_datasets_from_function(
+      lambda context: pipeline.create_dataset(data, config, "eval", context))
+  evaluate = train.make_eval_function(strategy, model, config)
+  num_steps = tf.constant(data.num_eval_steps)
+  float(evaluate(iter(dataset), num_steps)["loss"])  # Trace, fill the cache.
+  start = time.perf_counter()
+  for _ in range(num_passes):
+    float(evaluate(iter(dataset), num_steps)["loss"])
+  return (time.perf_counter() - start) / num_passes
+
+
 def time_input_pipeline(data, config, num_epochs: int) -> float:
   """Examples per second the training input pipeline delivers alone, after its first epoch."""
   config = config.copy_and_resolve_references()
