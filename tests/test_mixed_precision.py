@@ -47,7 +47,8 @@ def test_only_float16_gets_loss_scaling():
     assert not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
 
-@pytest.mark.parametrize("policy", sorted(_COMPUTE_DTYPES))
+@pytest.mark.parametrize("policy", [
+    "mixed_bfloat16", pytest.param("mixed_float16", marks=pytest.mark.slow)])
 def test_mixed_precision_training_loss_drops(policy):
   config = test_config.get_config()
   config.runtime.dtype_policy = policy
@@ -61,6 +62,7 @@ def test_mixed_precision_training_loss_drops(policy):
   assert all(np.isfinite(losses)) and losses[-1] < losses[0] * 0.8, losses
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_run_exports_a_float32_model(tmp_path):
   config = test_config.get_config()
   config.runtime.dtype_policy = "mixed_bfloat16"

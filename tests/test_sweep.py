@@ -49,6 +49,7 @@ def test_markdown_table_formats_missing_values():
       in table
 
 
+@pytest.mark.slow
 def test_sweep_trains_runs_and_writes_the_table(tmp_path):
   root = tmp_path / "sweep"
   command = [sys.executable, os.path.join(_REPOSITORY, "scripts", "sweep.py"),
