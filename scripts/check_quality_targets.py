@@ -12,12 +12,11 @@ targets, on the reference noise (Gaussian 0.4 clipped), per-image mean PSNR:
   above it at every other level of the reference noise type;
 - the linear probe on the dense model's code of noisy images beats the one on
   the same noisy pixels.
-Epochs and parameter counts come from each model's workdir (metrics.json next
-to its saved_model/). Prints one line per target and exits 1 if any fails.
+Epochs and parameter counts come from the report's training_runs (each model's
+workdir's metrics.json). Prints one line per target and exits 1 if any fails.
 """
 
 import json
-import os
 import sys
 
 from absl import app
@@ -52,10 +51,11 @@ def reference_psnr(report: dict, method: str, level=None) -> float:
 
 
 def _run_info(report: dict, name: str) -> dict:
-  """metrics.json of the workdir whose saved_model/ the report evaluated as `name`."""
-  path = os.path.join(os.path.dirname(report["models"][name].rstrip("/")), "metrics.json")
-  with open(path) as file:
-    return json.load(file)
+  """The training run (epochs, parameters) of the model the report evaluated as `name`."""
+  run = report["training_runs"][name]
+  if run is None:
+    raise KeyError(f"{name} was not evaluated from a workdir (no metrics.json)")
+  return run
 
 
 def check_targets(report: dict, dense: str, conv: str, unet: str, blind: str) -> list:

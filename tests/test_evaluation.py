@@ -351,3 +351,16 @@ def test_command_line_end_to_end_reproduces_the_numbers(saved_models, evaluated,
             == report["results"]["gaussian"]["0.4"]["metrics"][method]), method
   assert list(cli_report["results"]) == ["gaussian"]
   assert os.path.exists(os.path.join(output_dir, evaluation.REPORT_MD))
+
+
+def test_training_run_is_read_from_the_workdir_around_the_saved_model(tmp_path):
+  assert evaluation.training_run(str(tmp_path / "saved_model")) is None
+  (tmp_path / "metrics.json").write_text(json.dumps(
+      {"epochs": 30.0, "step": 14040, "num_parameters": 437777, "psnr": 22.4}))
+  (tmp_path / "config.json").write_text(json.dumps(
+      {"model": {"type": "conv"}, "noise": {"type": "gaussian", "factor": 0.4}}))
+  assert evaluation.training_run(str(tmp_path / "saved_model") + "/") == {
+      "model_type": "conv", "num_parameters": 437777, "epochs": 30.0, "step": 14040,
+      "noise": {"type": "gaussian", "factor": 0.4}}
+  (tmp_path / "metrics.json").write_text("{not json")
+  assert evaluation.training_run(str(tmp_path / "saved_model")) is None

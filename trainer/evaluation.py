@@ -256,6 +256,27 @@ class Model:
     return self._call(export.ENCODE_ENDPOINT, "latent", images, batch_size)
 
 
+def training_run(saved_model_path: str) -> dict | None:
+  """What trained a SavedModel, from the workdir around it (None if it is not in one).
+
+  {"model_type", "num_parameters", "epochs", "step", "noise"}, read from the
+  metrics.json and config.json that `trainer.main` writes next to saved_model/.
+  """
+  workdir = os.path.dirname(saved_model_path.rstrip("/"))
+  paths = [os.path.join(workdir, name) for name in (reports.METRICS_FILENAME,
+                                                      reports.CONFIG_FILENAME)]
+  if not all(tf.io.gfile.exists(path) for path in paths):
+    return None
+  try:
+    metrics, config = (reports.read_json(path) for path in paths)
+  except ValueError:  # Including reports.CorruptFileError: report without it.
+    return None
+  return {"model_type": config.get("model", {}).get("type"),
+          "num_parameters": metrics.get("num_parameters"),
+          "epochs": metrics.get("epochs"), "step": metrics.get("step"),
+          "noise": config.get("noise")}
+
+
 def load_model(name: str, path: str) -> Model:
   """Loads the SavedModel at `path`; EvaluationError naming the path and the fix if unusable."""
   if not tf.saved_model.contains_saved_model(path):
@@ -683,6 +704,7 @@ def evaluate_and_report(config: ml_collections.ConfigDict, model_paths_by_name: 
                   "splits": data.splits},
       "config": config.to_dict(),
       "models": {model.name: model.path for model in models},
+      "training_runs": {model.name: training_run(model.path) for model in models},
       "baselines": list(baseline_names),
       "slow_baselines": {name: min(config.slow_baseline_max_images, len(data.test_images))
                          for name in slow},
@@ -732,9 +754,10 @@ def _headline_table(report: dict) -> list[str]:
       f"{result['num_examples']} test images",
       "",
       "| method | kind | PSNR mean (dB) | PSNR pooled (dB) | SSIM | BCE | MSE | "
-      "margin over the best baseline (dB) |",
-      "|---|---|---|---|---|---|---|---|",
+      "margin over the best baseline (dB) | parameters | epochs |",
+      "|---|---|---|---|---|---|---|---|---|---|",
   ]
+  runs = report.get("training_runs", {})
   for method in _methods(report):
     scores = result["metrics"][method]
     margin = result["margin_over_best_baseline"].get(method)
@@ -747,7 +770,9 @@ def _headline_table(report: dict) -> list[str]:
     lines.append(
         f"| {_method_label(report, method)} | {kind} | {_number(scores['psnr_mean_db'], 2)} | "
         f"{_number(scores['psnr_pooled_db'], 2)} | {_number(scores['ssim'], 3)} | "
-        f"{_number(scores['bce'], 4)} | {_number(scores['mse'], 5)} | {margin_text} |")
+        f"{_number(scores['bce'], 4)} | {_number(scores['mse'], 5)} | {margin_text} | "
+        f"{_run_field(runs.get(method), 'num_parameters')} | "
+        f"{_run_field(runs.get(method), 'epochs')} |")
   if "subset" in result:
     subset = result["subset"]
     side_by_side = ", ".join(
@@ -756,6 +781,11 @@ def _headline_table(report: dict) -> list[str]:
     lines += ["", f"On the first {subset['num_examples']} images (where the slow baselines "
               f"ran), PSNR mean (dB): {side_by_side}."]
   return lines
+
+
+def _run_field(run: dict | None, field: str) -> str:
+  value = (run or {}).get(field)
+  return "" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
 def _level_tables(report: dict) -> list[str]:
