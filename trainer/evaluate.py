@@ -24,7 +24,13 @@ import tensorflow as tf
 
 import configs
 from input_pipeline import data_source
-from trainer import evaluation
+
+try:
+  from trainer import evaluation  # pylint: disable=g-import-not-at-top
+except ModuleNotFoundError as missing:
+  # scikit-learn, scipy, scikit-image, PyWavelets and bm3d come with the eval extra.
+  sys.exit(f"dae-trainer evaluate: the evaluation needs {missing.name}, which is not installed; "
+           "install the eval extra: pip install '.[eval]' (or 'dae-trainer[eval]').")
 
 _WORKDIR = flags.DEFINE_multi_string(
     "workdir", [], "A workdir trained by trainer.main; its saved_model/ is evaluated, named "
