@@ -364,3 +364,19 @@ def test_training_run_is_read_from_the_workdir_around_the_saved_model(tmp_path):
       "noise": {"type": "gaussian", "factor": 0.4}}
   (tmp_path / "metrics.json").write_text("{not json")
   assert evaluation.training_run(str(tmp_path / "saved_model")) is None
+
+
+def test_missing_eval_extra_is_one_line_naming_it(tmp_path):
+  # A stand-in scikit-learn that cannot be imported, as on an install without the extra.
+  (tmp_path / "sklearn").mkdir()
+  (tmp_path / "sklearn" / "__init__.py").write_text(
+      "raise ModuleNotFoundError(\"No module named 'sklearn'\", name='sklearn')\n")
+  result = subprocess.run(
+      [sys.executable, "-m", "trainer.evaluate", "--saved_model=/nonexistent"], cwd=REPO_ROOT,
+      env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), REPO_ROOT])),
+      capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      "dae-trainer evaluate: the evaluation needs sklearn, which is not installed; install the "
+      "eval extra: pip install '.[eval]' (or 'dae-trainer[eval]').")
+  assert "Traceback" not in result.stderr
