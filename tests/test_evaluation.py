@@ -326,6 +326,7 @@ def _run_cli(args):
                         timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
 
 
+@pytest.mark.slow
 def test_command_line_end_to_end_reproduces_the_numbers(saved_models, evaluated, tmp_path):
   report, _ = evaluated
   output_dir = str(tmp_path / "cli")
