@@ -86,7 +86,9 @@ def add_noise(images: tf.Tensor, noise_config: ml_collections.ConfigDict,
 
   Args:
     images: float32 tensor of any shape, values in [0, 1].
-    noise_config: `config.noise`: `type` in NOISE_TYPES and `factor`.
+    noise_config: `config.noise`: `type` in NOISE_TYPES and `factor`, and
+      optionally `factor_range` and `mixture_types` (see the module docstring;
+      a mixture draws every type for the whole batch, then keeps one per image).
     seed: shape [2] integer tensor for the stateless random ops.
   """
   return tf.clip_by_value(add_unclipped_noise(images, noise_config, seed), 0.0, 1.0)
