@@ -883,16 +883,6 @@ def _write_tensorboard(report: dict, examples: dict, directory: str) -> None:
     writer.close()
 
 
-def _replace_directory(temporary: str, path: str) -> None:
-  if tf.io.gfile.exists(path):
-    previous = f"{temporary}-previous"
-    tf.io.gfile.rename(path, previous)
-    tf.io.gfile.rename(temporary, path)
-    tf.io.gfile.rmtree(previous)
-  else:
-    tf.io.gfile.rename(temporary, path)
-
-
 def write_outputs(report: dict, examples: dict, output_dir: str) -> None:
   """Writes the plots, TensorBoard events, report.json and report.md (last) to `output_dir`."""
   tf.io.gfile.makedirs(output_dir)
@@ -925,6 +915,6 @@ def write_outputs(report: dict, examples: dict, output_dir: str) -> None:
   if tf.io.gfile.exists(temporary):
     tf.io.gfile.rmtree(temporary)
   _write_tensorboard(report, examples, temporary)
-  _replace_directory(temporary, tensorboard_dir)
+  reports.replace_directory(temporary, tensorboard_dir)
   reports.write_json(os.path.join(output_dir, REPORT_JSON), report)
   reports.write_text(os.path.join(output_dir, REPORT_MD), format_markdown(report))

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from input_pipeline import pipeline
 from trainer import models
+from trainer import reports
 
 SERVING_ENDPOINT = "serving_default"
 ENCODE_ENDPOINT = "encode"
@@ -130,13 +131,5 @@ def export_saved_model(model: keras.Model, path: str) -> None:
     if tf.io.gfile.exists(temporary):
       tf.io.gfile.rmtree(temporary)
     raise
-  if tf.io.gfile.exists(path):
-    # Move the previous export aside (one rename) rather than deleting it in
-    # place: a kill during a recursive delete would leave a partial `path`.
-    previous = f"{temporary}-previous"
-    tf.io.gfile.rename(path, previous)
-    tf.io.gfile.rename(temporary, path)
-    tf.io.gfile.rmtree(previous)
-  else:
-    tf.io.gfile.rename(temporary, path)
+  reports.replace_directory(temporary, path)
   logging.info("Exported the SavedModel to %s.", path)

@@ -78,6 +78,22 @@ def _write_bytes(path: str, data: bytes) -> None:
   tf.io.gfile.rename(temporary_path, path, overwrite=True)
 
 
+def replace_directory(temporary: str, path: str) -> None:
+  """Puts the complete directory `temporary` in place of `path` (which may not exist yet).
+
+  The previous `path` is moved aside with one rename, not deleted in place: a
+  kill during a recursive delete would leave a partial `path`. On a local disk
+  each rename is atomic; on GCS a directory rename copies, then deletes.
+  """
+  if tf.io.gfile.exists(path):
+    previous = f"{temporary}-previous"
+    tf.io.gfile.rename(path, previous)
+    tf.io.gfile.rename(temporary, path)
+    tf.io.gfile.rmtree(previous)
+  else:
+    tf.io.gfile.rename(temporary, path)
+
+
 def _finite_or_none(value):
   """`value` with every non-finite float replaced by None (JSON null)."""
   if isinstance(value, float) and not math.isfinite(value):
