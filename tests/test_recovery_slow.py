@@ -24,16 +24,16 @@ _FINISHED = re.compile(r"finished at step (\d+); weights fingerprint (\w+)")
 pytestmark = pytest.mark.slow
 
 
-def _start(workdir, log_path):
+def _start(workdir, log_path, flags=_FLAGS):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   log = open(log_path, "w")  # pylint: disable=consider-using-with
   return subprocess.Popen([sys.executable, "-m", "trainer.main", f"--workdir={workdir}",
-                           *_FLAGS], cwd=REPO_ROOT, env=env, stdout=log,
+                           *flags], cwd=REPO_ROOT, env=env, stdout=log,
                           stderr=subprocess.STDOUT)
 
 
-def _run_to_the_end(workdir, log_path):
-  process = _start(workdir, log_path)
+def _run_to_the_end(workdir, log_path, flags=_FLAGS):
+  process = _start(workdir, log_path, flags)
   assert process.wait(timeout=300) == 0, log_path.read_text()[-3000:]
   return _FINISHED.search(log_path.read_text()).groups()
 
@@ -80,9 +80,12 @@ def test_kill_9_at_random_moments_then_rerun_ends_like_an_uninterrupted_run(tmp_
 
 def test_sigterm_mid_epoch_saves_at_the_step_and_a_rerun_ends_like_an_uninterrupted_run(
     tmp_path):
-  reference = _run_to_the_end(tmp_path / "reference", tmp_path / "reference.log")
+  # 256 steps per epoch: an epoch of 32 steps could end (in about 50 ms) before
+  # the signal that followed its predecessor's log line arrived.
+  flags = (*_FLAGS, "--config.train_split=train[:16384]")
+  reference = _run_to_the_end(tmp_path / "reference", tmp_path / "reference.log", flags)
   workdir, log_path = tmp_path / "preempted", tmp_path / "preempted.log"
-  process = _start(workdir, log_path)
+  process = _start(workdir, log_path, flags)
   deadline = time.time() + 180
   while "epoch 1/6" not in log_path.read_text():
     assert time.time() < deadline and process.poll() is None, log_path.read_text()[-3000:]
@@ -94,10 +97,10 @@ def test_sigterm_mid_epoch_saves_at_the_step_and_a_rerun_ends_like_an_uninterrup
                    r"\(epoch 2\) and saved a checkpoint there; rerun the same command", last_line)
   assert match, last_line
   step = int(match.group(1))
-  assert 32 < step < 64  # Mid-epoch 2: steps_per_loop is 8, an epoch 32 steps.
+  assert 256 < step < 512  # Mid-epoch 2: steps_per_loop is 8, an epoch 256 steps.
   assert (workdir / "checkpoints" / f"ckpt-{step}.index").exists()
 
-  resumed = _run_to_the_end(workdir, tmp_path / "resumed.log")
+  resumed = _run_to_the_end(workdir, tmp_path / "resumed.log", flags)
   assert f"resumed from {workdir / 'checkpoints' / f'ckpt-{step}'}" in (
       tmp_path / "resumed.log").read_text()
   assert resumed == reference
