@@ -47,6 +47,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dense_hidden_units = (256, 128)
   # Filters of the conv encoder's stride-2 convolutions; the decoder mirrors them.
   config.model.conv_filters = (32, 64)
+  # Conv code: dense (a Dense layer of latent_dim units) or spatial (a 3x3 convolution to a
+  # 7x7 map of latent_dim / 49 channels, or 14x14 with one conv level).
+  config.model.conv_bottleneck = "dense"
   # Extra stride-1 3x3 convolutions after each conv down- and upsampling.
   config.model.conv_blocks_per_level = 0
   # U-Net filters per level (28x28, 14x14, 7x7); the decoder mirrors all but the deepest.

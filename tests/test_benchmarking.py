@@ -34,6 +34,11 @@ def test_dense_flops_are_the_tutorials_multiply_adds(config):
 
 def test_conv_flops_count_every_convolution():
   config = conv_config.get_config()
+  # A dense-bottleneck conv: every layer kind (Conv2D, Conv2DTranspose, Dense) once.
+  config.model.conv_filters = (32, 16)
+  config.model.conv_blocks_per_level = 1
+  config.model.conv_bottleneck = "dense"
+  config.model.latent_dim = 256
   model = models.create_model(config.model, (28, 28, 1))
   expected = (2 * 9 * 1 * 32 * 14 * 14        # Conv2D 28 -> 14, 32 filters.
               + 2 * 9 * 32 * 32 * 14 * 14     # Conv2D at 14.

@@ -45,9 +45,14 @@ def test_encoder_and_decoder_are_usable_alone(model_type):
                              model(images).numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("latent_dim", [2, 16, 64, 128])
-def test_conv_model_runs_at_every_latent_dim(latent_dim):
+@pytest.mark.parametrize("bottleneck, filters, latent_dim", [
+    ("dense", (32, 16), 2), ("dense", (32, 16), 16), ("dense", (32, 16), 64),
+    ("dense", (32, 16), 128), ("spatial", (8, 16), 49), ("spatial", (8, 16), 392),
+    ("spatial", (8, 16), 784), ("spatial", (8,), 196)])
+def test_conv_model_runs_at_every_latent_dim(bottleneck, filters, latent_dim):
   config = conv_config.get_config().model
+  config.conv_bottleneck = bottleneck
+  config.conv_filters = filters
   config.latent_dim = latent_dim
   model = models.create_model(config, IMAGE_SHAPE)
   images = tf.random.stateless_uniform((5, 28, 28, 1), seed=[0, 2])
@@ -61,25 +66,44 @@ def test_conv_model_runs_at_every_latent_dim(latent_dim):
 
 def test_improved_conv_has_fewer_parameters_than_the_dense_model():
   model = models.create_model(conv_config.get_config().model, IMAGE_SHAPE)
-  assert model.count_params() < 484_944
-  # Two convolutions per level in the encoder, and two plus the output in the decoder.
+  assert model.count_params() == 268_489 < 484_944
+  # Three convolutions per level and the code's convolution in the encoder.
   assert sum(layer.__class__.__name__ == "Conv2D"
-             for layer in model.get_layer("encoder").layers) == 4
-  assert models.get_encoder(model).output_shape == (None, 256)
+             for layer in model.get_layer("encoder").layers) == 7
+  assert models.get_encoder(model).output_shape == (None, 7 * 7 * 8)
+
+
+@pytest.mark.parametrize("filters, side", [((8, 16), 7), ((8,), 14)])
+def test_spatial_code_is_a_map_the_decoder_reads_back(filters, side):
+  config = conv_config.get_config().model
+  config.conv_bottleneck = "spatial"
+  config.conv_filters = filters
+  config.latent_dim = side * side * 3
+  model = models.create_model(config, IMAGE_SHAPE)
+  encoder, decoder = model.get_layer("encoder"), model.get_layer("decoder")
+  # No Dense layer anywhere: a 3x3 convolution to 3 channels makes the code.
+  assert not any(layer.__class__.__name__ == "Dense"
+                 for part in (encoder, decoder) for layer in part.layers)
+  assert encoder.layers[-2].output.shape == (None, side, side, 3)
+  images = tf.random.stateless_uniform((4, 28, 28, 1), seed=[0, 5])
+  latent = models.get_encoder(model)(images)
+  assert latent.shape == (4, side * side * 3)
+  assert float(tf.reduce_min(latent)) >= 0.0  # ReLU code, like the dense bottleneck's
+  np.testing.assert_allclose(decoder(latent).numpy(), model(images).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_unet_shapes_parameters_and_deepest_features():
   config = unet_config.get_config().model
   model = models.create_model(config, IMAGE_SHAPE)
-  # 32-64-128 filters, two 3x3 convolutions per level, 2x2 transposed convolutions up.
-  assert model.count_params() == 465_953
+  # 48-96-192 filters, two 3x3 convolutions per level, 2x2 transposed convolutions up.
+  assert model.count_params() == 1_047_601
   images = tf.random.stateless_uniform((3, 28, 28, 1), seed=[0, 3])
   denoised = model(images)
   assert denoised.shape == (3, 28, 28, 1)
   assert 0.0 <= float(tf.reduce_min(denoised)) and float(tf.reduce_max(denoised)) <= 1.0
   encoder = models.get_encoder(model)
   features = encoder(images)
-  assert features.shape == (3, 7 * 7 * 128)
+  assert features.shape == (3, 7 * 7 * 192)
   # The encoder shares the U-Net's weights: a change to them shows in its features.
   deepest = model.get_layer("deepest_features")
   kernel, bias = deepest.get_weights()
@@ -114,10 +138,24 @@ def test_same_seed_same_weights_other_seed_other_weights():
     ("conv_blocks_per_level", -1, "conv_blocks_per_level=-1 must be >= 0"),
     ("latent_dim", 0, "latent_dim=0 must be > 0"),
     ("conv_filters", (8, 16, 32), "must be 1 to 2 positive filter counts"),
+    ("conv_bottleneck", "global", "valid bottlenecks are dense, spatial"),
 ])
 def test_invalid_model_config_is_rejected(field, value, message):
   config = conv_config.get_config().model
   config[field] = value
+  with pytest.raises(ValueError, match=message):
+    models.create_model(config, IMAGE_SHAPE)
+
+
+@pytest.mark.parametrize("filters, latent_dim, message", [
+    ((32, 64), 100, r"latent_dim=100 must be a multiple of 49 .* 7x7 map.*latent_dim=392"),
+    ((32,), 300, r"latent_dim=300 must be a multiple of 196 .* 14x14 map.*latent_dim=1568"),
+])
+def test_spatial_code_must_fill_whole_channels(filters, latent_dim, message):
+  config = conv_config.get_config().model
+  config.conv_bottleneck = "spatial"
+  config.conv_filters = filters
+  config.latent_dim = latent_dim
   with pytest.raises(ValueError, match=message):
     models.create_model(config, IMAGE_SHAPE)
 

@@ -20,6 +20,10 @@ import keras
 import ml_collections
 
 MODEL_TYPES = ("dense", "conv", "unet")
+# How the conv autoencoder's encoder maps its last feature map to the code:
+# dense (flatten, then a Dense layer of latent_dim units) or spatial (a 3x3
+# convolution to latent_dim / side**2 channels, keeping the map's layout).
+CONV_BOTTLENECKS = ("dense", "spatial")
 # Dtype policies a model can be built with: float32, or mixed precision
 # (float32 variables, bfloat16 or float16 computation).
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -69,31 +73,47 @@ def _conv(filters, initializers, strides=1, activation="relu", kernel_size=3, na
                              name=name, dtype=dtype)
 
 
+def _conv_side(model_config, image_shape):
+  """Side of the conv autoencoder's deepest feature map (28 -> 14 -> 7)."""
+  return image_shape[0] // 2**len(model_config.conv_filters)
+
+
 def _conv_encoder(model_config, image_shape, initializers):
   """Per level a stride-2 3x3 convolution (28 -> 14 -> 7) and `conv_blocks_per_level`
-  stride-1 ones, then a dense ReLU bottleneck of `latent_dim` units."""
+  stride-1 ones, then the ReLU bottleneck of `latent_dim` values: a Dense layer,
+  or (spatial) a 3x3 convolution to latent_dim / side**2 channels, flattened."""
   images = keras.Input(shape=image_shape, name="images")
   x = images
   for filters in model_config.conv_filters:
     x = _conv(filters, initializers, strides=2)(x)
     for _ in range(model_config.conv_blocks_per_level):
       x = _conv(filters, initializers)(x)
-  x = keras.layers.Flatten()(x)
-  latent = keras.layers.Dense(model_config.latent_dim, activation="relu",
-                              kernel_initializer=next(initializers),
-                              name="encoder_output")(x)
+  if model_config.conv_bottleneck == "spatial":
+    side = _conv_side(model_config, image_shape)
+    x = _conv(model_config.latent_dim // side**2, initializers)(x)
+    latent = keras.layers.Flatten(name="encoder_output")(x)
+  else:
+    x = keras.layers.Flatten()(x)
+    latent = keras.layers.Dense(model_config.latent_dim, activation="relu",
+                                kernel_initializer=next(initializers),
+                                name="encoder_output")(x)
   return keras.Model(images, latent, name="encoder")
 
 
 def _conv_decoder(model_config, image_shape, initializers):
-  """Dense back to the encoder's last feature map, then per level a stride-2
-  transposed convolution and `conv_blocks_per_level` stride-1 convolutions."""
-  side = image_shape[0] // 2**len(model_config.conv_filters)
+  """Back to the encoder's last feature map (a Dense layer, or for a spatial code
+  a 3x3 convolution), then per level a stride-2 transposed convolution and
+  `conv_blocks_per_level` stride-1 convolutions."""
+  side = _conv_side(model_config, image_shape)
   latent = keras.Input(shape=(model_config.latent_dim,), name="latent")
   last_filters = model_config.conv_filters[-1]
-  x = keras.layers.Dense(side * side * last_filters, activation="relu",
-                         kernel_initializer=next(initializers))(latent)
-  x = keras.layers.Reshape((side, side, last_filters))(x)
+  if model_config.conv_bottleneck == "spatial":
+    x = keras.layers.Reshape((side, side, model_config.latent_dim // side**2))(latent)
+    x = _conv(last_filters, initializers)(x)
+  else:
+    x = keras.layers.Dense(side * side * last_filters, activation="relu",
+                           kernel_initializer=next(initializers))(latent)
+    x = keras.layers.Reshape((side, side, last_filters))(x)
   for filters in reversed(model_config.conv_filters):
     x = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same",
                                      activation="relu",
@@ -149,6 +169,7 @@ def check_model_config(model_config: ml_collections.ConfigDict) -> None:
     if model_config.conv_blocks_per_level < 0:
       raise ValueError(f"model.conv_blocks_per_level={model_config.conv_blocks_per_level} "
                        "must be >= 0.")
+    _check_conv_bottleneck(model_config)
   if model_config.type == "unet":
     # Levels: 28, 14, 7 (each pooling halves the side; 28 halves at most twice evenly).
     _check_filters("unet_filters", model_config.unet_filters, 3,
@@ -156,6 +177,20 @@ def check_model_config(model_config: ml_collections.ConfigDict) -> None:
     if not model_config.unet_convs_per_level > 0:
       raise ValueError(f"model.unet_convs_per_level={model_config.unet_convs_per_level} "
                        "must be > 0.")
+
+
+def _check_conv_bottleneck(model_config) -> None:
+  if model_config.conv_bottleneck not in CONV_BOTTLENECKS:
+    raise ValueError(
+        f"Unknown model.conv_bottleneck {model_config.conv_bottleneck!r}; valid bottlenecks are "
+        f"{', '.join(CONV_BOTTLENECKS)} (set --config.model.conv_bottleneck=...).")
+  # A spatial code is a side x side map: latent_dim must fill whole channels of it.
+  area = (28 // 2**len(model_config.conv_filters))**2
+  if model_config.conv_bottleneck == "spatial" and model_config.latent_dim % area:
+    raise ValueError(
+        f"model.latent_dim={model_config.latent_dim} must be a multiple of {area} with "
+        f"conv_bottleneck=spatial and {len(model_config.conv_filters)} conv level(s) (a "
+        f"{math.isqrt(area)}x{math.isqrt(area)} map), e.g. --config.model.latent_dim={area * 8}.")
 
 
 def _check_filters(field: str, filters, max_levels: int, levels: str, example: str) -> None:
