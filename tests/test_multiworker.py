@@ -65,21 +65,24 @@ def _task_lines(output, pattern):
   return found
 
 
+@pytest.mark.slow
 def test_interrupted_two_worker_run_resumes_and_only_the_chief_writes(tmp_path):
   workdir, scratch = tmp_path / "workdir", tmp_path / "scratch"
   scratch.mkdir()
-  flags = ["--config.train.num_epochs=3"]
+  # 128-step epochs: the kill must land before the chief saves epoch 2, which a
+  # 32-step epoch can finish while a loaded machine delays this test's polling.
+  flags = ["--config.train.num_epochs=3", "--config.train_split=train[:8192]"]
 
   # Two workers, killed together right after the chief saved epoch 1.
   processes = _start_workers(workdir, scratch, tmp_path, *flags)
   try:
-    _wait_for((workdir / "checkpoints" / "ckpt-32.index").exists, processes, 180,
+    _wait_for((workdir / "checkpoints" / "ckpt-128.index").exists, processes, 180,
               "checkpoint of epoch 1")
   finally:
     for process in processes:
       process.kill()
       process.wait()
-  assert not (workdir / "checkpoints" / "ckpt-64.index").exists()
+  assert not (workdir / "checkpoints" / "ckpt-256.index").exists()
   assert not (workdir / "saved_model").exists()
   # kill -9 can hit worker 1 inside its own save: only what it leaves then may remain.
   scratch_after_kill = {name for name in os.listdir(scratch) if name.startswith("dae-trainer-")}
@@ -92,9 +95,9 @@ def test_interrupted_two_worker_run_resumes_and_only_the_chief_writes(tmp_path):
   assert result.returncode == 0, output[-3000:]
   resumed = _task_lines(output, r"(worker \d) resumed from (\S+)\.")
   assert sorted(resumed) == [0, 1]
-  assert all(path.endswith(os.path.join("checkpoints", "ckpt-32")) for _, path in resumed.values())
+  assert all(path.endswith(os.path.join("checkpoints", "ckpt-128")) for _, path in resumed.values())
   assert set(_task_lines(output, r"training \S+ for epochs (2\.\.3)").values()) == {("2..3",)}
-  fingerprints = _task_lines(output, r"finished at step (96); weights fingerprint (\w+)")
+  fingerprints = _task_lines(output, r"finished at step (384); weights fingerprint (\w+)")
   assert sorted(fingerprints) == [0, 1]
   assert fingerprints[0] == fingerprints[1]  # Both tasks ended with identical weights.
 
