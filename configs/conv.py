@@ -6,10 +6,11 @@ code: `latent_dim` = 392 values, half the image's 784 pixels), a mirrored
 decoder (268k parameters against the dense model's 485k), and a cosine-decayed
 learning rate over 30 epochs. A spatial code keeps each value tied to a place
 in the image, which a dense bottleneck must learn: in a 3-epoch pilot (constant
-learning rate) it reached 21.67 dB, where the earlier conv config (32-16 filters, a 256-unit
-dense code) was at 20.22 dB after 3 of its 30 epochs. Trade
-code size for quality with `--config.model.latent_dim` (a multiple of 49), or
-go back to a flat code with `--config.model.conv_bottleneck=dense`.
+learning rate) this model reached 21.67 dB, where the earlier conv config
+(32-16 filters, a 256-unit dense code) was at 20.22 dB after 3 of its 30
+epochs. Trade code size for quality with `--config.model.latent_dim` (a
+multiple of 49), or go back to a flat code with
+`--config.model.conv_bottleneck=dense`.
 """
 
 import ml_collections
