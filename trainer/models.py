@@ -73,9 +73,9 @@ def _conv(filters, initializers, strides=1, activation="relu", kernel_size=3, na
                              name=name, dtype=dtype)
 
 
-def _conv_side(model_config, image_shape):
+def _conv_side(model_config, image_side: int) -> int:
   """Side of the conv autoencoder's deepest feature map (28 -> 14 -> 7)."""
-  return image_shape[0] // 2**len(model_config.conv_filters)
+  return image_side // 2**len(model_config.conv_filters)
 
 
 def _conv_encoder(model_config, image_shape, initializers):
@@ -89,7 +89,7 @@ def _conv_encoder(model_config, image_shape, initializers):
     for _ in range(model_config.conv_blocks_per_level):
       x = _conv(filters, initializers)(x)
   if model_config.conv_bottleneck == "spatial":
-    side = _conv_side(model_config, image_shape)
+    side = _conv_side(model_config, image_shape[0])
     x = _conv(model_config.latent_dim // side**2, initializers)(x)
     latent = keras.layers.Flatten(name="encoder_output")(x)
   else:
@@ -104,7 +104,7 @@ def _conv_decoder(model_config, image_shape, initializers):
   """Back to the encoder's last feature map (a Dense layer, or for a spatial code
   a 3x3 convolution), then per level a stride-2 transposed convolution and
   `conv_blocks_per_level` stride-1 convolutions."""
-  side = _conv_side(model_config, image_shape)
+  side = _conv_side(model_config, image_shape[0])
   latent = keras.Input(shape=(model_config.latent_dim,), name="latent")
   last_filters = model_config.conv_filters[-1]
   if model_config.conv_bottleneck == "spatial":
@@ -185,12 +185,12 @@ def _check_conv_bottleneck(model_config) -> None:
         f"Unknown model.conv_bottleneck {model_config.conv_bottleneck!r}; valid bottlenecks are "
         f"{', '.join(CONV_BOTTLENECKS)} (set --config.model.conv_bottleneck=...).")
   # A spatial code is a side x side map: latent_dim must fill whole channels of it.
-  area = (28 // 2**len(model_config.conv_filters))**2
-  if model_config.conv_bottleneck == "spatial" and model_config.latent_dim % area:
+  side = _conv_side(model_config, 28)
+  if model_config.conv_bottleneck == "spatial" and model_config.latent_dim % side**2:
     raise ValueError(
-        f"model.latent_dim={model_config.latent_dim} must be a multiple of {area} with "
+        f"model.latent_dim={model_config.latent_dim} must be a multiple of {side**2} with "
         f"conv_bottleneck=spatial and {len(model_config.conv_filters)} conv level(s) (a "
-        f"{math.isqrt(area)}x{math.isqrt(area)} map), e.g. --config.model.latent_dim={area * 8}.")
+        f"{side}x{side} map), e.g. --config.model.latent_dim={side**2 * 8}.")
 
 
 def _check_filters(field: str, filters, max_levels: int, levels: str, example: str) -> None:
