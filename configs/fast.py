@@ -20,4 +20,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.unet_filters = (8, 16, 32)
   config.model.unet_convs_per_level = 1
   config.train.num_epochs = 5
+  config.runtime.jit_compile = False  # Slower for convolutions on a CPU (see above).
   return config

@@ -15,4 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eval_batch_size = 128
   config.train.shuffle_buffer_size = 2048
   config.train.steps_per_loop = 8
+  # XLA compiles each function for seconds, more than these runs train: tests
+  # of the XLA paths turn it on themselves.
+  config.runtime.jit_compile = False
   return config

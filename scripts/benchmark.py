@@ -7,6 +7,10 @@ Measures in one process, same machine, same model and batch, and prints a
 table, then one JSON object as the last line:
 (a) the tutorial's way: keras.Model.fit on numpy arrays with noise drawn once;
 (b) this trainer's training loop with the given config;
+(a) and (b) alternate, --num_epochs each, for --rounds rounds (their order
+swapping every round), and each is reported as its median round: on a shared
+machine their rates drift by 10-30% from minute to minute, so only
+measurements taken side by side compare;
 (c) the trainer's input pipeline alone;
 (d) a large float32 matmul: this machine's practical FLOP/s ceiling;
 (e) one evaluation pass over the eval split, and its share of an epoch.
@@ -20,6 +24,7 @@ into the JSON.
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +45,8 @@ from trainer import train
 from trainer import validation
 
 _NUM_EPOCHS = flags.DEFINE_integer("num_epochs", 3, "Epochs to time for each measurement.")
+_ROUNDS = flags.DEFINE_integer(
+    "rounds", 3, "Rounds of (a) and (b) alternating; each is reported as its median round.")
 _NUM_WORKERS = flags.DEFINE_integer(
     "num_workers", 1, "If > 1, also time training as a job of this many local worker processes.")
 _TIME_TO_QUALITY = flags.DEFINE_bool(
@@ -102,18 +109,24 @@ def _time_to_quality(data, config, results) -> None:
 
 
 def _print_table(results) -> None:
+  rounds = results["rounds"]
   rows = [
-      ("(a) tutorial: Model.fit, noise drawn once", results["tutorial_examples_per_sec"]),
-      (f"(b) trainer: {results['strategy']}, jit_compile={results['jit_compile']}",
+      (f"(a) tutorial: Model.fit, noise drawn once (median of {rounds})",
+       results["tutorial_examples_per_sec"]),
+      (f"(b) trainer: {results['strategy']}, jit_compile={results['jit_compile']} (median)",
        results["trainer_examples_per_sec"]),
       ("(c) input pipeline alone", results["pipeline_examples_per_sec"]),
   ]
   if "multi_worker_examples_per_sec" in results:
     rows.append((f"(b) as {results['num_workers']} local worker processes",
                  results["multi_worker_examples_per_sec"]))
-  print(f"{'measurement':<52} {'examples/s':>12}")
+  print(f"{'measurement':<60} {'examples/s':>12}")
   for name, value in rows:
-    print(f"{name:<52} {value:>12,.0f}")
+    print(f"{name:<60} {value:>12,.0f}")
+  print("rounds, (b)/(a): " + ", ".join(
+      f"{trainer:,.0f}/{tutorial:,.0f} = {trainer / tutorial:.2f}x" for trainer, tutorial in zip(
+          results["trainer_examples_per_sec_by_round"],
+          results["tutorial_examples_per_sec_by_round"], strict=True)))
   print(f"(d) float32 matmul ceiling: {results['matmul_flops_per_sec'] / 1e9:.1f} GFLOP/s; "
         f"training at {results['model_flops_per_example'] / 1e6:.2f} MFLOP per example uses "
         f"{results['flops_utilization']:.0%} of it")
@@ -141,17 +154,34 @@ def main(argv):
   strategy = strategy_lib.get_strategy(config.runtime)
   validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
   data = data_source.create_data_source(config)
-  num_epochs = _NUM_EPOCHS.value
-  trainer_rate = benchmarking.time_training_loop(strategy, data, config, num_epochs)
+  num_epochs, num_rounds = _NUM_EPOCHS.value, _ROUNDS.value
+  if num_epochs < 1 or num_rounds < 1:
+    raise app.UsageError(f"--num_epochs={num_epochs} and --rounds={num_rounds} must both be "
+                         ">= 1, e.g. --num_epochs=3 --rounds=3.")
+  trainer = benchmarking.TrainingLoop(strategy, data, config, num_epochs * num_rounds)
   if _TRAINING_ONLY.value:
+    trainer_rate = statistics.median(
+        trainer.examples_per_second(num_epochs) for _ in range(num_rounds))
     print(json.dumps({"trainer_examples_per_sec": trainer_rate}))
     return
 
   noisy, clean = benchmarking.tutorial_arrays(data, data.train_split, config.noise.factor,
                                               config.seed)
-  tutorial_rate, _ = benchmarking.time_tutorial_fit(
+  tutorial = benchmarking.TutorialFit(
       benchmarking.tutorial_model(config.model, data.image_shape, config.seed), noisy, clean,
-      config.train.batch_size, num_epochs)
+      config.train.batch_size)
+  tutorial_rates, trainer_rates = [], []
+  for round_index in range(num_rounds):
+    # The tutorial goes first every other round: neither side always follows the other.
+    tutorial_first = round_index % 2 == 1
+    if tutorial_first:
+      tutorial_rates.append(tutorial.examples_per_second(num_epochs))
+    trainer_rates.append(trainer.examples_per_second(num_epochs))
+    if not tutorial_first:
+      tutorial_rates.append(tutorial.examples_per_second(num_epochs))
+  del trainer, tutorial  # Their input pipelines' buffers.
+  tutorial_rate = statistics.median(tutorial_rates)
+  trainer_rate = statistics.median(trainer_rates)
   pipeline_rate = benchmarking.time_input_pipeline(data, config, num_epochs)
   eval_seconds = benchmarking.time_evaluation(strategy, data, config)
   epoch_seconds = data.steps_per_epoch * config.train.batch_size / trainer_rate
@@ -164,6 +194,11 @@ def main(argv):
       "jit_compile": config.runtime.jit_compile,
       "replicas": strategy.num_replicas_in_sync,
       "timed_epochs": num_epochs,
+      "rounds": num_rounds,
+      "tutorial_examples_per_sec_by_round": tutorial_rates,
+      "trainer_examples_per_sec_by_round": trainer_rates,
+      "speedup_vs_tutorial_by_round": [trainer / tutorial for trainer, tutorial in zip(
+          trainer_rates, tutorial_rates, strict=True)],
       "per_epoch_evaluation": False,
       "tutorial_examples_per_sec": tutorial_rate,
       "trainer_examples_per_sec": trainer_rate,

@@ -81,6 +81,21 @@ def test_rates_are_positive_and_finite(config, data):
   assert total_seconds > 0
 
 
+def test_alternating_measurements_continue_where_they_left_off(config, data):
+  """(a) and (b) are built once and timed round after round, as the benchmark alternates them."""
+  trainer = benchmarking.TrainingLoop(tf.distribute.get_strategy(), data, config, max_epochs=2)
+  assert trainer.steps_trained == 8  # One chunk of steps_per_loop at construction.
+  model = benchmarking.tutorial_model(config.model, data.image_shape, 0)
+  noisy, clean = benchmarking.tutorial_arrays(data, data.train_split, 0.4, seed=0)
+  tutorial = benchmarking.TutorialFit(model, noisy, clean, batch_size=64)
+  assert int(model.optimizer.iterations) == 32  # Its first epoch: 2,048 images, batch 64.
+  rates = [trainer.examples_per_second(1), tutorial.examples_per_second(1),
+           trainer.examples_per_second(1), tutorial.examples_per_second(1)]
+  assert all(math.isfinite(rate) and rate > 0 for rate in rates), rates
+  assert int(model.optimizer.iterations) == 3 * 32
+  assert trainer.steps_trained == 8 + 2 * 32  # An epoch of 32 steps, twice, in chunks of 8.
+
+
 def test_psnr_matches_a_direct_computation():
   clean = np.zeros((2, 28, 28, 1), np.float32)
   denoised = np.full((2, 28, 28, 1), 0.1, np.float32)
@@ -100,7 +115,7 @@ def test_benchmark_script_prints_its_json_with_the_mirrored_laptop_recipe(tmp_pa
   """The README's recipe used to crash: TF ops ran before the CPU could be split."""
   result = subprocess.run(
       [sys.executable, "scripts/benchmark.py", "--config=configs/test.py", "--num_epochs=1",
-       "--config.runtime.strategy=mirrored", "--config.runtime.num_cpu_devices=2",
+       "--rounds=2", "--config.runtime.strategy=mirrored", "--config.runtime.num_cpu_devices=2",
        "--config.runtime.devices=CPU:0,CPU:1"],
       cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True,
       text=True, timeout=300)
@@ -112,6 +127,7 @@ def test_benchmark_script_prints_its_json_with_the_mirrored_laptop_recipe(tmp_pa
               "model_flops_per_example", "flops_utilization", "peak_rss_mb", "eval_seconds",
               "eval_share_of_epoch"):
     assert math.isfinite(results[key]) and results[key] > 0, key
-  assert results["machine"]["cores"] >= 1
+  assert results["machine"]["cores"] >= 1 and results["rounds"] == 2
+  assert len(results["speedup_vs_tutorial_by_round"]) == 2
   assert "(a) tutorial" in result.stdout and "speedup vs tutorial" in result.stdout
   assert results["eval_share_of_epoch"] < 1.0 and "(e) one evaluation pass" in result.stdout

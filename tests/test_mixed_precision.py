@@ -47,11 +47,15 @@ def test_only_float16_gets_loss_scaling():
     assert not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
 
-@pytest.mark.parametrize("policy", [
-    "mixed_bfloat16", pytest.param("mixed_float16", marks=pytest.mark.slow)])
-def test_mixed_precision_training_loss_drops(policy):
+@pytest.mark.parametrize("policy, jit_compile", [
+    ("mixed_bfloat16", False), ("mixed_bfloat16", True),
+    pytest.param("mixed_float16", False, marks=pytest.mark.slow),
+    # Loss scaling's skipped steps and scale updates inside the one-XLA-call loop.
+    pytest.param("mixed_float16", True, marks=pytest.mark.slow)])
+def test_mixed_precision_training_loss_drops(policy, jit_compile):
   config = test_config.get_config()
   config.runtime.dtype_policy = policy
+  config.runtime.jit_compile = jit_compile
   data = data_source.create_data_source(config)
   model = models.create_model(config.model, data.image_shape, config.seed, policy)
   optimizer = optimizers.create_optimizer(config.train, train.total_steps(config, data), policy)

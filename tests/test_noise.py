@@ -45,6 +45,29 @@ def test_gaussian_is_clipped_to_unit_interval():
   assert noisy.min() == 0.0 and noisy.max() == 1.0
 
 
+@pytest.mark.parametrize("shape", [(64, 28, 28, 1), (28, 28, 1), (3, 5), (1,), (0, 4)])
+def test_standard_normal_is_tensorflows_normal(shape):
+  """The vectorised Box-Muller gives TensorFlow's own normal draws, to float rounding."""
+  expected = tf.random.stateless_normal(shape, seed=SEED).numpy()
+  eager = noise.standard_normal(tf.constant(shape), SEED)
+  in_tf_data = next(iter(tf.data.Dataset.from_tensors(SEED).map(
+      lambda seed: noise.standard_normal(shape, seed))))
+  for values in (eager, in_tf_data):
+    assert values.dtype == tf.float32 and tuple(values.shape) == shape
+    np.testing.assert_allclose(values.numpy(), expected, rtol=0, atol=1e-5)
+  np.testing.assert_array_equal(eager.numpy(), in_tf_data.numpy())
+
+
+def test_standard_normal_has_unit_normal_statistics():
+  values = noise.standard_normal([256, 28, 28, 1], SEED).numpy().ravel()  # 200,704 draws.
+  assert abs(values.mean()) < 0.01
+  assert abs(values.std() - 1.0) < 0.01
+  # Tails: P(|z| > 3) = 0.0027; both halves of each Box-Muller pair are used.
+  assert abs((np.abs(values) > 3.0).mean() - 0.0027) < 0.0005
+  assert abs((values[0::2] > 0).mean() - 0.5) < 0.01
+  assert abs((values[1::2] > 0).mean() - 0.5) < 0.01
+
+
 @pytest.mark.parametrize("factor", [0.1, 0.4])
 def test_salt_and_pepper_flips_factor_of_pixels(factor):
   images = _gray()

@@ -75,6 +75,30 @@ def test_xla_steps_match_plain_steps(config):
                                                        rel=1e-5, abs=1e-5), name
 
 
+def test_compiled_loop_weights_do_not_depend_on_the_chunking(config):
+  """On one device with XLA a chunk of steps is one XLA call: resuming (or stopping) at any
+  chunk boundary must give the weights of an unbroken run, bit for bit."""
+  config.runtime.jit_compile = True
+  data = data_source.create_data_source(config)
+
+  def run(chunks):
+    model = models.create_model(config.model, data.image_shape, config.seed)
+    optimizer = optimizers.create_optimizer(config.train, train.total_steps(config, data))
+    train_steps = train.make_train_function(tf.distribute.get_strategy(), model, optimizer,
+                                            config)
+    iterator = iter(pipeline.create_dataset(data, config, "train"))
+    stops = [float(train_steps(iterator, tf.constant(size), tf.constant(float(index)))["stop"])
+             for index, size in enumerate(chunks)]
+    return model.get_weights(), stops, int(optimizer.iterations)
+
+  whole_weights, _, whole_iterations = run([8])
+  split_weights, stops, split_iterations = run([3, 5])
+  assert whole_iterations == split_iterations == 8
+  assert stops == [0.0, 1.0]  # The stop request comes back unchanged.
+  for whole, split in zip(whole_weights, split_weights, strict=True):
+    np.testing.assert_array_equal(whole, split)
+
+
 def test_padded_evaluation_equals_unpadded(config):
   """300 test images in batches of 128: the padded last batch changes no metric."""
   config.eval_split = "test[:300]"

@@ -67,33 +67,87 @@ def time_tutorial_fit(model: keras.Model, noisy: np.ndarray, clean: np.ndarray,
   model.fit(noisy, clean, batch_size=batch_size, epochs=num_epochs + 1, shuffle=True,
             verbose=0, callbacks=[times])
   total = time.perf_counter() - start
-  examples = (len(noisy) // batch_size) * batch_size  # fit also runs the last partial batch,
-  # but at a full batch's cost: count full batches only, as the trainer does.
-  return examples * num_epochs / sum(times.seconds[1:]), total
+  return _full_batch_examples(len(noisy), batch_size) * num_epochs / sum(times.seconds[1:]), total
+
+
+def _full_batch_examples(num_examples: int, batch_size: int) -> int:
+  # fit also runs the last partial batch, but at a full batch's cost: count
+  # full batches only, as the trainer does.
+  return (num_examples // batch_size) * batch_size
+
+
+class TutorialFit:
+  """(a), timed a few epochs at a time: `Model.fit` on the same arrays, epochs after the first.
+
+  Built (and its first epoch, which traces, run) once, so that its timings
+  can alternate with the trainer's in one process.
+  """
+
+  def __init__(self, model: keras.Model, noisy: np.ndarray, clean: np.ndarray,
+               batch_size: int):
+    self._model, self._noisy, self._clean, self._batch_size = model, noisy, clean, batch_size
+    self._fit(1)
+
+  def _fit(self, num_epochs: int) -> list[float]:
+    times = _EpochTimes()
+    self._model.fit(self._noisy, self._clean, batch_size=self._batch_size, epochs=num_epochs,
+                    shuffle=True, verbose=0, callbacks=[times])
+    return times.seconds
+
+  def examples_per_second(self, num_epochs: int) -> float:
+    """Fits `num_epochs` more epochs; their examples per second (each epoch timed alone)."""
+    seconds = sum(self._fit(num_epochs))
+    return _full_batch_examples(len(self._noisy), self._batch_size) * num_epochs / seconds
+
+
+class TrainingLoop:
+  """(b): the trainer's model, optimizer, input pipeline and `train_steps`, built once.
+
+  `examples_per_second` times whole `train.steps_per_loop` chunks, as the
+  trainer runs them; the first chunk (tracing, XLA compilation, the input
+  cache) runs at construction.
+  """
+
+  def __init__(self, strategy, data, config, max_epochs: int):
+    config = config.copy_and_resolve_references()
+    config.train.num_epochs = max_epochs + 1
+    self._config, self._data = config, data
+    with strategy.scope():
+      model = models.create_model(config.model, data.image_shape, config.seed,
+                                  config.runtime.dtype_policy)
+      optimizer = optimizers.create_optimizer(config.train, train.total_steps(config, data),
+                                              config.runtime.dtype_policy)
+      optimizer.build(model.trainable_variables)
+    self._iterator = iter(strategy.distribute_datasets_from_function(
+        lambda context: pipeline.create_dataset(data, config, "train", context)))
+    self._optimizer = optimizer
+    self._train_steps = train.make_train_function(strategy, model, optimizer, config)
+    self._chunk = tf.constant(config.train.steps_per_loop)
+    self._run_chunks(1)  # Trace, compile, fill the cache.
+
+  def _run_chunks(self, num_chunks: int) -> None:
+    keep_going = tf.constant(0.0)
+    for _ in range(num_chunks):
+      loss = self._train_steps(self._iterator, self._chunk, keep_going)["loss"]
+    float(loss)  # Waits for the last call.
+
+  @property
+  def steps_trained(self) -> int:
+    return int(self._optimizer.iterations)
+
+  def examples_per_second(self, num_epochs: int) -> float:
+    """Examples per second over about `num_epochs` epochs (whole chunks, at least one)."""
+    steps_per_loop = self._config.train.steps_per_loop
+    num_chunks = max(1, self._data.steps_per_epoch * num_epochs // steps_per_loop)
+    start = time.perf_counter()
+    self._run_chunks(num_chunks)
+    seconds = time.perf_counter() - start
+    return num_chunks * steps_per_loop * self._config.train.batch_size / seconds
 
 
 def time_training_loop(strategy, data, config, num_epochs: int) -> float:
   """Examples per second of the trainer's `train_steps` over `num_epochs` epochs, after one chunk."""
-  config = config.copy_and_resolve_references()
-  config.train.num_epochs = num_epochs + 1
-  with strategy.scope():
-    model = models.create_model(config.model, data.image_shape, config.seed,
-                                config.runtime.dtype_policy)
-    optimizer = optimizers.create_optimizer(config.train, train.total_steps(config, data),
-                                            config.runtime.dtype_policy)
-    optimizer.build(model.trainable_variables)
-  iterator = iter(strategy.distribute_datasets_from_function(
-      lambda context: pipeline.create_dataset(data, config, "train", context)))
-  train_steps = train.make_train_function(strategy, model, optimizer, config)
-  chunk, keep_going = tf.constant(config.train.steps_per_loop), tf.constant(0.0)
-  float(train_steps(iterator, chunk, keep_going)["loss"])  # Trace, fill the cache.
-  num_calls = max(1, data.steps_per_epoch * num_epochs // config.train.steps_per_loop)
-  start = time.perf_counter()
-  for _ in range(num_calls):
-    loss = train_steps(iterator, chunk, keep_going)["loss"]
-  float(loss)  # Waits for the last call.
-  seconds = time.perf_counter() - start
-  return num_calls * config.train.steps_per_loop * config.train.batch_size / seconds
+  return TrainingLoop(strategy, data, config, num_epochs).examples_per_second(num_epochs)
 
 
 def time_evaluation(strategy, data, config, num_passes: int = 2) -> float:

@@ -103,8 +103,9 @@ def make_train_function(strategy, model, optimizer, config):
   forward_backward = functools.partial(
       compute_gradients, model, optimizer, loss_name=config.train.loss,
       global_batch_size=config.train.batch_size)
-  whole_step_in_xla = config.runtime.jit_compile and strategy_lib.is_default(strategy)
-  if config.runtime.jit_compile and not whole_step_in_xla:
+  if config.runtime.jit_compile and strategy_lib.is_default(strategy):
+    return _make_compiled_train_loop(forward_backward, model, optimizer)
+  if config.runtime.jit_compile:
     # Under a distribution strategy the optimizer all-reduces the gradients
     # across replicas through a merge_call, which cannot sit inside a
     # jit-compiled function: XLA compiles the forward and backward pass only.
@@ -114,11 +115,6 @@ def make_train_function(strategy, model, optimizer, config):
     gradients, outputs = forward_backward(batch)
     optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
     return outputs
-
-  if whole_step_in_xla:
-    # One device, nothing to all-reduce: the optimizer update joins the XLA
-    # cluster too (about 20% more examples/s on a CPU than the pass alone).
-    train_step = tf.function(train_step, jit_compile=True)
 
   @tf.function
   def train_steps(iterator, num_steps, stop_requested):
@@ -131,6 +127,47 @@ def make_train_function(strategy, model, optimizer, config):
     means["stop"] = strategy.reduce(
         tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(stop_requested,)),
         axis=None)
+    return means
+
+  return train_steps
+
+
+def _make_compiled_train_loop(forward_backward, model, optimizer):
+  """`train_steps` for one device with XLA: the whole chunk of steps is one XLA computation.
+
+  One device has nothing to all-reduce, so the optimizer update compiles
+  together with the forward and backward pass, and the loop over the chunk's
+  steps too: XLA reads and writes the variables once per chunk, not once per
+  step. The iterator cannot be inside XLA, so the chunk's batches are taken
+  first and stacked ([num_steps, batch, ...]; 50 steps of 128 MNIST pairs are
+  40 MB). On a 2-core CPU this ran the dense model's steps about 1.4x faster
+  than one XLA call per step.
+  """
+
+  def train_step(batch):
+    gradients, outputs = forward_backward(batch)
+    optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+    return outputs
+
+  @tf.function(jit_compile=True)
+  def train_chunk(noisy, clean):
+    totals = {"loss": tf.constant(0.0), "psnr": tf.constant(0.0)}
+    for index in tf.range(tf.shape(noisy)[0]):
+      outputs = train_step((noisy[index], clean[index]))
+      totals = {name: totals[name] + outputs[name] for name in totals}
+    return totals
+
+  @tf.function
+  def train_steps(iterator, num_steps, stop_requested):
+    spec = iterator.element_spec
+    stacks = [tf.TensorArray(part.dtype, size=num_steps, element_shape=part.shape)
+              for part in spec]
+    for index in tf.range(num_steps):
+      batch = next(iterator)
+      stacks = [stack.write(index, part) for stack, part in zip(stacks, batch, strict=True)]
+    totals = train_chunk(*(stack.stack() for stack in stacks))
+    means = {name: total / tf.cast(num_steps, tf.float32) for name, total in totals.items()}
+    means["stop"] = stop_requested
     return means
 
   return train_steps
