@@ -92,8 +92,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.runtime.num_cpu_devices = 0
   # TPU name or grpc:// address for the tpu strategy; empty = this TPU VM's own TPU.
   config.runtime.tpu_address = ""
-  # Compile the train and eval steps with XLA (a TPU compiles them with XLA regardless). On
-  # one device the whole chunk of train.steps_per_loop steps is one XLA computation.
+  # Compile the training steps with XLA (a TPU compiles everything regardless); on one
+  # device the whole chunk of train.steps_per_loop steps is one XLA computation.
   config.runtime.jit_compile = True
   # float32, mixed_bfloat16 (TPUs, CPUs with bf16 units) or mixed_float16 (GPUs; with loss
   # scaling): the precision of the layers' computation; weights, loss and metrics stay float32.
