@@ -29,7 +29,8 @@ def test_dense_flops_are_the_tutorials_multiply_adds(config):
   sizes = [784, 256, 128, 64, 128, 256, 784]
   forward = sum(2 * fan_in * fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
   assert benchmarking.forward_flops_per_example(model) == forward == 966_656
-  assert benchmarking.training_flops_per_example(model) == 3 * forward
+  # Backward: every layer's weight gradient, and every input gradient but the image's.
+  assert benchmarking.training_flops_per_example(model) == 3 * forward - 2 * 784 * 256
 
 
 def test_conv_flops_count_every_convolution():
@@ -52,6 +53,8 @@ def test_conv_flops_count_every_convolution():
               + 2 * 9 * 32 * 32 * 28 * 28     # Conv2D at 28.
               + 2 * 9 * 32 * 1 * 28 * 28)     # Conv2D to one channel.
   assert benchmarking.forward_flops_per_example(model) == expected
+  first_convolution = 2 * 9 * 1 * 32 * 14 * 14
+  assert benchmarking.training_flops_per_example(model) == 3 * expected - first_convolution
 
 
 def test_tutorial_arrays_draw_clipped_noise_once_from_the_seed(config, data):

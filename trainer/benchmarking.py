@@ -199,25 +199,33 @@ def forward_flops_per_example(model: keras.Model) -> int:
   Counts Dense, Conv2D and Conv2DTranspose layers, which hold nearly all the
   arithmetic; activations, biases and reshapes are left out.
   """
-  flops = 0
-  for layer in _leaf_layers(model):
-    if isinstance(layer, keras.layers.Dense):
-      flops += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
-    elif isinstance(layer, keras.layers.Conv2DTranspose):
-      # Every input pixel scatters a kh x kw x out_channels patch.
-      kernel_h, kernel_w, out_channels, in_channels = layer.kernel.shape
-      _, height, width, _ = layer.input.shape
-      flops += 2 * kernel_h * kernel_w * in_channels * out_channels * height * width
-    elif isinstance(layer, keras.layers.Conv2D):
-      kernel_h, kernel_w, in_channels, out_channels = layer.kernel.shape
-      _, height, width, _ = layer.output.shape
-      flops += 2 * kernel_h * kernel_w * in_channels * out_channels * height * width
-  return flops
+  return sum(_layer_flops(layer) for layer in _leaf_layers(model))
+
+
+def _layer_flops(layer) -> int:
+  if isinstance(layer, keras.layers.Dense):
+    return 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+  if isinstance(layer, keras.layers.Conv2DTranspose):
+    # Every input pixel scatters a kh x kw x out_channels patch.
+    kernel_h, kernel_w, out_channels, in_channels = layer.kernel.shape
+    _, height, width, _ = layer.input.shape
+    return 2 * kernel_h * kernel_w * in_channels * out_channels * height * width
+  if isinstance(layer, keras.layers.Conv2D):
+    kernel_h, kernel_w, in_channels, out_channels = layer.kernel.shape
+    _, height, width, _ = layer.output.shape
+    return 2 * kernel_h * kernel_w * in_channels * out_channels * height * width
+  return 0
 
 
 def training_flops_per_example(model: keras.Model) -> int:
-  """Forward plus backward: the backward pass costs about twice the forward one."""
-  return 3 * forward_flops_per_example(model)
+  """Forward plus backward FLOPs of one training example.
+
+  The backward pass of each layer costs its forward FLOPs twice, once for the
+  weights' gradient and once for its input's, except the first layer: its
+  input is the image, whose gradient nobody asks for, so it is never computed.
+  """
+  layer_flops = [flops for flops in map(_layer_flops, _leaf_layers(model)) if flops]
+  return 3 * sum(layer_flops) - layer_flops[0]
 
 
 def _leaf_layers(model: keras.Model):
