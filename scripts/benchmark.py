@@ -179,7 +179,7 @@ def main(argv):
     trainer_rates.append(trainer.examples_per_second(num_epochs))
     if not tutorial_first:
       tutorial_rates.append(tutorial.examples_per_second(num_epochs))
-  del trainer, tutorial  # Their input pipelines' buffers.
+  del trainer, tutorial  # Frees the trainer's shuffle buffer and prefetched batches before (c).
   tutorial_rate = statistics.median(tutorial_rates)
   trainer_rate = statistics.median(trainer_rates)
   pipeline_rate = benchmarking.time_input_pipeline(data, config, num_epochs)

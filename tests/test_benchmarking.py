@@ -76,7 +76,6 @@ def test_rates_are_positive_and_finite(config, data):
   tutorial_rate, total_seconds = benchmarking.time_tutorial_fit(
       benchmarking.tutorial_model(config.model, data.image_shape, 0), noisy, clean, 64, 1)
   rates = [tutorial_rate,
-           benchmarking.time_training_loop(strategy, data, config, 1),
            benchmarking.time_input_pipeline(data, config, 1),
            benchmarking.matmul_flops_per_second(size=256, repeats=2),
            benchmarking.time_evaluation(strategy, data, config, num_passes=1)]

@@ -1,8 +1,11 @@
-"""Measurements behind scripts/benchmark.py, as small functions that return numbers.
+"""Measurements behind scripts/benchmark.py, as small functions (and two classes) that return
+numbers.
 
 - the tutorial's way of training: `keras.Model.fit` on numpy arrays whose noise
   was drawn once (the seed tutorial's code in substance, same model and batch);
-- this trainer's training loop, and its input pipeline alone;
+  `TutorialFit` times it a few epochs at a time;
+- this trainer's training loop (`TrainingLoop`, also a few epochs at a time, so
+  the two can alternate in one process), and its input pipeline alone;
 - a large float32 matmul, this machine's practical FLOP/s ceiling, and the
   model's FLOPs per training example, to say how close training comes to it;
 - peak memory and a description of the machine.
@@ -143,11 +146,6 @@ class TrainingLoop:
     self._run_chunks(num_chunks)
     seconds = time.perf_counter() - start
     return num_chunks * steps_per_loop * self._config.train.batch_size / seconds
-
-
-def time_training_loop(strategy, data, config, num_epochs: int) -> float:
-  """Examples per second of the trainer's `train_steps` over `num_epochs` epochs, after one chunk."""
-  return TrainingLoop(strategy, data, config, num_epochs).examples_per_second(num_epochs)
 
 
 def time_evaluation(strategy, data, config, num_passes: int = 2) -> float:
