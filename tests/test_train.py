@@ -241,9 +241,14 @@ def test_exported_saved_model_matches_the_model_in_a_fresh_process(trained_run, 
   np.testing.assert_allclose(latent, models.get_encoder(model)(images).numpy(), atol=1e-5)
 
 
-def test_resumed_runs_end_where_an_uninterrupted_run_does(config, tmp_path):
+@pytest.mark.parametrize("jit_compile", [
+    False,
+    # configs/default.py's path: one XLA call per chunk of steps.
+    pytest.param(True, marks=pytest.mark.slow)])
+def test_resumed_runs_end_where_an_uninterrupted_run_does(config, tmp_path, jit_compile):
   """Stopped after epoch 1, then mid-epoch 2 (train.max_steps), rerun to the end: same weights."""
   config.train.num_epochs = 2
+  config.runtime.jit_compile = jit_compile
   straight_dir, workdir = str(tmp_path / "straight"), str(tmp_path / "resumed")
   straight = train.train_and_evaluate(config, straight_dir)
   for max_steps in (32, 40):  # The end of epoch 1, then 8 of epoch 2's 32 steps.
@@ -260,6 +265,8 @@ def test_resumed_runs_end_where_an_uninterrupted_run_does(config, tmp_path):
   # resumed run saw the same batches at the same steps.
   for a, b in zip(resumed.get_weights(), straight.get_weights(), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    if jit_compile:  # The same XLA computations, whatever the chunking: bit for bit.
+      np.testing.assert_array_equal(a, b)
   straight_history = reports.load_history(straight_dir)
   for name in ("eval_loss", "eval_psnr"):
     assert history[-1][name] == pytest.approx(straight_history[-1][name], rel=1e-5), name
