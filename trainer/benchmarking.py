@@ -62,21 +62,28 @@ class _EpochTimes(keras.callbacks.Callback):
     self.seconds.append(time.perf_counter() - self._start)
 
 
-def time_tutorial_fit(model: keras.Model, noisy: np.ndarray, clean: np.ndarray,
-                      batch_size: int, num_epochs: int) -> tuple[float, float]:
-  """Fits `num_epochs + 1` epochs; returns (examples/s after the first epoch, total seconds)."""
+def _fit_epochs(model: keras.Model, noisy: np.ndarray, clean: np.ndarray, batch_size: int,
+                num_epochs: int) -> list[float]:
+  """`Model.fit` as the tutorial calls it, for `num_epochs` epochs; each epoch's seconds."""
   times = _EpochTimes()
-  start = time.perf_counter()
-  model.fit(noisy, clean, batch_size=batch_size, epochs=num_epochs + 1, shuffle=True,
-            verbose=0, callbacks=[times])
-  total = time.perf_counter() - start
-  return _full_batch_examples(len(noisy), batch_size) * num_epochs / sum(times.seconds[1:]), total
+  model.fit(noisy, clean, batch_size=batch_size, epochs=num_epochs, shuffle=True, verbose=0,
+            callbacks=[times])
+  return times.seconds
 
 
 def _full_batch_examples(num_examples: int, batch_size: int) -> int:
   # fit also runs the last partial batch, but at a full batch's cost: count
   # full batches only, as the trainer does.
   return (num_examples // batch_size) * batch_size
+
+
+def time_tutorial_fit(model: keras.Model, noisy: np.ndarray, clean: np.ndarray,
+                      batch_size: int, num_epochs: int) -> tuple[float, float]:
+  """Fits `num_epochs + 1` epochs; returns (examples/s after the first epoch, total seconds)."""
+  start = time.perf_counter()
+  seconds = _fit_epochs(model, noisy, clean, batch_size, num_epochs + 1)
+  total = time.perf_counter() - start
+  return _full_batch_examples(len(noisy), batch_size) * num_epochs / sum(seconds[1:]), total
 
 
 class TutorialFit:
@@ -92,10 +99,7 @@ class TutorialFit:
     self._fit(1)
 
   def _fit(self, num_epochs: int) -> list[float]:
-    times = _EpochTimes()
-    self._model.fit(self._noisy, self._clean, batch_size=self._batch_size, epochs=num_epochs,
-                    shuffle=True, verbose=0, callbacks=[times])
-    return times.seconds
+    return _fit_epochs(self._model, self._noisy, self._clean, self._batch_size, num_epochs)
 
   def examples_per_second(self, num_epochs: int) -> float:
     """Fits `num_epochs` more epochs; their examples per second (each epoch timed alone)."""
