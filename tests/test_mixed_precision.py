@@ -13,6 +13,7 @@ from input_pipeline import data_source
 from input_pipeline import pipeline
 from trainer import models
 from trainer import optimizers
+from trainer import steps as steps_lib
 from trainer import train
 from trainer import validation
 
@@ -59,7 +60,8 @@ def test_mixed_precision_training_loss_drops(policy, jit_compile):
   data = data_source.create_data_source(config)
   model = models.create_model(config.model, data.image_shape, config.seed, policy)
   optimizer = optimizers.create_optimizer(config.train, train.total_steps(config, data), policy)
-  train_steps = train.make_train_function(tf.distribute.get_strategy(), model, optimizer, config)
+  train_steps = steps_lib.make_train_function(tf.distribute.get_strategy(), model, optimizer,
+                                              config)
   iterator = iter(pipeline.create_dataset(data, config, "train"))
   losses = [float(train_steps(iterator, tf.constant(8), tf.constant(0.0))["loss"])
             for _ in range(3)]

@@ -19,7 +19,7 @@ import tensorflow as tf
 from configs import test as test_config
 from input_pipeline import data_source
 from input_pipeline import pipeline
-from trainer import local_cluster
+from trainer.cloud import local_cluster
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO_ROOT, "scripts", "run_multiworker_local.sh")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import output_dirs
-from trainer import tfx_trainer
 from trainer import train
 from trainer import validation
+from trainer.cloud import output_dirs
+from trainer.cloud import tfx_trainer
 
 
 def _event_files(directory):

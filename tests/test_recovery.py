@@ -17,6 +17,7 @@ from input_pipeline import data_source
 from trainer import main as main_lib
 from trainer import preemption
 from trainer import reports
+from trainer import steps as steps_lib
 from trainer import train
 from trainer import validation
 
@@ -179,7 +180,7 @@ def test_a_stop_request_ends_the_epoch_after_the_current_chunk():
     calls.append((int(num_steps), float(stop_requested)))
     return {"loss": tf.constant(0.5), "psnr": tf.constant(10.0), "stop": stop_requested}
 
-  metrics, done, stopped = train._run_epoch(fake_train_steps, None, epoch=0, first_step=0,
+  metrics, done, stopped = steps_lib.run_epoch_steps(fake_train_steps, None, epoch=0, first_step=0,
                                             num_steps=32, steps_per_loop=8,
                                             stop_signal=Requested())
   assert calls == [(8, 1.0)] and done == 8 and stopped

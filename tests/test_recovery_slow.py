@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from trainer import local_cluster
+from trainer.cloud import local_cluster
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/test.py for 6 epochs: 192 steps of 32 per epoch.

@@ -16,6 +16,7 @@ from input_pipeline import pipeline
 from trainer import models
 from trainer import optimizers
 from trainer import reports
+from trainer import steps as steps_lib
 from trainer import train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +36,7 @@ def _train_briefly(config, num_chunks, steps_per_chunk=4):
   data = data_source.create_data_source(config)
   model = models.create_model(config.model, data.image_shape, config.seed)
   optimizer = optimizers.create_optimizer(config.train, train.total_steps(config, data))
-  train_steps = train.make_train_function(strategy, model, optimizer, config)
+  train_steps = steps_lib.make_train_function(strategy, model, optimizer, config)
   iterator = iter(pipeline.create_dataset(data, config, "train"))
   losses = [float(train_steps(iterator, tf.constant(steps_per_chunk), tf.constant(0.0))["loss"])
             for _ in range(num_chunks)]
@@ -43,7 +44,7 @@ def _train_briefly(config, num_chunks, steps_per_chunk=4):
 
 
 def _evaluate(model, data, config):
-  evaluate = train.make_eval_function(tf.distribute.get_strategy(), model, config)
+  evaluate = steps_lib.make_eval_function(tf.distribute.get_strategy(), model, config)
   dataset = pipeline.create_dataset(data, config, "eval")
   return {name: float(value) for name, value in
           evaluate(iter(dataset), tf.constant(data.num_eval_steps)).items()}
@@ -64,7 +65,7 @@ def test_xla_steps_match_plain_steps(config):
   # The models differ by XLA's float rounding over 12 steps.
   xla_metrics = _evaluate(xla_model, data, config)
   plain_metrics = _evaluate(plain_model, data, config)
-  for name in train.EVAL_METRICS:
+  for name in steps_lib.EVAL_METRICS:
     assert xla_metrics[name] == pytest.approx(plain_metrics[name], rel=1e-5, abs=1e-5), name
 
 
@@ -77,7 +78,7 @@ def test_compiled_loop_weights_do_not_depend_on_the_chunking(config):
   def run(chunks):
     model = models.create_model(config.model, data.image_shape, config.seed)
     optimizer = optimizers.create_optimizer(config.train, train.total_steps(config, data))
-    train_steps = train.make_train_function(tf.distribute.get_strategy(), model, optimizer,
+    train_steps = steps_lib.make_train_function(tf.distribute.get_strategy(), model, optimizer,
                                             config)
     iterator = iter(pipeline.create_dataset(data, config, "train"))
     stops = [float(train_steps(iterator, tf.constant(size), tf.constant(float(index)))["stop"])
@@ -99,9 +100,9 @@ def test_padded_evaluation_equals_unpadded(config):
   model = models.create_model(config.model, data.image_shape, config.seed)
   padded = _evaluate(model, data, config)
   noisy, clean = pipeline.first_eval_examples(data, config, 300)
-  unpadded = train.eval_step(model, (noisy, clean, tf.ones([300])), config.train.loss)
+  unpadded = steps_lib.eval_step(model, (noisy, clean, tf.ones([300])), config.train.loss)
   assert float(unpadded["count"]) == 300
-  for name in train.EVAL_METRICS:
+  for name in steps_lib.EVAL_METRICS:
     assert np.isfinite(padded[name]), name
     assert padded[name] == pytest.approx(float(unpadded[name]) / 300, rel=1e-6, abs=1e-6), name
 
@@ -116,7 +117,7 @@ def test_nan_loss_raises_with_the_step_range():
 
   with pytest.raises(FloatingPointError, match="became nan between steps 108 and 115 "
                                                r"\(epoch 3\)"):
-    train._run_epoch(fake_train_steps, None, epoch=2, first_step=100, num_steps=50,
+    steps_lib.run_epoch_steps(fake_train_steps, None, epoch=2, first_step=100, num_steps=50,
                      steps_per_loop=8)
 
 
@@ -129,7 +130,8 @@ def test_mirrored_two_replicas_match_one_device():
       cpu = tf.config.list_physical_devices("CPU")[0]
       tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
       from configs import test
-      from trainer import models, optimizers, train
+      from trainer import models, optimizers
+      from trainer import steps as steps_lib
 
       config = test.get_config()
       images = tf.random.stateless_uniform((64, 28, 28, 1), seed=[1, 2])
@@ -142,7 +144,7 @@ def test_mirrored_two_replicas_match_one_device():
           optimizer.build(model.trainable_variables)
         dataset = strategy.experimental_distribute_dataset(
             tf.data.Dataset.from_tensors(batch).repeat(3))
-        steps = train.make_train_function(strategy, model, optimizer, config)
+        steps = steps_lib.make_train_function(strategy, model, optimizer, config)
         loss = float(steps(iter(dataset), tf.constant(3), tf.constant(0.0))["loss"])
         return loss, model.get_weights(), strategy.num_replicas_in_sync
 

@@ -1,1 +1,8 @@
-"""Trainer: models, metrics, distribution strategy, the training loop, export and reports."""
+"""The training job (`python -m trainer.main`) and its sub-packages.
+
+The modules here are the job itself: `train` (the orchestrator), `steps`, `checkpoints`,
+`models`, `metrics`, `optimizers`, `strategy`, `preemption`, `export`, `summaries`,
+`reports`, `validation`, `logs`. Sub-packages: `evaluation` (the report behind
+`python -m trainer.evaluate`), `cloud` (Vertex AI, TFX and local-cluster glue) and
+`benchmarking` (behind scripts/benchmark.py). docs/architecture.md has the data flow.
+"""

@@ -13,6 +13,13 @@ traceback unless --verbosity=1. SIGTERM saves a checkpoint and exits with
 import re
 import sys
 
+from trainer import logs
+
+# Before TensorFlow is imported (by the imports below): its C++ runtime reads
+# TF_CPP_MIN_LOG_LEVEL once, at load time.
+logs.silence_tensorflow_startup(sys.argv)
+
+# pylint: disable=wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging
@@ -90,7 +97,11 @@ def _fail(message: str, exit_code: int = 1):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  logging.info("TensorFlow %s, config:\n%s", tf.__version__, flags.FLAGS.config)
+  logs.configure_python_logging()
+  logging.info("dae-trainer: TensorFlow %s, config %s, %s (the full config goes to "
+               "config.json in the workdir).", tf.__version__,
+               config_flags.get_config_filename(flags.FLAGS["config"]),
+               logs.format_overrides(config_flags.get_override_values(flags.FLAGS["config"])))
   try:
     train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value,
                              allow_config_change=_ALLOW_CONFIG_CHANGE.value)

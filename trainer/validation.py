@@ -69,6 +69,9 @@ def _validate(config: ml_collections.ConfigDict) -> None:
       "train.steps_per_loop", "train.checkpoints_to_keep", "train.num_images_to_show",
       "train.eval_every_epochs",
       "runtime.collective_timeout_seconds"))
+  if config.train.log_every_steps < 0:
+    raise ValueError(f"train.log_every_steps={config.train.log_every_steps} must be >= 0 "
+                     "(0: no step-level summaries or progress lines).")
   if config.train.max_steps < 0:
     raise ValueError(f"train.max_steps={config.train.max_steps} must be >= 0 "
                      "(0: train.num_epochs decides).")
@@ -84,7 +87,8 @@ def _validate(config: ml_collections.ConfigDict) -> None:
 # it runs and what it logs. None changes what the model learns at a given step
 # (runtime settings change float rounding at most).
 _FREE_FIELDS = ("data_dir", "train.num_epochs", "train.max_steps", "train.checkpoints_to_keep",
-                "train.num_images_to_show", "train.steps_per_loop", "train.eval_every_epochs")
+                "train.num_images_to_show", "train.steps_per_loop", "train.eval_every_epochs",
+                "train.log_every_steps")
 _FREE_PREFIXES = ("runtime.",)
 # Fields a resumed run can never change: which variables the checkpoint holds,
 # and what its step counts (batches of one size, of one split).

@@ -1,6 +1,6 @@
 """A multi-worker cluster on one machine: free localhost ports and one TF_CONFIG per task.
 
-`python -m trainer.local_cluster N` prints N TF_CONFIG values, one per line,
+`python -m trainer.cloud.local_cluster N` prints N TF_CONFIG values, one per line,
 for `scripts/run_multiworker_local.sh`; tests and the benchmark call
 `tf_configs(N)`. Worker 0 is the chief (there is no separate "chief" task),
 unless a Vertex AI-style cluster with a "chief" task is asked for.
@@ -50,7 +50,7 @@ def tf_configs(num_workers: int, chief_task: bool = False) -> list[str]:
 
 def main(argv: list[str]) -> None:
   if len(argv) != 2 or not argv[1].isdigit() or int(argv[1]) < 1:
-    raise SystemExit(f"usage: python -m trainer.local_cluster NUM_WORKERS (got {argv[1:]})")
+    raise SystemExit(f"usage: python -m trainer.cloud.local_cluster NUM_WORKERS (got {argv[1:]})")
   print("\n".join(tf_configs(int(argv[1]))))
 
 

@@ -2,7 +2,7 @@
 
     from tfx import v1 as tfx
     trainer = tfx.components.Trainer(
-        module_file="trainer/tfx_trainer.py",   # or run_fn="trainer.tfx_trainer.run_fn"
+        module_file="trainer/cloud/tfx_trainer.py",   # or run_fn="trainer.cloud.tfx_trainer.run_fn"
         examples=example_gen.outputs["examples"],
         train_args=tfx.proto.TrainArgs(num_steps=2000),
         eval_args=tfx.proto.EvalArgs(num_steps=0),
@@ -33,9 +33,9 @@ import importlib
 from absl import logging
 import ml_collections
 
-from trainer import output_dirs
 from trainer import train
 from trainer import validation
+from trainer.cloud import output_dirs
 
 DEFAULT_CONFIG_NAME = "default"
 

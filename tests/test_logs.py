@@ -1,0 +1,107 @@
+"""What a run prints (trainer/logs.py): a short log by default, the detail at --verbosity=1."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+from absl import logging
+import pytest
+
+from trainer import logs
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# TensorFlow's C++ notices, XLA's assert notices and checkpoint-sharding timings.
+_NOISE = re.compile(r"cudart_stub|cuInit|cpu_feature_guard|oneDNN|absl::InitializeLog|"
+                    r"Ignoring Assert|Sharding callback|Constructing tf.data.Dataset|"
+                    r"INFO:tensorflow|!!python/tuple")
+
+
+def _train(tmp_path, *flags):
+  environment = dict(os.environ)
+  # As on a user's machine: no TF_CPP_MIN_LOG_LEVEL of the test session's.
+  environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
+  result = subprocess.run(
+      [sys.executable, "-m", "trainer.main", "--config=configs/test.py",
+       f"--workdir={tmp_path / 'w'}", *flags],
+      cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return (result.stdout + result.stderr).splitlines()
+
+
+def test_a_two_epoch_run_prints_a_short_log(tmp_path):
+  lines = _train(tmp_path, "--config.train.num_epochs=2", "--config.runtime.jit_compile=true")
+  assert len(lines) <= 15, "\n".join(lines)
+  assert not [line for line in lines if _NOISE.search(line)], "\n".join(lines)
+  text = "\n".join(lines)
+  assert "config configs/test.py, runtime.jit_compile=True, train.num_epochs=2" in text
+  assert "training dense_denoising_autoencoder (484,944 parameters): epochs 1..2" in text
+  assert len([line for line in lines if re.search(r"\] epoch [12]/2: train loss", line)]) == 2
+  assert re.search(r"finished at step 64: eval loss .*; SavedModel in .*saved_model", text)
+
+
+def test_verbosity_1_brings_the_detail_back(tmp_path):
+  lines = _train(tmp_path, "--verbosity=1")
+  text = "\n".join(lines)
+  assert "Sharding callback" in text  # TensorFlow's Python INFO records.
+  assert re.search(r"cudart_stub|oneDNN|cpu_feature_guard", text)  # Its C++ notices.
+  assert "] epoch 1/1: train loss" in text
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["main"], 0),
+    (["main", "--verbosity=1"], 1),
+    (["main", "-v", "2"], 2),
+    (["main", "--v=1", "--verbosity=0"], 0),
+    (["main", "--verbosity=x"], 0),
+    (["main", "--verbose_name=3"], 0),
+])
+def test_verbosity_from_argv(argv, expected):
+  assert logs.verbosity_from_argv(argv) == expected
+
+
+class _Clock:
+
+  def __init__(self):
+    self.now = 0.0
+
+  def __call__(self):
+    return self.now
+
+
+def test_progress_writes_scalars_at_each_boundary_and_a_line_at_most_every_10_s(monkeypatch):
+  clock = _Clock()
+  written, lines = [], []
+  monkeypatch.setattr(logging, "info", lambda message, *args: lines.append(message % args))
+  progress = logs.Progress(epoch=0, num_epochs=3, first_step=0, epoch_steps=400, batch_size=10,
+                           log_every_steps=100, write_scalars=lambda scalars, step: written.append(
+                               (step, scalars)), clock=clock)
+  running = {"loss": 0.5, "psnr": 12.0}
+  for steps_done, now in ((50, 2.0), (100, 4.0), (150, 6.0), (200, 11.0), (300, 12.0),
+                          (400, 25.0)):
+    clock.now = now
+    progress.update(steps_done, running)
+  assert [step for step, _ in written] == [100, 200, 300, 400]
+  assert written[0][1] == {"step/loss": 0.5, "step/psnr": 12.0, "step/examples_per_second": 250.0}
+  # 10 s after the epoch began (step 200), then 10 s after that line (step 400).
+  assert len(lines) == 2 and "step 200 (200 of 400)" in lines[0], lines
+  assert "step 400 (400 of 400)" in lines[1]
+
+
+def test_progress_starts_counting_boundaries_at_a_resumed_step():
+  written = []
+  progress = logs.Progress(epoch=1, num_epochs=2, first_step=150, epoch_steps=50, batch_size=1,
+                           log_every_steps=100,
+                           write_scalars=lambda scalars, step: written.append(step))
+  progress.update(40, {"loss": 1.0, "psnr": 1.0})  # Step 190: no boundary passed.
+  progress.update(50, {"loss": 1.0, "psnr": 1.0})  # Step 200.
+  assert written == [200]
+
+
+def test_progress_is_off_at_log_every_steps_0():
+  written = []
+  progress = logs.Progress(epoch=0, num_epochs=1, first_step=0, epoch_steps=10, batch_size=1,
+                           log_every_steps=0, write_scalars=lambda *args: written.append(args))
+  progress.update(10, {"loss": 1.0, "psnr": 1.0})
+  assert not written
