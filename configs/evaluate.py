@@ -12,7 +12,7 @@ Override any field on the command line, e.g.
 
 import ml_collections
 
-from trainer import baselines
+from trainer.evaluation import baselines
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Its level; evaluated even when missing from `levels`.
   config.reference.level = 0.4
 
-  # Classical denoisers compared with the models (trainer/baselines.py), e.g.
+  # Classical denoisers compared with the models (trainer/evaluation/baselines.py), e.g.
   # --config.baselines=noisy,median. "noisy" is the noisy input itself.
   config.baselines = tuple(baselines.BASELINE_NAMES)
   # Baselines in baselines.SLOW_BASELINES (bm3d) denoise only the first this many test

@@ -167,8 +167,8 @@ def main(argv):
     return
 
   noisy, clean = tutorial.tutorial_arrays(data, data.train_split, config.noise.factor,
-                                              config.seed)
-  tutorial = tutorial.TutorialFit(
+                                          config.seed)
+  tutorial_fit = tutorial.TutorialFit(
       tutorial.tutorial_model(config.model, data.image_shape, config.seed), noisy, clean,
       config.train.batch_size)
   tutorial_rates, trainer_rates = [], []
@@ -176,11 +176,11 @@ def main(argv):
     # The tutorial goes first every other round: neither side always follows the other.
     tutorial_first = round_index % 2 == 1
     if tutorial_first:
-      tutorial_rates.append(tutorial.examples_per_second(num_epochs))
+      tutorial_rates.append(tutorial_fit.examples_per_second(num_epochs))
     trainer_rates.append(trainer.examples_per_second(num_epochs))
     if not tutorial_first:
-      tutorial_rates.append(tutorial.examples_per_second(num_epochs))
-  del trainer, tutorial  # Frees the trainer's shuffle buffer and prefetched batches before (c).
+      tutorial_rates.append(tutorial_fit.examples_per_second(num_epochs))
+  del trainer, tutorial_fit  # Frees the trainer's shuffle buffer and prefetched batches before (c).
   tutorial_rate = statistics.median(tutorial_rates)
   trainer_rate = statistics.median(trainer_rates)
   pipeline_rate = harness.time_input_pipeline(data, config, num_epochs)

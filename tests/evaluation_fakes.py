@@ -1,4 +1,4 @@
-"""Stand-ins for trainer/baselines.py and trainer/representation.py in the evaluation tests.
+"""Stand-ins for trainer/evaluation/{baselines,tuning,representation}.py in the evaluation tests.
 
 They follow those modules' API exactly and are cheap and deterministic:
 `noisy` returns its input, `median` is a 3x3 median filter, and `bm3d` (slow,
@@ -80,18 +80,28 @@ def _module(name, attributes):
 
 
 def baselines_module():
-  return _module("trainer.baselines",
-                 ("BASELINE_NAMES", "SLOW_BASELINES", "TunedBaseline", "tune_baseline"))
+  return _module("trainer.evaluation.baselines",
+                 ("BASELINE_NAMES", "SLOW_BASELINES", "TunedBaseline"))
+
+
+def tuning_module():
+  return _module("trainer.evaluation.tuning", ("tune_baseline",))
 
 
 def representation_module():
-  return _module("trainer.representation", ("linear_probe_accuracy", "kmeans_scores"))
+  return _module("trainer.evaluation.representation",
+                 ("linear_probe_accuracy", "kmeans_scores"))
+
+
+_FAKES = {"trainer.evaluation.baselines": baselines_module,
+          "trainer.evaluation.tuning": tuning_module,
+          "trainer.evaluation.representation": representation_module}
 
 
 def missing_modules() -> list[str]:
-  """The modules among trainer.baselines and trainer.representation that do not exist."""
+  """The modules among the evaluation's baselines, tuning and representation that do not exist."""
   missing = []
-  for name in ("trainer.baselines", "trainer.representation"):
+  for name in _FAKES:
     try:
       importlib.import_module(name)
     except ModuleNotFoundError as error:
@@ -104,8 +114,8 @@ def missing_modules() -> list[str]:
 def install_if_missing() -> list[str]:
   """Registers the stand-ins for the missing modules; returns their names."""
   missing = missing_modules()
-  fakes = {"trainer.baselines": baselines_module, "trainer.representation": representation_module}
   for name in missing:
-    sys.modules[name] = fakes[name]()
-    setattr(importlib.import_module("trainer"), name.split(".")[1], sys.modules[name])
+    sys.modules[name] = _FAKES[name]()
+    setattr(importlib.import_module("trainer.evaluation"), name.rsplit(".", 1)[1],
+            sys.modules[name])
   return missing

@@ -11,7 +11,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from input_pipeline import data_source
-from trainer import baselines
+from trainer.evaluation import baselines
+from trainer.evaluation import tuning
 
 # The baselines' libraries come with the `eval` extra, which `make test` installs.
 from scipy import ndimage  # pylint: disable=g-bad-import-order
@@ -38,7 +39,7 @@ def mnist():
 @pytest.fixture(scope="module")
 def wiener(mnist):
   noisy, clean = mnist
-  return baselines.tune_baseline("wiener", noisy[TUNE], clean[TUNE],
+  return tuning.tune_baseline("wiener", noisy[TUNE], clean[TUNE],
                                  fit_noisy=noisy[FIT], fit_clean=clean[FIT])
 
 
@@ -48,7 +49,7 @@ def _mean_psnr(clean, denoised):
 
 def test_noisy_is_the_identity(mnist):
   noisy, clean = mnist
-  baseline = baselines.tune_baseline("noisy", noisy[TUNE], clean[TUNE])
+  baseline = tuning.tune_baseline("noisy", noisy[TUNE], clean[TUNE])
   assert baseline.params == {}
   assert baseline.tuning_psnr_db == pytest.approx(_mean_psnr(clean[TUNE], noisy[TUNE]))
   denoised = baseline.denoise(noisy[HELD_OUT])
@@ -95,7 +96,7 @@ def test_output_has_input_shape_dtype_and_range(name, mnist, wiener):
                                   if name not in ("noisy", "bm3d", "wiener")])
 def test_tuned_baseline_beats_noisy_input_on_held_out_images(name, mnist):
   noisy, clean = mnist
-  baseline = baselines.tune_baseline(name, noisy[TUNE], clean[TUNE])
+  baseline = tuning.tune_baseline(name, noisy[TUNE], clean[TUNE])
   json.dumps(baseline.params)
   noisy_psnr = _mean_psnr(clean[HELD_OUT], noisy[HELD_OUT])
   denoised_psnr = _mean_psnr(clean[HELD_OUT], baseline.denoise(noisy[HELD_OUT]))
@@ -108,7 +109,7 @@ def test_tuned_bm3d_beats_noisy_input_on_held_out_images(mnist):
   noisy, clean = mnist
   # Few images: bm3d takes about 40 ms per image and grid point.
   tune, held_out = slice(0, 6), slice(40, 46)
-  baseline = baselines.tune_baseline("bm3d", noisy[tune], clean[tune])
+  baseline = tuning.tune_baseline("bm3d", noisy[tune], clean[tune])
   noisy_psnr = _mean_psnr(clean[held_out], noisy[held_out])
   denoised_psnr = _mean_psnr(clean[held_out], baseline.denoise(noisy[held_out]))
   assert denoised_psnr > noisy_psnr + 4.0, (baseline.params, noisy_psnr, denoised_psnr)
@@ -118,7 +119,7 @@ def test_tuned_median_beats_untuned_3x3_median(mnist):
   # The untuned median keeps the clipping's grey background (NOTES: 15.5 dB); the
   # tuned one's levels map removes it (about 17.2 dB).
   noisy, clean = mnist
-  baseline = baselines.tune_baseline("median", noisy[TUNE], clean[TUNE])
+  baseline = tuning.tune_baseline("median", noisy[TUNE], clean[TUNE])
   untuned = ndimage.median_filter(noisy[HELD_OUT], size=(1, 3, 3, 1))
   untuned_psnr = _mean_psnr(clean[HELD_OUT], untuned)
   tuned_psnr = _mean_psnr(clean[HELD_OUT], baseline.denoise(noisy[HELD_OUT]))
@@ -139,9 +140,9 @@ def test_wiener_fitted_on_few_hundred_images_beats_noisy_input(mnist, wiener):
 def test_wiener_without_fit_data_raises(mnist):
   noisy, clean = mnist
   with pytest.raises(ValueError, match="fit_noisy and fit_clean"):
-    baselines.tune_baseline("wiener", noisy[TUNE], clean[TUNE])
+    tuning.tune_baseline("wiener", noisy[TUNE], clean[TUNE])
   with pytest.raises(ValueError, match="fit_noisy and fit_clean"):
-    baselines.tune_baseline("wiener", noisy[TUNE], clean[TUNE], fit_noisy=noisy[FIT])
+    tuning.tune_baseline("wiener", noisy[TUNE], clean[TUNE], fit_noisy=noisy[FIT])
 
 
 def test_wiener_rejects_images_of_another_size(wiener):
@@ -152,14 +153,14 @@ def test_wiener_rejects_images_of_another_size(wiener):
 def test_unknown_name_raises_listing_valid_names(mnist):
   noisy, clean = mnist
   with pytest.raises(ValueError, match="'bilateral'.*noisy, median, .*wiener"):
-    baselines.tune_baseline("bilateral", noisy[TUNE], clean[TUNE])
+    tuning.tune_baseline("bilateral", noisy[TUNE], clean[TUNE])
 
 
 @pytest.mark.parametrize("shape", [(28, 28), (5, 28, 28), (2, 28, 28, 1, 1)])
 def test_bad_shape_raises_naming_shape(shape):
   images = np.zeros(shape, np.float32)
   with pytest.raises(ValueError, match=r"\[N, H, W, C\]") as error:
-    baselines.tune_baseline("median", images, images)
+    tuning.tune_baseline("median", images, images)
   assert str(shape) in str(error.value)
   baseline = baselines.TunedBaseline("gaussian_blur", _FIXED_PARAMS["gaussian_blur"], 0.0)
   with pytest.raises(ValueError, match=r"\[N, H, W, C\]"):
@@ -169,9 +170,9 @@ def test_bad_shape_raises_naming_shape(shape):
 def test_mismatched_pair_and_integer_images_raise():
   images = np.zeros((4, 28, 28, 1), np.float32)
   with pytest.raises(ValueError, match="clean_tune has shape"):
-    baselines.tune_baseline("median", images, images[:3])
+    tuning.tune_baseline("median", images, images[:3])
   with pytest.raises(ValueError, match="uint8"):
-    baselines.tune_baseline("median", images.astype(np.uint8), images)
+    tuning.tune_baseline("median", images.astype(np.uint8), images)
 
 
 @pytest.mark.slow
@@ -180,7 +181,7 @@ def test_tuned_baselines_on_200_images(name, mnist):
   """Tuned on 100 images, scored on 100 others: every baseline well above the noisy input."""
   noisy, clean = mnist
   tune, held_out = slice(0, 100), slice(100, 200)
-  baseline = baselines.tune_baseline(name, noisy[tune], clean[tune], fit_noisy=noisy[200:],
+  baseline = tuning.tune_baseline(name, noisy[tune], clean[tune], fit_noisy=noisy[200:],
                                      fit_clean=clean[200:])
   psnr = _mean_psnr(clean[held_out], baseline.denoise(noisy[held_out]))
   noisy_psnr = _mean_psnr(clean[held_out], noisy[held_out])

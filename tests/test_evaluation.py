@@ -1,4 +1,4 @@
-"""The evaluation (trainer/evaluation.py, python -m trainer.evaluate) on tiny SavedModels.
+"""The evaluation (trainer/evaluation/, python -m trainer.evaluate) on tiny SavedModels.
 
 One module-scoped evaluation of two exported models (a few steps of the dense
 DAE, and an exact identity) on 24 real MNIST test images backs most checks;
@@ -21,15 +21,19 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from tests import evaluation_fakes
 
-# Where trainer/baselines.py or trainer/representation.py do not exist yet,
-# configs/evaluate.py and trainer/evaluation.py import the stand-ins.
+# Where the evaluation's baselines, tuning or representation modules do not exist,
+# configs/evaluate.py and trainer/evaluation/ import the stand-ins.
 MISSING_MODULES = evaluation_fakes.install_if_missing()
 
 # pylint: disable=g-import-not-at-top,g-bad-import-order
 from configs import evaluate as evaluate_config
 from configs import test as test_config
 from input_pipeline import data_source
-from trainer import evaluation
+from trainer.evaluation import loading
+from trainer.evaluation import report as report_lib
+from trainer.evaluation import runner
+from trainer.evaluation import scoring
+from trainer.evaluation import settings
 from trainer import export
 from trainer import models
 # pylint: enable=g-import-not-at-top,g-bad-import-order
@@ -92,10 +96,13 @@ def saved_models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fakes():
-  """The stand-in modules, in place of whatever trainer.evaluation imported."""
+  """The stand-in modules, in place of whatever the evaluation's runner imported."""
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(evaluation, "baselines", evaluation_fakes.baselines_module())
-    patch.setattr(evaluation, "representation", evaluation_fakes.representation_module())
+    fake_baselines = evaluation_fakes.baselines_module()
+    for module in (runner, settings, loading):
+      patch.setattr(module, "baselines", fake_baselines)
+    patch.setattr(runner, "tuning", evaluation_fakes.tuning_module())
+    patch.setattr(runner, "representation", evaluation_fakes.representation_module())
     yield
 
 
@@ -104,7 +111,7 @@ def evaluated(saved_models, fakes, tmp_path_factory):
   """(report, output_dir) of one evaluation of both models."""
   del fakes
   output_dir = str(tmp_path_factory.mktemp("eval") / "out")
-  report = evaluation.evaluate_and_report(_small_config(), saved_models, output_dir)
+  report = runner.evaluate_and_report(_small_config(), saved_models, output_dir)
   return report, output_dir
 
 
@@ -119,8 +126,8 @@ def test_every_metric_is_finite_and_psnr_mean_is_at_least_pooled(evaluated):
   for _, _, result in _all_level_results(report):
     assert set(result["metrics"]) == {"dae", "identity", "noisy", "median", "bm3d"}
     for method, scores in result["metrics"].items():
-      assert set(scores) == {*evaluation.METRICS, "num_examples"}
-      assert all(math.isfinite(scores[name]) for name in evaluation.METRICS), (method, scores)
+      assert set(scores) == {*scoring.METRICS, "num_examples"}
+      assert all(math.isfinite(scores[name]) for name in scoring.METRICS), (method, scores)
       # Jensen: the mean of the per-image PSNRs is never below the pooled PSNR.
       assert scores["psnr_mean_db"] >= scores["psnr_pooled_db"] - 1e-9
   for scores in report["representation"]["features"].values():
@@ -135,20 +142,20 @@ def test_identity_model_scores_exactly_the_noisy_input(evaluated):
     assert result["metrics"]["dae"] != result["metrics"]["noisy"]
   # The identity's encoding is the flattened image: the raw-pixels row, exactly.
   features = report["representation"]["features"]
-  assert features["identity"] == features[evaluation.RAW_PIXELS]
+  assert features["identity"] == features[scoring.RAW_PIXELS]
   assert features["dae"]["dim"] == test_config.get_config().model.latent_dim
 
 
 def test_clean_images_as_output_give_the_documented_cap():
   clean = np.random.default_rng(1).uniform(size=(5, *IMAGE_SHAPE)).astype(np.float32)
-  per_example = evaluation.per_example_metrics(clean, clean.copy())
-  np.testing.assert_array_equal(per_example["psnr_db"], evaluation.MAX_PSNR_DB)
-  scores = evaluation.summarize(per_example)
-  assert scores["psnr_mean_db"] == scores["psnr_pooled_db"] == evaluation.MAX_PSNR_DB == 100.0
+  per_example = scoring.per_example_metrics(clean, clean.copy())
+  np.testing.assert_array_equal(per_example["psnr_db"], scoring.MAX_PSNR_DB)
+  scores = scoring.summarize(per_example)
+  assert scores["psnr_mean_db"] == scores["psnr_pooled_db"] == scoring.MAX_PSNR_DB == 100.0
   assert scores["mse"] == 0.0
   assert scores["ssim"] == pytest.approx(1.0)
   # The cap is the floor of the MSE, not a clip of finite values below it.
-  assert evaluation.psnr_db(1e-4) == pytest.approx(40.0)
+  assert scoring.psnr_db(1e-4) == pytest.approx(40.0)
 
 
 def test_metrics_match_a_direct_numpy_computation():
@@ -156,7 +163,7 @@ def test_metrics_match_a_direct_numpy_computation():
   clean = rng.uniform(size=(6, *IMAGE_SHAPE)).astype(np.float32)
   denoised = np.clip(clean + rng.normal(scale=0.2, size=clean.shape), 0, 1).astype(np.float32)
   denoised[0] = 0.0  # Saturated outputs: BCE clips them as Keras does.
-  scores = evaluation.summarize(evaluation.per_example_metrics(clean, denoised, batch_size=4))
+  scores = scoring.summarize(scoring.per_example_metrics(clean, denoised, batch_size=4))
 
   error = clean.astype(np.float64) - denoised.astype(np.float64)
   mse = (error ** 2).reshape(6, -1).mean(axis=1)
@@ -171,24 +178,24 @@ def test_metrics_match_a_direct_numpy_computation():
   assert scores["ssim"] == pytest.approx(expected_ssim, rel=1e-6)
   assert scores["num_examples"] == 6
   # The first k images alone, as for the slow baselines' subset.
-  first = evaluation.summarize(evaluation.per_example_metrics(clean, denoised), 2)
+  first = scoring.summarize(scoring.per_example_metrics(clean, denoised), 2)
   assert first["psnr_pooled_db"] == pytest.approx(10 * np.log10(1 / mse[:2].mean()), rel=1e-12)
 
 
 def test_noise_is_fixed_per_type_and_level_and_per_image():
   clean = np.random.default_rng(3).uniform(size=(8, *IMAGE_SHAPE)).astype(np.float32)
-  seed = evaluation.noise_seed(0, "gaussian", 0.4, "test")
-  noisy = evaluation.add_fixed_noise(clean, "gaussian", 0.4, seed)
-  np.testing.assert_array_equal(noisy, evaluation.add_fixed_noise(clean, "gaussian", 0.4, seed))
+  seed = scoring.noise_seed(0, "gaussian", 0.4, "test")
+  noisy = scoring.add_fixed_noise(clean, "gaussian", 0.4, seed)
+  np.testing.assert_array_equal(noisy, scoring.add_fixed_noise(clean, "gaussian", 0.4, seed))
   # An image's noise does not depend on how many images are scored.
-  np.testing.assert_array_equal(noisy[:3], evaluation.add_fixed_noise(clean[:3], "gaussian", 0.4,
+  np.testing.assert_array_equal(noisy[:3], scoring.add_fixed_noise(clean[:3], "gaussian", 0.4,
                                                                        seed))
   assert noisy.min() >= 0.0 and noisy.max() <= 1.0 and not np.array_equal(noisy, clean)
-  seeds = {tuple(evaluation.noise_seed(0, noise_type, level, stream))
+  seeds = {tuple(scoring.noise_seed(0, noise_type, level, stream))
            for noise_type, level, stream in [("gaussian", 0.4, "test"), ("gaussian", 0.2, "test"),
                                              ("masking", 0.4, "test"), ("gaussian", 0.4, "tune")]}
   assert len(seeds) == 4
-  assert tuple(evaluation.noise_seed(1, "gaussian", 0.4, "test")) not in seeds
+  assert tuple(scoring.noise_seed(1, "gaussian", 0.4, "test")) not in seeds
 
 
 def test_slow_baseline_runs_on_a_subset_and_the_models_are_compared_there(evaluated):
@@ -208,7 +215,7 @@ def test_slow_baseline_runs_on_a_subset_and_the_models_are_compared_there(evalua
   expected = min(candidates[name]["dae"]["psnr_mean_db"] - candidates[name][name]["psnr_mean_db"]
                  for name in candidates)
   assert margin["margin_db"] == pytest.approx(expected)
-  with open(os.path.join(output_dir, evaluation.REPORT_MD)) as file:
+  with open(os.path.join(output_dir, report_lib.REPORT_MD)) as file:
     markdown = file.read()
   assert f"| bm3d (first {SLOW_SUBSET} images) | baseline |" in markdown
   assert f"On the first {SLOW_SUBSET} images" in markdown
@@ -226,11 +233,11 @@ def test_baseline_params_and_tuning_are_recorded(evaluated):
 
 def test_report_plots_and_tensorboard_are_written(evaluated):
   report, output_dir = evaluated
-  with open(os.path.join(output_dir, evaluation.REPORT_JSON)) as file:
+  with open(os.path.join(output_dir, report_lib.REPORT_JSON)) as file:
     assert json.load(file) == json.loads(json.dumps(report))
-  assert report["psnr_conventions"]["max_psnr_db"] == evaluation.MAX_PSNR_DB
+  assert report["psnr_conventions"]["max_psnr_db"] == scoring.MAX_PSNR_DB
   assert set(report["timings_seconds"]) >= {"load models", "load data", "gaussian/0.4: tune bm3d"}
-  with open(os.path.join(output_dir, evaluation.REPORT_MD)) as file:
+  with open(os.path.join(output_dir, report_lib.REPORT_MD)) as file:
     markdown = file.read()
   assert "## Headline: gaussian noise 0.4, 24 test images" in markdown
   assert ("| method | kind | PSNR mean (dB) | PSNR pooled (dB) | SSIM | BCE | MSE | "
@@ -248,7 +255,7 @@ def test_report_plots_and_tensorboard_are_written(evaluated):
   assert "| raw_pixels | 784 |" in markdown
   assert not glob.glob(os.path.join(output_dir, "**", "*.tmp*"), recursive=True)
 
-  dae_run = os.path.join(output_dir, evaluation.TENSORBOARD_DIRNAME, "dae")
+  dae_run = os.path.join(output_dir, report_lib.TENSORBOARD_DIRNAME, "dae")
   events = event_accumulator.EventAccumulator(dae_run)
   events.Reload()
   psnr = events.Tensors("gaussian/psnr_mean_db")
@@ -256,7 +263,7 @@ def test_report_plots_and_tensorboard_are_written(evaluated):
   assert tf.make_ndarray(psnr[1].tensor_proto) == pytest.approx(
       headline["metrics"]["dae"]["psnr_mean_db"])
   root = event_accumulator.EventAccumulator(
-      os.path.join(output_dir, evaluation.TENSORBOARD_DIRNAME))
+      os.path.join(output_dir, report_lib.TENSORBOARD_DIRNAME))
   root.Reload()
   assert "examples/gaussian" in root.Tags()["tensors"]
 
@@ -279,8 +286,8 @@ def test_bad_config_fails_with_one_line_and_writes_nothing(fakes, tmp_path, chan
   with config.unlocked():
     change(config)
   output_dir = str(tmp_path / "out")
-  with pytest.raises(evaluation.EvaluationError, match=message) as error:
-    evaluation.evaluate_and_report(config, {"m": str(tmp_path / "nowhere")}, output_dir)
+  with pytest.raises(settings.EvaluationError, match=message) as error:
+    runner.evaluate_and_report(config, {"m": str(tmp_path / "nowhere")}, output_dir)
   assert "\n" not in str(error.value)
   assert not os.path.exists(output_dir)
 
@@ -288,29 +295,29 @@ def test_bad_config_fails_with_one_line_and_writes_nothing(fakes, tmp_path, chan
 def test_missing_saved_model_names_the_path_and_the_fix(fakes, tmp_path):
   del fakes
   output_dir = str(tmp_path / "out")
-  with pytest.raises(evaluation.EvaluationError,
+  with pytest.raises(settings.EvaluationError,
                      match=r"No SavedModel at .*/run/saved_model \(model 'run'\); train first "
                            r"\(python -m trainer.main .*--workdir=.*/run\) or pass "
                            r"--saved_model=PATH"):
-    evaluation.evaluate_and_report(
-        _small_config(), evaluation.model_paths([str(tmp_path / "run")], []), output_dir)
+    runner.evaluate_and_report(
+        _small_config(), loading.model_paths([str(tmp_path / "run")], []), output_dir)
   assert not os.path.exists(output_dir)
 
 
 def test_model_paths_name_each_model():
-  assert evaluation.model_paths(["/runs/dense/", "gs://b/conv"], ["best=/x/y", "/x/z/saved_model",
+  assert loading.model_paths(["/runs/dense/", "gs://b/conv"], ["best=/x/y", "/x/z/saved_model",
                                                                   "/x/plain"]) == {
       "dense": "/runs/dense/saved_model", "conv": "gs://b/conv/saved_model", "best": "/x/y",
       "z": "/x/z/saved_model", "plain": "/x/plain"}
-  assert evaluation.default_output_dir(["/runs/dense/", "/runs/conv"]) == "/runs/dense/eval"
-  with pytest.raises(evaluation.EvaluationError, match="Two models are named 'dense'"):
-    evaluation.model_paths(["/a/dense", "/b/dense"], [])
-  with pytest.raises(evaluation.EvaluationError, match="'median', which is reserved"):
-    evaluation.model_paths([], ["median=/a"])
-  with pytest.raises(evaluation.EvaluationError, match="No model to evaluate"):
-    evaluation.model_paths([], [])
-  with pytest.raises(evaluation.EvaluationError, match="Pass --output_dir"):
-    evaluation.default_output_dir([])
+  assert loading.default_output_dir(["/runs/dense/", "/runs/conv"]) == "/runs/dense/eval"
+  with pytest.raises(settings.EvaluationError, match="Two models are named 'dense'"):
+    loading.model_paths(["/a/dense", "/b/dense"], [])
+  with pytest.raises(settings.EvaluationError, match="'median', which is reserved"):
+    loading.model_paths([], ["median=/a"])
+  with pytest.raises(settings.EvaluationError, match="No model to evaluate"):
+    loading.model_paths([], [])
+  with pytest.raises(settings.EvaluationError, match="Pass --output_dir"):
+    loading.default_output_dir([])
 
 
 def _run_cli(args):
@@ -344,27 +351,27 @@ def test_command_line_end_to_end_reproduces_the_numbers(saved_models, evaluated,
   good = _run_cli(common + ["--config.baselines=noisy,median"])
   assert good.returncode == 0, good.stderr[-3000:]
   assert "gaussian/0.4: tune median:" in good.stderr  # The progress lines.
-  with open(os.path.join(output_dir, evaluation.REPORT_JSON)) as file:
+  with open(os.path.join(output_dir, report_lib.REPORT_JSON)) as file:
     cli_report = json.load(file)
   # The same noisy images in another process: the very same scores.
   for method in ("dae", "noisy"):
     assert (cli_report["results"]["gaussian"]["0.4"]["metrics"][method]
             == report["results"]["gaussian"]["0.4"]["metrics"][method]), method
   assert list(cli_report["results"]) == ["gaussian"]
-  assert os.path.exists(os.path.join(output_dir, evaluation.REPORT_MD))
+  assert os.path.exists(os.path.join(output_dir, report_lib.REPORT_MD))
 
 
 def test_training_run_is_read_from_the_workdir_around_the_saved_model(tmp_path):
-  assert evaluation.training_run(str(tmp_path / "saved_model")) is None
+  assert loading.training_run(str(tmp_path / "saved_model")) is None
   (tmp_path / "metrics.json").write_text(json.dumps(
       {"epochs": 30.0, "step": 14040, "num_parameters": 437777, "psnr": 22.4}))
   (tmp_path / "config.json").write_text(json.dumps(
       {"model": {"type": "conv"}, "noise": {"type": "gaussian", "factor": 0.4}}))
-  assert evaluation.training_run(str(tmp_path / "saved_model") + "/") == {
+  assert loading.training_run(str(tmp_path / "saved_model") + "/") == {
       "model_type": "conv", "num_parameters": 437777, "epochs": 30.0, "step": 14040,
       "noise": {"type": "gaussian", "factor": 0.4}}
   (tmp_path / "metrics.json").write_text("{not json")
-  assert evaluation.training_run(str(tmp_path / "saved_model")) is None
+  assert loading.training_run(str(tmp_path / "saved_model")) is None
 
 
 def test_missing_eval_extra_is_one_line_naming_it(tmp_path):

@@ -1,9 +1,9 @@
-"""Tests for trainer/representation.py: linear probe, cluster accuracy, k-means scores."""
+"""Tests for trainer/evaluation/representation.py: linear probe, cluster accuracy, k-means scores."""
 
 import numpy as np
 import pytest
 
-from trainer import representation
+from trainer.evaluation import representation
 
 
 def _gaussian_clusters(num_per_class, num_classes=3, dimensions=5, spread=0.1, seed=0):

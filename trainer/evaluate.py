@@ -1,7 +1,7 @@
 """Command-line entry point: `python -m trainer.evaluate --workdir=DIR` (or `--saved_model=PATH`).
 
 Scores exported SavedModels against classical baselines under several noise
-types and levels (trainer/evaluation.py) and writes report.json, report.md,
+types and levels (trainer/evaluation/) and writes report.json, report.md,
 plots and TensorBoard events to --output_dir (default
 `<first workdir>/eval`).
 The only module of the evaluation that defines flags; the config is
@@ -16,6 +16,12 @@ import os
 import re
 import sys
 
+from trainer import logs
+
+# Before TensorFlow is imported: see trainer/logs.py.
+logs.silence_tensorflow_startup(sys.argv)
+
+# pylint: disable=wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging
@@ -26,7 +32,10 @@ import configs
 from input_pipeline import data_source
 
 try:
-  from trainer import evaluation  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from trainer.evaluation import loading
+  from trainer.evaluation import runner
+  from trainer.evaluation import settings
 except ModuleNotFoundError as missing:
   # scikit-learn, scipy, scikit-image, PyWavelets and bm3d come with the eval extra.
   sys.exit(f"dae-trainer evaluate: the evaluation needs {missing.name}, which is not installed; "
@@ -84,11 +93,12 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {' '.join(argv[1:])}; every setting is a --flag.")
+  logs.configure_python_logging()
   try:
-    paths = evaluation.model_paths(_WORKDIR.value, _SAVED_MODEL.value)
-    output_dir = _OUTPUT_DIR.value or evaluation.default_output_dir(_WORKDIR.value)
-    evaluation.evaluate_and_report(flags.FLAGS.config, paths, output_dir)
-  except (evaluation.EvaluationError, data_source.DatasetUnavailableError) as error:
+    paths = loading.model_paths(_WORKDIR.value, _SAVED_MODEL.value)
+    output_dir = _OUTPUT_DIR.value or loading.default_output_dir(_WORKDIR.value)
+    runner.evaluate_and_report(flags.FLAGS.config, paths, output_dir)
+  except (settings.EvaluationError, data_source.DatasetUnavailableError) as error:
     _fail(str(error))
   except (PermissionError, tf.errors.PermissionDeniedError) as error:
     _fail(f"cannot write the report ({type(error).__name__}: {error}); choose another "

@@ -2,7 +2,7 @@
 metrics.json and plots/.
 
 The plotting and writing helpers also serve the evaluation's report
-(trainer/evaluation.py). All I/O goes through tf.io.gfile so the workdir may
+(trainer/evaluation/report.py). All I/O goes through tf.io.gfile so the workdir may
 be a gs:// path. Files are written to a temporary name and renamed, so a crash
 never leaves half a file; JSON files hold no NaN or Infinity (not JSON):
 non-finite numbers become null.

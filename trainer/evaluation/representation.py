@@ -33,6 +33,7 @@ from sklearn import metrics
 from sklearn import preprocessing
 import threadpoolctl
 
+
 # L-BFGS iteration cap for the probe. Measured on MNIST with C=1: standardised
 # pixels converge (to scikit-learn's default tolerance) in 130-145 iterations with
 # 10,000 training examples and about 180 with 60,000; 64-d codes in 40-60. The

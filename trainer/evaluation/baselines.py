@@ -1,7 +1,7 @@
 """Classical denoising baselines, tuned fairly, for the evaluation report.
 
 The report compares the trained autoencoders with classical denoisers on the
-same noisy images. `tune_baseline` grid-searches one baseline's parameters on
+same noisy images. `tuning.tune_baseline` grid-searches one baseline's parameters on
 a tuning pair (noisy, clean) of held-out TRAINING images, never the test set,
 maximising the per-image mean PSNR (the project's convention: the mean over
 images of 10*log10(1/MSE_i)); the returned `TunedBaseline` then denoises any
@@ -82,11 +82,10 @@ them, so this module imports without them.
 import dataclasses
 import importlib
 import itertools
-import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
-from absl import logging
 import numpy as np
+
 
 BASELINE_NAMES = ("noisy", "median", "gaussian_blur", "total_variation", "nl_means", "wavelet",
                   "bm3d", "wiener")
@@ -114,40 +113,6 @@ _MSE_FLOOR = 1e-10
 _BM3D_VARIANCE_DOMAIN = 8
 
 
-def _grid(**values: Sequence[Any]) -> tuple[dict[str, Any], ...]:
-  """Every combination of the given parameter values, as a tuple of dicts."""
-  names = list(values)
-  return tuple(dict(zip(names, combination))
-               for combination in itertools.product(*(values[name] for name in names)))
-
-
-# Each method's own parameter grid, without the levels map's (searched on every
-# output). Values cover gaussian noise std 0.1 to 0.6, salt-and-pepper and masking
-# fractions 0.1 to 0.5: the tuning picks whichever suits the tuning images.
-_PARAMETER_GRIDS = {
-    "noisy": ({},),
-    "median": _grid(size=(3, 5, 7)),
-    "gaussian_blur": _grid(sigma=(0.5, 0.75, 1.0, 1.25, 1.5, 2.0)),
-    "total_variation": _grid(weight=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8)),
-    "nl_means": tuple(
-        dict(h=h, patch_size=patch_size, patch_distance=patch_distance)
-        for h in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6)
-        for patch_size, patch_distance in ((3, 3), (5, 3), (5, 6))),
-    # Without cycle spinning (cycle_shifts=1) it was 0.7-4 dB worse at every setting
-    # tried (2.1 dB between the best of each, gaussian 0.4); 3 or 4 (9 or 16 shifts)
-    # were no better than 2, at 2-4 times the cost.
-    "wavelet": _grid(sigma=(0.05, 0.1, 0.2, 0.3, 0.45), wavelet=("db1", "sym4"),
-                     wavelet_levels=(1, 2), cycle_shifts=(2,)),
-    # Finer around 0.25, the best at gaussian 0.4: 0.2 and 0.3 were 0.5 dB worse.
-    "bm3d": _grid(sigma_psd=(0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.6)),
-    # Ridge strength as a fraction of the mean eigenvalue of the Gram matrix, so that
-    # the grid does not depend on the number of fitting images.
-    # From a few hundred fitting images (fewer than pixels) to several thousand, the
-    # best value moves from about 1 to about 0.1.
-    "wiener": _grid(relative_ridge=(1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0)),
-}
-
-
 def _import_optional(module_name: str, pip_name: str):
   """Imports a library only some baselines need; the error names the package to install."""
   try:
@@ -172,7 +137,7 @@ def check_images(images: np.ndarray, argument_name: str) -> np.ndarray:
   return images.astype(np.float32, copy=False)
 
 
-def _check_pair(noisy: np.ndarray, clean: np.ndarray, noisy_name: str,
+def check_pair(noisy: np.ndarray, clean: np.ndarray, noisy_name: str,
                 clean_name: str) -> tuple[np.ndarray, np.ndarray]:
   noisy = check_images(noisy, noisy_name)
   clean = check_images(clean, clean_name)
@@ -194,13 +159,13 @@ def per_image_psnr_db(clean: np.ndarray, denoised: np.ndarray) -> np.ndarray:
   return 10.0 * np.log10(1.0 / np.maximum(mse, _MSE_FLOOR))
 
 
-def _apply_levels(images: np.ndarray, black_level: float, white_level: float) -> np.ndarray:
+def apply_levels(images: np.ndarray, black_level: float, white_level: float) -> np.ndarray:
   """The levels map: black_level -> 0, white_level -> 1, clipped to [0, 1]."""
   scale = np.float32(1.0 / (white_level - black_level))
   return np.clip((images - np.float32(black_level)) * scale, 0.0, 1.0).astype(np.float32)
 
 
-def _level_pairs() -> list[tuple[float, float]]:
+def level_pairs() -> list[tuple[float, float]]:
   return [(black, white) for black in _BLACK_LEVELS for white in _WHITE_LEVELS
           if white - black >= _MIN_LEVEL_RANGE - 1e-9]
 
@@ -284,7 +249,7 @@ def _from_planes(planes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
   return np.moveaxis(planes.reshape(batch, channels, height, width), 1, -1)
 
 
-def _planar_denoise(name: str, images: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+def planar_denoise(name: str, images: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
   """The method's own output, before the levels map: [N, H, W, C] float32."""
   planes = _PLANAR_METHODS[name](_to_planes(images), **params)
   return _from_planes(np.asarray(planes, dtype=np.float32), images.shape)
@@ -294,7 +259,7 @@ def _planar_denoise(name: str, images: np.ndarray, params: Mapping[str, Any]) ->
 
 
 @dataclasses.dataclass(frozen=True)
-class _WienerNormalEquations:
+class WienerNormalEquations:
   """The ridge regression's normal equations, from the centred fitting data.
 
   With X the centred noisy and Y the centred clean fitting images ([M, D]), the
@@ -318,20 +283,20 @@ class _WienerNormalEquations:
     return linalg.cho_solve(factor, self.cross, check_finite=False)
 
 
-def _wiener_normal_equations(fit_noisy: np.ndarray,
-                             fit_clean: np.ndarray) -> _WienerNormalEquations:
+def wiener_normal_equations(fit_noisy: np.ndarray,
+                             fit_clean: np.ndarray) -> WienerNormalEquations:
   noisy = fit_noisy.reshape(fit_noisy.shape[0], -1).astype(np.float64)
   clean = fit_clean.reshape(fit_clean.shape[0], -1).astype(np.float64)
   mean_noisy = noisy.mean(axis=0)
   mean_clean = clean.mean(axis=0)
   noisy -= mean_noisy
   clean -= mean_clean
-  return _WienerNormalEquations(mean_noisy, mean_clean, noisy.T @ noisy, noisy.T @ clean)
+  return WienerNormalEquations(mean_noisy, mean_clean, noisy.T @ noisy, noisy.T @ clean)
 
 
-def _wiener_fitted(equations: _WienerNormalEquations,
+def wiener_fitted(equations: WienerNormalEquations,
                    relative_ridge: float) -> dict[str, np.ndarray]:
-  """The arrays `_wiener_denoise` needs, float32."""
+  """The arrays `wiener_denoise` needs, float32."""
   return {
       "mean_noisy": equations.mean_noisy.astype(np.float32),
       "mean_clean": equations.mean_clean.astype(np.float32),
@@ -339,7 +304,7 @@ def _wiener_fitted(equations: _WienerNormalEquations,
   }
 
 
-def _wiener_denoise(images: np.ndarray, fitted: Mapping[str, np.ndarray]) -> np.ndarray:
+def wiener_denoise(images: np.ndarray, fitted: Mapping[str, np.ndarray]) -> np.ndarray:
   """The affine map's output, clipped to [0, 1]: [N, H, W, C] float32."""
   weights = fitted["weights"]
   flat = images.reshape(images.shape[0], -1)
@@ -373,7 +338,7 @@ class TunedBaseline:
 
   def denoise(self, noisy: np.ndarray) -> np.ndarray:
     """Denoises [N, H, W, C] float images in [0, 1]; returns the same shape, float32, in [0, 1]."""
-    _check_name(self.name)
+    check_name(self.name)
     images = check_images(noisy, "noisy")
     if self.name == "noisy":
       return images.copy()
@@ -381,100 +346,15 @@ class TunedBaseline:
       if "weights" not in self.fitted:
         raise ValueError("This wiener baseline has no fitted weights; create it with "
                          "tune_baseline('wiener', ..., fit_noisy=..., fit_clean=...).")
-      return _wiener_denoise(images, self.fitted)
+      return wiener_denoise(images, self.fitted)
     method_params = {key: value for key, value in self.params.items()
                      if key not in ("black_level", "white_level")}
-    raw = _planar_denoise(self.name, images, method_params)
-    return _apply_levels(raw, self.params["black_level"], self.params["white_level"])
+    raw = planar_denoise(self.name, images, method_params)
+    return apply_levels(raw, self.params["black_level"], self.params["white_level"])
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
   if name not in BASELINE_NAMES:
     raise ValueError(f"Unknown baseline {name!r}; valid baselines are {', '.join(BASELINE_NAMES)}.")
 
 
-def _best_levels(raw: np.ndarray, clean: np.ndarray) -> tuple[float, float, float]:
-  """(psnr, black_level, white_level) of the levels map that maximises the mean PSNR."""
-  best = (-np.inf, 0.0, 1.0)
-  for black, white in _level_pairs():
-    psnr = float(np.mean(per_image_psnr_db(clean, _apply_levels(raw, black, white))))
-    if psnr > best[0]:
-      best = (psnr, black, white)
-  return best
-
-
-def _json_value(value: Any) -> Any:
-  """numpy scalars -> Python ones, so that params serialise to JSON."""
-  return value.item() if isinstance(value, np.generic) else value
-
-
-def tune_baseline(name: str, noisy_tune: np.ndarray, clean_tune: np.ndarray,
-                  fit_noisy: np.ndarray | None = None,
-                  fit_clean: np.ndarray | None = None) -> TunedBaseline:
-  """Grid-searches `name`'s parameters (and its bias correction) to maximise per-image mean PSNR on the tuning pair.
-
-  Args:
-    name: one of BASELINE_NAMES.
-    noisy_tune: [N, H, W, C] float noisy images in [0, 1]: held-out training
-      images (about 100 to 200), never the test set.
-    clean_tune: the same images, clean.
-    fit_noisy: wiener only (ignored by the others): [M, H, W, C] noisy training
-      images, other than the tuning ones, to fit the linear map on (several
-      thousand; fewer than H*W*C works through the ridge, less well).
-    fit_clean: wiener only: the same images, clean.
-
-  Returns:
-    The baseline with the best parameters of its grid and their tuning PSNR.
-
-  Raises:
-    ValueError: unknown name, badly shaped images, or wiener without fit data.
-  """
-  _check_name(name)
-  noisy_tune, clean_tune = _check_pair(noisy_tune, clean_tune, "noisy_tune", "clean_tune")
-  start = time.monotonic()
-  fitted: dict[str, np.ndarray] = {}
-  if name == "noisy":
-    params: dict[str, Any] = {}
-    psnr = float(np.mean(per_image_psnr_db(clean_tune, noisy_tune)))
-  elif name == "wiener":
-    params, psnr, fitted = _tune_wiener(noisy_tune, clean_tune, fit_noisy, fit_clean)
-  else:
-    params, psnr = _tune_planar(name, noisy_tune, clean_tune)
-  params = {key: _json_value(value) for key, value in params.items()}
-  logging.info("Tuned baseline %s on %d images in %.1f s: %s, %.2f dB.", name,
-               noisy_tune.shape[0], time.monotonic() - start, params, psnr)
-  return TunedBaseline(name=name, params=params, tuning_psnr_db=psnr, fitted=fitted)
-
-
-def _tune_planar(name: str, noisy: np.ndarray,
-                 clean: np.ndarray) -> tuple[dict[str, Any], float]:
-  best_psnr, best_params = -np.inf, {}
-  for method_params in _PARAMETER_GRIDS[name]:
-    raw = _planar_denoise(name, noisy, method_params)
-    psnr, black, white = _best_levels(raw, clean)
-    logging.debug("%s %s: %.2f dB (levels %.2f..%.2f)", name, method_params, psnr, black, white)
-    if psnr > best_psnr:
-      best_psnr = psnr
-      best_params = dict(method_params, black_level=black, white_level=white)
-  return best_params, best_psnr
-
-
-def _tune_wiener(noisy: np.ndarray, clean: np.ndarray, fit_noisy: np.ndarray | None,
-                 fit_clean: np.ndarray | None
-                 ) -> tuple[dict[str, Any], float, dict[str, np.ndarray]]:
-  if fit_noisy is None or fit_clean is None:
-    raise ValueError("The wiener baseline needs fit_noisy and fit_clean: noisy and clean "
-                     "training images (several thousand, not the tuning ones) to fit it on.")
-  fit_noisy, fit_clean = _check_pair(fit_noisy, fit_clean, "fit_noisy", "fit_clean")
-  if fit_noisy.shape[1:] != noisy.shape[1:]:
-    raise ValueError(f"fit_noisy has shape {fit_noisy.shape} but noisy_tune has shape "
-                     f"{noisy.shape}; both must be [N, H, W, C] with the same H, W, C.")
-  equations = _wiener_normal_equations(fit_noisy, fit_clean)
-  best_psnr, best_params, best_fitted = -np.inf, {}, {}
-  for method_params in _PARAMETER_GRIDS["wiener"]:
-    fitted = _wiener_fitted(equations, method_params["relative_ridge"])
-    psnr = float(np.mean(per_image_psnr_db(clean, _wiener_denoise(noisy, fitted))))
-    logging.debug("wiener %s: %.2f dB", method_params, psnr)
-    if psnr > best_psnr:
-      best_psnr, best_params, best_fitted = psnr, dict(method_params), fitted
-  return best_params, best_psnr, best_fitted

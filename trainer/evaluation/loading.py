@@ -1,0 +1,243 @@
+"""What the evaluation scores: the SavedModels (by name) and the clean test and tuning images.
+
+Models are loaded through their serving signatures only, never training code,
+so the evaluation scores exactly what is served; `training_run` reads the
+metrics.json and config.json that `trainer.main` writes next to saved_model/.
+"""
+
+import dataclasses
+import os
+import re
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from input_pipeline import data_source
+from input_pipeline import pipeline
+from trainer import export
+from trainer import reports
+from trainer.evaluation import baselines
+from trainer.evaluation import scoring
+from trainer.evaluation import settings
+
+
+# The default output directory inside the first workdir.
+DEFAULT_OUTPUT_DIRNAME = "eval"
+
+
+_READ_CONFIG = tfds.ReadConfig(try_autocache=False)
+
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def model_paths(workdirs, saved_models) -> dict[str, str]:
+  """{model name: SavedModel path} from the --workdir and --saved_model values, in order.
+
+  A workdir's model is its `saved_model/`, named after the workdir. A
+  --saved_model value is `NAME=PATH` or a plain path, named after its last
+  folder (after its parent's for a path ending in `saved_model`).
+  """
+  named = []
+  for workdir in workdirs or ():
+    workdir = workdir.rstrip("/")
+    named.append((os.path.basename(workdir), os.path.join(workdir, "saved_model"), workdir))
+  for value in saved_models or ():
+    name, separator, path = value.partition("=")
+    if not separator or "/" in name:
+      path = value.rstrip("/")
+      name = os.path.basename(path)
+      if name == "saved_model":
+        name = os.path.basename(os.path.dirname(path)) or name
+    named.append((name, path.rstrip("/"), value))
+  if not named:
+    raise settings.EvaluationError("No model to evaluate; pass --workdir=DIR (a workdir trained by "
+                                   "trainer.main) or --saved_model=[NAME=]PATH, either repeatable.")
+  paths = {}
+  for name, path, given in named:
+    check_model_name(name, given)
+    if name in paths:
+      raise settings.EvaluationError(
+          f"Two models are named {name!r} ({paths[name]} and {path}); name them with "
+          "--saved_model=NAME=PATH.")
+    paths[name] = path
+  return paths
+
+
+def check_model_name(name: str, given: str | None = None) -> None:
+  """Raises EvaluationError unless `name` can name a model (a report row, a TensorBoard run)."""
+  if name in baselines.BASELINE_NAMES or name == scoring.RAW_PIXELS:
+    problem = f"reserved (a baseline or {scoring.RAW_PIXELS})"
+  elif not _MODEL_NAME.match(name):
+    problem = "not made of letters, digits, _ . -"
+  else:
+    return
+  raise settings.EvaluationError(
+      f"{given or name!r} gives the model name {name!r}, which is {problem}; "
+                        "choose another name with --saved_model=NAME=PATH.")
+
+
+def default_output_dir(workdirs) -> str:
+  """`<first workdir>/eval`; EvaluationError when there is no workdir to put it in.
+
+  Not `<workdir>/eval`: trainer.main writes its TensorBoard eval run there.
+  """
+  if not workdirs:
+    raise settings.EvaluationError("Pass --output_dir=DIR: without a --workdir there is no default "
+                                   f"(<first workdir>/{DEFAULT_OUTPUT_DIRNAME}).")
+  return os.path.join(workdirs[0].rstrip("/"), DEFAULT_OUTPUT_DIRNAME)
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """An exported model: `denoise` (serving_default) and `encode` on numpy batches."""
+  name: str
+  path: str
+  loaded: object
+
+  def _call(self, endpoint: str, output: str, images: np.ndarray,
+            batch_size: int) -> np.ndarray:
+    signature = self.loaded.signatures[endpoint]
+    return np.concatenate([
+        signature(images=tf.constant(images[start:start + batch_size]))[output].numpy()
+        for start in range(0, len(images), batch_size)])
+
+  def denoise(self, images: np.ndarray, batch_size: int) -> np.ndarray:
+    return self._call(export.SERVING_ENDPOINT, "denoised", images, batch_size)
+
+  def encode(self, images: np.ndarray, batch_size: int) -> np.ndarray:
+    return self._call(export.ENCODE_ENDPOINT, "latent", images, batch_size)
+
+
+def training_run(saved_model_path: str) -> dict | None:
+  """What trained a SavedModel, from the workdir around it (None if it is not in one).
+
+  {"model_type", "num_parameters", "epochs", "step", "noise"}, read from the
+  metrics.json and config.json that `trainer.main` writes next to saved_model/.
+  """
+  workdir = os.path.dirname(saved_model_path.rstrip("/"))
+  paths = [os.path.join(workdir, name) for name in (reports.METRICS_FILENAME,
+                                                      reports.CONFIG_FILENAME)]
+  if not all(tf.io.gfile.exists(path) for path in paths):
+    return None
+  try:
+    metrics, config = (reports.read_json(path) for path in paths)
+  except ValueError:  # Including reports.CorruptFileError: report without it.
+    return None
+  return {"model_type": config.get("model", {}).get("type"),
+          "num_parameters": metrics.get("num_parameters"),
+          "epochs": metrics.get("epochs"), "step": metrics.get("step"),
+          "noise": config.get("noise")}
+
+
+def load_model(name: str, path: str) -> Model:
+  """Loads the SavedModel at `path`; EvaluationError naming the path and the fix if unusable."""
+  if not tf.saved_model.contains_saved_model(path):
+    workdir = os.path.dirname(path) or "."
+    raise settings.EvaluationError(
+        f"No SavedModel at {path} (model {name!r}); train first (python -m trainer.main "
+        f"--config=configs/default.py --workdir={workdir}) or pass --saved_model=PATH of an "
+        "exported model.")
+  try:
+    loaded = tf.saved_model.load(path)
+  except (tf.errors.OpError, ValueError, OSError) as error:
+    raise settings.EvaluationError(
+        f"Cannot load the SavedModel at {path} ({type(error).__name__}: "
+        f"{' '.join(str(error).split())[:300]}); export it again with trainer.main.") from error
+  missing = [endpoint for endpoint in (export.SERVING_ENDPOINT, export.ENCODE_ENDPOINT)
+             if endpoint not in loaded.signatures]
+  if missing:
+    raise settings.EvaluationError(
+        f"The SavedModel at {path} lacks the signature(s) {', '.join(missing)}; evaluate a "
+        "model exported by trainer.main (trainer/export.py).")
+  return Model(name, path, loaded)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalData:
+  """Clean images (float32 [N, 28, 28, 1] in [0, 1]) and labels of one evaluation.
+
+  Attributes:
+    test_images, test_labels: the images every method is scored on.
+    tune_images: the training split's last examples, on which baselines are tuned.
+    fit_images: the training examples just before those, for the Wiener filter.
+    probe_images, probe_labels: the training split's first examples, for the
+      representation probes.
+    num_classes: label classes (k-means clusters); 0 when the dataset has no labels.
+    splits: the TFDS split of each of the above.
+  """
+  test_images: np.ndarray
+  test_labels: np.ndarray | None
+  tune_images: np.ndarray
+  fit_images: np.ndarray
+  probe_images: np.ndarray
+  probe_labels: np.ndarray | None
+  num_classes: int
+  splits: dict[str, str]
+
+
+def _read_split(builder, split: str, num_examples: int = 0):
+  """(images float32 in [0, 1], labels or None) of `split`, its first `num_examples` if > 0."""
+  dataset = builder.as_dataset(split=split, shuffle_files=False, read_config=_READ_CONFIG)
+  if num_examples:
+    dataset = dataset.take(num_examples)
+  has_labels = "label" in builder.info.features
+  images, labels = [], []
+  for batch in dataset.batch(10_000).as_numpy_iterator():
+    images.append(pipeline.scale_images(batch["image"]).numpy())
+    if has_labels:
+      labels.append(batch["label"])
+  if not images:
+    return np.zeros((0, *data_source.IMAGE_SHAPE), np.float32), None
+  return np.concatenate(images), (np.concatenate(labels) if has_labels else None)
+
+
+def _split_size(builder, split: str, field: str) -> int:
+  try:
+    return builder.info.splits[split].num_examples
+  except (KeyError, ValueError) as error:
+    raise settings.EvaluationError(
+        f"{field}={split!r} is not a split of TFDS dataset {builder.name!r} (its splits: "
+        f"{', '.join(sorted(builder.info.splits.keys()))}); set --config.{field}=...") from error
+
+
+def load_data(config: ml_collections.ConfigDict) -> EvalData:
+  """Reads the test images and the training examples for tuning, fitting and probing."""
+  try:
+    builder = data_source.get_builder(config.dataset, config.data_dir)
+  except ValueError as error:
+    raise settings.EvaluationError(str(error)) from error
+  data_source.ensure_prepared(builder)
+  num_test = _split_size(builder, config.split, "split")
+  num_train = _split_size(builder, config.train_split, "train_split")
+  held_out = config.tuning_examples + config.wiener_fit_examples
+  if held_out > num_train:
+    raise settings.EvaluationError(
+        f"tuning_examples + wiener_fit_examples = {held_out} exceeds the {num_train} examples "
+        f"of train_split {config.train_split!r}; lower --config.tuning_examples or "
+        "--config.wiener_fit_examples.")
+  if num_test < 1:
+    raise settings.EvaluationError(
+        f"split {config.split!r} is empty; choose another --config.split.")
+  train = config.train_split
+  tune_start = num_train - config.tuning_examples
+  fit_start = tune_start - config.wiener_fit_examples
+  probe_count = min(config.representation.train_examples, num_train)
+  splits = {
+      "test": config.split + (f" (first {config.num_examples})" if config.num_examples else ""),
+      "tuning": f"{train}[{tune_start}:{num_train}]",
+      "wiener_fit": f"{train}[{fit_start}:{tune_start}]",
+      "representation_train": f"{train}[:{probe_count}]",
+  }
+  test_images, test_labels = _read_split(builder, config.split, config.num_examples)
+  tune_images, _ = _read_split(builder, splits["tuning"])
+  fit_images, _ = (_read_split(builder, splits["wiener_fit"]) if config.wiener_fit_examples
+                   else (np.zeros((0, *data_source.IMAGE_SHAPE), np.float32), None))
+  probe_images, probe_labels = (_read_split(builder, splits["representation_train"])
+                                if probe_count else (test_images[:0], None))
+  label = builder.info.features["label"] if "label" in builder.info.features else None
+  return EvalData(test_images=test_images, test_labels=test_labels, tune_images=tune_images,
+                  fit_images=fit_images, probe_images=probe_images, probe_labels=probe_labels,
+                  num_classes=getattr(label, "num_classes", 0) or 0, splits=splits)
