@@ -105,6 +105,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Seconds a collective op may wait for the other workers before the job stops
   # (multi_worker_mirrored); a dead worker is usually noticed much sooner.
   config.runtime.collective_timeout_seconds = 300.0
+  # Global steps (first, last) to trace with the TensorFlow profiler into the TensorBoard
+  # train/ directory (the Profile tab), e.g. '(100, 110)'; rounded out to whole chunks of
+  # train.steps_per_loop; chief only. () = off.
+  config.runtime.profile_steps = ()
 
   config.lock()
   return config

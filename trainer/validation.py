@@ -10,6 +10,7 @@ from trainer import config_lib
 from trainer import metrics
 from trainer import models
 from trainer import optimizers
+from trainer import profiling
 from trainer import strategy as strategy_lib
 
 
@@ -77,6 +78,8 @@ def _validate(config: ml_collections.ConfigDict) -> None:
                      "(0: train.num_epochs decides).")
   if not isinstance(config.runtime.jit_compile, bool):
     raise ValueError(f"runtime.jit_compile={config.runtime.jit_compile!r} must be True or False.")
+  # Its end is checked against the run's length once the data is known (train.py).
+  profiling.parse_profile_steps(config.runtime.profile_steps)
   if config.runtime.num_cpu_devices < 0:
     raise ValueError(
         f"runtime.num_cpu_devices={config.runtime.num_cpu_devices} must be >= 0 "
