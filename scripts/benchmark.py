@@ -183,7 +183,7 @@ def main(argv):
   del trainer, tutorial  # Frees the trainer's shuffle buffer and prefetched batches before (c).
   tutorial_rate = statistics.median(tutorial_rates)
   trainer_rate = statistics.median(trainer_rates)
-  pipeline_rate = harness.time_input_pipeline(data, config, num_epochs)
+  pipeline_rate, pipeline_core_us = harness.time_input_pipeline(data, config, num_epochs)
   eval_seconds = harness.time_evaluation(strategy, data, config)
   epoch_seconds = data.steps_per_epoch * config.train.batch_size / trainer_rate
   ceiling = harness.matmul_flops_per_second()
@@ -204,6 +204,8 @@ def main(argv):
       "tutorial_examples_per_sec": tutorial_rate,
       "trainer_examples_per_sec": trainer_rate,
       "pipeline_examples_per_sec": pipeline_rate,
+      # CPU time of the process per example while the training pipeline runs alone.
+      "pipeline_core_us_per_example": pipeline_core_us,
       "speedup_vs_tutorial": trainer_rate / tutorial_rate,
       "pipeline_over_trainer": pipeline_rate / trainer_rate,
       "model_flops_per_example": flops,
