@@ -87,6 +87,13 @@ def get_config() -> ml_collections.ConfigDict:
   # Test images shown in the TensorBoard image summary and plots/denoised.png.
   config.train.num_images_to_show = 10
 
+  config.input = ml_collections.ConfigDict()
+  # tf.data service dispatcher (e.g. grpc://localhost:5050) whose workers produce the
+  # training batches (docs/cloud.md); evaluation stays local. Empty = feed in-process.
+  config.input.data_service_address = ""
+  # Name of the service job, so that restarted trainers reattach to it; empty = a new job.
+  config.input.data_service_job_name = ""
+
   config.runtime = ml_collections.ConfigDict()
   # One of default, mirrored, multi_worker_mirrored, tpu.
   config.runtime.strategy = "default"

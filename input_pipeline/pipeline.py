@@ -27,6 +27,7 @@ import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from input_pipeline import data_service
 from input_pipeline import data_source
 from input_pipeline import noise
 
@@ -102,7 +103,12 @@ def create_dataset(data: data_source.DataSource, config: ml_collections.ConfigDi
   if split not in SPLITS:
     raise ValueError(f"Unknown split {split!r}; valid splits are {', '.join(SPLITS)}.")
   if split == "train":
-    return _create_train_dataset(data, config, input_context, start_step)
+    dataset = _create_train_dataset(data, config, input_context, start_step)
+    if config.input.data_service_address:
+      dataset = data_service.distribute(
+          dataset, config.input.data_service_address, config.input.data_service_job_name,
+          input_context.input_pipeline_id if input_context else 0).prefetch(tf.data.AUTOTUNE)
+    return dataset
   return _create_eval_dataset(data, config, input_context)
 
 

@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from input_pipeline import data_service
 from input_pipeline import data_source
 from input_pipeline import pipeline
 from trainer import checkpoints
@@ -64,6 +65,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
     strategy = strategy_lib.get_strategy(config.runtime)
     validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
     data = data_source.create_data_source(config)
+    if config.input.data_service_address:
+      data_service.check_reachable(config.input.data_service_address)
     changes = validation.check_resumable(config, reports.read_config(workdir),
                                          allow_config_change)
   except validation.ConfigError:

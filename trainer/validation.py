@@ -92,7 +92,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
 _FREE_FIELDS = ("data_dir", "train.num_epochs", "train.max_steps", "train.checkpoints_to_keep",
                 "train.num_images_to_show", "train.steps_per_loop", "train.eval_every_epochs",
                 "train.log_every_steps")
-_FREE_PREFIXES = ("runtime.",)
+_FREE_PREFIXES = ("runtime.", "input.")
 # Fields a resumed run can never change: which variables the checkpoint holds,
 # and what its step counts (batches of one size, of one split).
 _FIXED_FIELDS = ("dataset", "train_split", "train.batch_size",
