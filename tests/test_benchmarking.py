@@ -126,7 +126,9 @@ def test_benchmark_script_prints_its_json_with_the_mirrored_laptop_recipe(tmp_pa
   results = json.loads(result.stdout.strip().splitlines()[-1])
   assert results["replicas"] == 2 and results["strategy"] == "mirrored"
   for key in ("tutorial_examples_per_sec", "trainer_examples_per_sec",
-              "pipeline_examples_per_sec", "pipeline_core_us_per_example", "speedup_vs_tutorial", "pipeline_over_trainer",
+              "pipeline_examples_per_sec", "pipeline_core_us_per_example",
+              "data_service_examples_per_sec", "data_service_core_us_per_example",
+              "speedup_vs_tutorial", "pipeline_over_trainer",
               "model_flops_per_example", "flops_utilization", "peak_rss_mb", "eval_seconds",
               "eval_share_of_epoch"):
     assert math.isfinite(results[key]) and results[key] > 0, key

@@ -107,6 +107,26 @@ def time_input_pipeline(data, config, num_epochs: int) -> tuple[float, float]:
   return num_examples / seconds, cpu_seconds / num_examples * 1e6
 
 
+def time_data_service_pipeline(data, config, num_epochs: int,
+                               num_workers: int = 2) -> tuple[float, float]:
+  """`time_input_pipeline` through a tf.data service on localhost, started here.
+
+  A dispatcher and `num_workers` workers run in this process, so the CPU time
+  per example counts the workers' pipelines and the transfer to the client.
+  """
+  service = tf.data.experimental.service
+  dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+  workers = [service.WorkerServer(service.WorkerConfig(
+      dispatcher_address=dispatcher.target.split("://")[1])) for _ in range(num_workers)]
+  config = config.copy_and_resolve_references()
+  config.input.data_service_address = dispatcher.target
+  try:
+    return time_input_pipeline(data, config, num_epochs)
+  finally:
+    for server in (*workers, dispatcher):
+      server.stop()
+
+
 def matmul_flops_per_second(size: int = 2048, repeats: int = 20) -> float:
   """float32 FLOP/s of a [size, size] matmul, the machine's practical ceiling."""
   a = tf.random.stateless_uniform([size, size], seed=[1, 2])
