@@ -8,6 +8,7 @@ and a TPU VM's `tensorflow-tpu` is never replaced by a second TensorFlow:
     pip install ".[tpu]" -f https://storage.googleapis.com/libtpu-releases/index.html
                            # Cloud TPU VMs: tensorflow-tpu 2.20 with libtpu
     pip install ".[cpu,eval]"   # plus what `python -m trainer.evaluate` needs
+    pip install ".[cpu,profile]"   # plus TensorBoard's Profile tab (runtime.profile_steps)
 """
 
 import setuptools
@@ -58,6 +59,8 @@ setuptools.setup(
             "bm3d>=4.0",
             "scikit-learn>=1.4",
         ],
+        # TensorBoard's Profile tab, for traces of runtime.profile_steps (docs/performance.md).
+        "profile": ["tensorboard-plugin-profile>=2.20"],
         "test": [
             "pytest>=8",
             "pytest-xdist>=3.5",

@@ -87,6 +87,13 @@ def get_config() -> ml_collections.ConfigDict:
   # Test images shown in the TensorBoard image summary and plots/denoised.png.
   config.train.num_images_to_show = 10
 
+  config.input = ml_collections.ConfigDict()
+  # tf.data service dispatcher (e.g. grpc://localhost:5050) whose workers produce the
+  # training batches (docs/cloud.md); evaluation stays local. Empty = feed in-process.
+  config.input.data_service_address = ""
+  # Name of the service job, so that restarted trainers reattach to it; empty = a new job.
+  config.input.data_service_job_name = ""
+
   config.runtime = ml_collections.ConfigDict()
   # One of default, mirrored, multi_worker_mirrored, tpu.
   config.runtime.strategy = "default"
@@ -105,6 +112,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Seconds a collective op may wait for the other workers before the job stops
   # (multi_worker_mirrored); a dead worker is usually noticed much sooner.
   config.runtime.collective_timeout_seconds = 300.0
+  # Global steps (first, last) to trace with the TensorFlow profiler into the TensorBoard
+  # train/ directory (the Profile tab), e.g. '(100, 110)'; rounded out to whole chunks of
+  # train.steps_per_loop; chief only. () = off.
+  config.runtime.profile_steps = ()
 
   config.lock()
   return config

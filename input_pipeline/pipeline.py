@@ -27,6 +27,7 @@ import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from input_pipeline import data_service
 from input_pipeline import data_source
 from input_pipeline import noise
 
@@ -36,6 +37,8 @@ SPLITS = ("train", "eval")
 _TRAIN_NOISE_STREAM = 1
 _EVAL_NOISE_STREAM = 2
 _SHUFFLE_STREAM = 3
+# A batch size larger than any split: one batch of all its examples.
+_ALL_EXAMPLES = 2**31 - 1
 # The pipelines cache decoded (train) or noisy (eval) images themselves; TFDS's
 # automatic cache of the encoded records would only double the memory.
 _READ_CONFIG = tfds.ReadConfig(try_autocache=False)
@@ -100,12 +103,18 @@ def create_dataset(data: data_source.DataSource, config: ml_collections.ConfigDi
   if split not in SPLITS:
     raise ValueError(f"Unknown split {split!r}; valid splits are {', '.join(SPLITS)}.")
   if split == "train":
-    return _create_train_dataset(data, config, input_context, start_step)
+    dataset = _create_train_dataset(data, config, input_context, start_step)
+    if config.input.data_service_address:
+      dataset = data_service.distribute(
+          dataset, config.input.data_service_address, config.input.data_service_job_name,
+          input_context.input_pipeline_id if input_context else 0).prefetch(tf.data.AUTOTUNE)
+    return dataset
   return _create_eval_dataset(data, config, input_context)
 
 
 def _create_train_dataset(data, config, input_context, start_step):
-  """Order: cache -> (per epoch) shuffle -> batch -> index -> skip done steps -> noise -> prefetch."""
+  """Order: images in memory -> (per epoch) shuffle indices -> batch -> index -> skip done steps
+  -> gather, noise -> prefetch."""
   batch_size, replicas_per_pipeline = _batching(config.train.batch_size, input_context)
   # Batches this pipeline contributes per epoch: the same number of global steps
   # on every pipeline, so workers never wait on each other at epoch ends.
@@ -113,11 +122,14 @@ def _create_train_dataset(data, config, input_context, start_step):
   pipeline_id = input_context.input_pipeline_id if input_context else 0
   start_epoch, start_step_in_epoch = divmod(start_step, data.steps_per_epoch)
 
-  # Cache the decoded uint8 images (47 MB for MNIST) before anything random:
-  # decoding happens once, and every epoch reshuffles and renoises the cache.
-  images = _read_examples(data, data.train_split).map(
-      lambda example: example["image"], num_parallel_calls=tf.data.AUTOTUNE)
-  images = _shard(images, input_context).cache()
+  # This pipeline's decoded uint8 images as one tensor (47 MB for MNIST), decoded
+  # once. Every epoch shuffles their indices, not the images: the shuffle buffer
+  # then holds int64s instead of 784-byte images, and each batch is one gather
+  # instead of 128 element copies. The shuffle's order does not depend on what
+  # it shuffles, so the batches are exactly those of shuffling the images.
+  images = _shard(_read_examples(data, data.train_split).map(
+      lambda example: example["image"], num_parallel_calls=tf.data.AUTOTUNE), input_context)
+  images = images.batch(_ALL_EXAMPLES).get_single_element()
   shuffle_seed = _seed(config, _SHUFFLE_STREAM)
   noise_seed = tf.random.experimental.stateless_fold_in(
       _seed(config, _TRAIN_NOISE_STREAM), pipeline_id)
@@ -131,17 +143,18 @@ def _create_train_dataset(data, config, input_context, start_step):
     epoch_noise_seed = tf.random.experimental.stateless_fold_in(noise_seed, epoch)
     # Shuffle within the epoch, then batch: every image is seen once per epoch.
     # drop_remainder keeps shapes static (required on TPU).
-    batches = images.shuffle(config.train.shuffle_buffer_size, seed=epoch_shuffle_seed)
+    batches = tf.data.Dataset.range(tf.shape(images, out_type=tf.int64)[0]).shuffle(
+        config.train.shuffle_buffer_size, seed=epoch_shuffle_seed)
     batches = batches.batch(batch_size, drop_remainder=True).take(num_batches).enumerate()
     # Resuming mid-epoch: skip the steps already trained. The skipped batches
     # keep their indices, so the batches that follow get the noise they would
-    # have had; only uint8 images are skipped, the noise is never drawn.
+    # have had; only indices are skipped, no image is gathered or noised.
     done = tf.where(epoch == start_epoch, start_step_in_epoch * replicas_per_pipeline, 0)
     batches = batches.skip(tf.cast(done, tf.int64))
     # Noise is added after batching, one vectorised op per batch.
     return batches.map(
-        lambda index, batch: preprocess(
-            batch, config.noise,
+        lambda index, batch_indices: preprocess(
+            tf.gather(images, batch_indices), config.noise,
             tf.random.experimental.stateless_fold_in(epoch_noise_seed, index)),
         num_parallel_calls=tf.data.AUTOTUNE)
 

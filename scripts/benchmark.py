@@ -50,6 +50,10 @@ _ROUNDS = flags.DEFINE_integer(
     "rounds", 3, "Rounds of (a) and (b) alternating; each is reported as its median round.")
 _NUM_WORKERS = flags.DEFINE_integer(
     "num_workers", 1, "If > 1, also time training as a job of this many local worker processes.")
+_DATA_SERVICE_WORKERS = flags.DEFINE_integer(
+    "data_service_workers", 2,
+    "If > 0, also time (c) through a local tf.data service dispatcher with this many "
+    "workers (in this process).")
 _TIME_TO_QUALITY = flags.DEFINE_bool(
     "time_to_quality", False,
     "Also train the tutorial for its 50 epochs and this trainer until it matches the "
@@ -84,14 +88,15 @@ def _time_to_quality(data, config, results) -> None:
   The tutorial side is always the tutorial itself (configs/default.py's dense
   model, batch and noise), whatever model and batch `config` trains.
   """
-  tutorial = default_config.get_config()
+  tutorial_config = default_config.get_config()
   noisy_train, clean_train = tutorial.tutorial_arrays(
-      data, data.train_split, tutorial.noise.factor, config.seed)
+      data, data.train_split, tutorial_config.noise.factor, config.seed)
   noisy_test, clean_test = tutorial.tutorial_arrays(
-      data, data.eval_split, tutorial.noise.factor, config.seed + 1)
-  model = tutorial.tutorial_model(tutorial.model, data.image_shape, config.seed)
+      data, data.eval_split, tutorial_config.noise.factor, config.seed + 1)
+  model = tutorial.tutorial_model(tutorial_config.model, data.image_shape, config.seed)
   _, tutorial_seconds = tutorial.time_tutorial_fit(
-      model, noisy_train, clean_train, tutorial.train.batch_size, _TUTORIAL_EPOCHS.value - 1)
+      model, noisy_train, clean_train, tutorial_config.train.batch_size,
+      _TUTORIAL_EPOCHS.value - 1)
   target = tutorial.mean_psnr(clean_test, model.predict(noisy_test, verbose=0))
   with tempfile.TemporaryDirectory() as workdir:
     train.train_and_evaluate(config, workdir)
@@ -118,6 +123,9 @@ def _print_table(results) -> None:
        results["trainer_examples_per_sec"]),
       ("(c) input pipeline alone", results["pipeline_examples_per_sec"]),
   ]
+  if "data_service_examples_per_sec" in results:
+    rows.append((f"(c) via a tf.data service, {results['data_service_workers']} local workers",
+                 results["data_service_examples_per_sec"]))
   if "multi_worker_examples_per_sec" in results:
     rows.append((f"(b) as {results['num_workers']} local worker processes",
                  results["multi_worker_examples_per_sec"]))
@@ -183,7 +191,7 @@ def main(argv):
   del trainer, tutorial_fit  # Frees the trainer's shuffle buffer and prefetched batches before (c).
   tutorial_rate = statistics.median(tutorial_rates)
   trainer_rate = statistics.median(trainer_rates)
-  pipeline_rate = harness.time_input_pipeline(data, config, num_epochs)
+  pipeline_rate, pipeline_core_us = harness.time_input_pipeline(data, config, num_epochs)
   eval_seconds = harness.time_evaluation(strategy, data, config)
   epoch_seconds = data.steps_per_epoch * config.train.batch_size / trainer_rate
   ceiling = harness.matmul_flops_per_second()
@@ -204,6 +212,8 @@ def main(argv):
       "tutorial_examples_per_sec": tutorial_rate,
       "trainer_examples_per_sec": trainer_rate,
       "pipeline_examples_per_sec": pipeline_rate,
+      # CPU time of the process per example while the training pipeline runs alone.
+      "pipeline_core_us_per_example": pipeline_core_us,
       "speedup_vs_tutorial": trainer_rate / tutorial_rate,
       "pipeline_over_trainer": pipeline_rate / trainer_rate,
       "model_flops_per_example": flops,
@@ -213,6 +223,11 @@ def main(argv):
       # The share of an epoch (training plus one evaluation) that evaluating takes.
       "eval_share_of_epoch": eval_seconds / (eval_seconds + epoch_seconds),
   }
+  if _DATA_SERVICE_WORKERS.value > 0:
+    results["data_service_workers"] = _DATA_SERVICE_WORKERS.value
+    (results["data_service_examples_per_sec"],
+     results["data_service_core_us_per_example"]) = harness.time_data_service_pipeline(
+         data, config, num_epochs, _DATA_SERVICE_WORKERS.value)
   if _NUM_WORKERS.value > 1:
     results["num_workers"] = _NUM_WORKERS.value
     results["multi_worker_examples_per_sec"] = _local_workers(_NUM_WORKERS.value)

@@ -77,7 +77,7 @@ def test_rates_are_positive_and_finite(config, data):
   tutorial_rate, total_seconds = tutorial.time_tutorial_fit(
       tutorial.tutorial_model(config.model, data.image_shape, 0), noisy, clean, 64, 1)
   rates = [tutorial_rate,
-           harness.time_input_pipeline(data, config, 1),
+           *harness.time_input_pipeline(data, config, 1),
            harness.matmul_flops_per_second(size=256, repeats=2),
            harness.time_evaluation(strategy, data, config, num_passes=1)]
   assert all(math.isfinite(rate) and rate > 0 for rate in rates), rates
@@ -126,7 +126,9 @@ def test_benchmark_script_prints_its_json_with_the_mirrored_laptop_recipe(tmp_pa
   results = json.loads(result.stdout.strip().splitlines()[-1])
   assert results["replicas"] == 2 and results["strategy"] == "mirrored"
   for key in ("tutorial_examples_per_sec", "trainer_examples_per_sec",
-              "pipeline_examples_per_sec", "speedup_vs_tutorial", "pipeline_over_trainer",
+              "pipeline_examples_per_sec", "pipeline_core_us_per_example",
+              "data_service_examples_per_sec", "data_service_core_us_per_example",
+              "speedup_vs_tutorial", "pipeline_over_trainer",
               "model_flops_per_example", "flops_utilization", "peak_rss_mb", "eval_seconds",
               "eval_share_of_epoch"):
     assert math.isfinite(results[key]) and results[key] > 0, key

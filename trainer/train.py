@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from input_pipeline import data_service
 from input_pipeline import data_source
 from input_pipeline import pipeline
 from trainer import checkpoints
@@ -35,6 +36,7 @@ from trainer import logs
 from trainer import models
 from trainer import optimizers
 from trainer import preemption
+from trainer import profiling
 from trainer import reports
 from trainer import resources
 from trainer import steps as steps_lib
@@ -63,6 +65,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
     strategy = strategy_lib.get_strategy(config.runtime)
     validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
     data = data_source.create_data_source(config)
+    if config.input.data_service_address:
+      data_service.check_reachable(config.input.data_service_address)
     changes = validation.check_resumable(config, reports.read_config(workdir),
                                          allow_config_change)
   except validation.ConfigError:
@@ -121,6 +125,7 @@ class _Run:
   train_iterator: object
   evaluate: object
   writers: summaries.Writers
+  profiler: profiling.ProfilerWindow
   history: list
   sample_clean: np.ndarray
   sample_noisy: np.ndarray
@@ -154,9 +159,19 @@ def train_epoch(run: _Run, step: int, stop_signal) -> tuple[int, dict[str, float
       epoch, run.num_epochs, step, num_steps, config.train.batch_size,
       config.train.log_every_steps, write_scalars=functools.partial(
           summaries.write_scalars, run.writers.train) if run.is_chief else None)
+  epoch_end = step + num_steps
+
+  def on_chunk(done, running_means):
+    progress.update(done, running_means)
+    # The profiler starts and stops between chunks: a chunk is one tf.function call.
+    run.profiler.after_chunk(step + done)
+    run.profiler.before_chunk(step + done, min(config.train.steps_per_loop,
+                                               epoch_end - step - done))
+
+  run.profiler.before_chunk(step, min(config.train.steps_per_loop, num_steps))
   train_metrics, num_steps, stopped = steps_lib.run_epoch_steps(
       run.train_steps, run.train_iterator, epoch, step, num_steps,
-      config.train.steps_per_loop, stop_signal, on_chunk=progress.update)
+      config.train.steps_per_loop, stop_signal, on_chunk=on_chunk)
   examples_per_second = num_steps * config.train.batch_size / (time.time() - epoch_start)
   step += num_steps
   if stopped:
@@ -239,6 +254,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         f"train.num_epochs={config.train.num_epochs} (train.max_steps="
         f"{config.train.max_steps}) ends at step {last_step}, but {dirs.checkpoints} is "
         f"already trained to step {start_step}; raise it, or use a new --workdir.")
+  try:
+    profiling.check_window_in_run(config.runtime.profile_steps, last_step)
+  except ValueError as error:
+    raise validation.ConfigError(str(error)) from error
   history = reports.load_history(workdir, up_to_step=start_step) if is_chief else []
   if is_chief:
     # Only now, with the checkpoint restored and the config accepted.
@@ -263,7 +282,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           lambda context: pipeline.create_dataset(data, config, "train", context, start_step))),
       evaluate=lambda: steps_lib.to_floats(evaluate(iter(eval_dataset),
                                                     tf.constant(data.num_eval_steps))),
-      writers=writers, history=history, sample_clean=sample_clean, sample_noisy=sample_noisy,
+      writers=writers,
+      profiler=profiling.ProfilerWindow(config.runtime.profile_steps,
+                                        os.path.join(dirs.tensorboard, "train"), is_chief),
+      history=history, sample_clean=sample_clean, sample_noisy=sample_noisy,
       start_step=start_step, last_step=last_step, run_start=time.time(),
       earlier_seconds=history[-1].get("elapsed_seconds", 0.0) if history else 0.0)
   logs.log_run_header(run.task_name, model, data, start_step, last_step,
@@ -272,8 +294,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   eval_metrics = None
   step = start_step
   with strategy_lib.watch_peers(strategy), preemption.StopSignal() as stop_signal:
-    while step < last_step:
-      step, eval_metrics = train_epoch(run, step, stop_signal)
+    try:
+      while step < last_step:
+        step, eval_metrics = train_epoch(run, step, stop_signal)
+    finally:
+      # A run that stops early (preempted, a NaN) still writes the steps it traced.
+      run.profiler.stop()
     if eval_metrics is None:  # Already trained: report on the restored model.
       eval_metrics = run.evaluate()
   fingerprint = checkpoints.weights_fingerprint(model)

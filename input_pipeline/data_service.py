@@ -1,0 +1,102 @@
+"""tf.data service: a dispatcher or worker to run beside training, and the trainer's client side.
+
+With `config.input.data_service_address` set, the training dataset is built as
+usual and then handed to a tf.data service (`distribute`): its workers run the
+pipeline (reading, shuffling, noise) and stream batches to the trainer, whose
+own cores are left to training. Evaluation stays local.
+
+Start the servers (each blocks until killed):
+
+    python -m input_pipeline.data_service --dispatcher --port=5050
+    python -m input_pipeline.data_service --worker --dispatcher_address=localhost:5050 --port=5051
+
+then train with --config.input.data_service_address=grpc://localhost:5050.
+See docs/cloud.md for what the service changes about the data a run sees.
+"""
+
+import socket
+import urllib.parse
+
+from absl import app
+from absl import flags
+from absl import logging
+import tensorflow as tf
+
+# Every epoch of the training dataset goes to one worker, whole: the dataset's
+# source is the range of epochs (see pipeline._create_train_dataset), which the
+# dispatcher splits between workers, so every image is seen once per epoch.
+PROCESSING_MODE = "distributed_epoch"
+# Seconds to wait for the dispatcher to accept a connection before giving up.
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+def _host_port(address: str) -> tuple[str, int]:
+  parsed = urllib.parse.urlsplit(address if "://" in address else f"grpc://{address}")
+  if not parsed.hostname or not parsed.port:
+    raise ValueError(
+        f"input.data_service_address={address!r} is not host:port; use e.g. "
+        "--config.input.data_service_address=grpc://localhost:5050.")
+  return parsed.hostname, parsed.port
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
+  """Raises ValueError, in one line, unless something accepts connections at `address`.
+
+  The tf.data service client retries an unreachable dispatcher forever; this
+  turns a dead address into an error before training starts.
+  """
+  host, port = _host_port(address)
+  try:
+    with socket.create_connection((host, port), timeout=timeout):
+      pass
+  except OSError as error:
+    raise ValueError(
+        f"input.data_service_address={address!r}: no tf.data service dispatcher answers "
+        f"({error.strerror or error}); start one with `python -m input_pipeline.data_service "
+        "--dispatcher --port=...`, or set --config.input.data_service_address='' to feed "
+        "locally.") from error
+
+
+def distribute(dataset: tf.data.Dataset, address: str, job_name: str,
+               pipeline_id: int) -> tf.data.Dataset:
+  """`dataset` produced by the service at `address` instead of in this process.
+
+  Each input pipeline (one per host) gets a job of its own: their datasets
+  differ (each reads its own shard), and a job serves one dataset.
+  """
+  return dataset.apply(tf.data.experimental.service.distribute(
+      processing_mode=PROCESSING_MODE, service=address,
+      job_name=f"{job_name}-{pipeline_id}" if job_name else None))
+
+
+_DISPATCHER = flags.DEFINE_bool("dispatcher", False, "Run a dispatcher.")
+_WORKER = flags.DEFINE_bool("worker", False, "Run a worker.")
+_PORT = flags.DEFINE_integer("port", 5050, "Port to serve on (0: any free port).")
+_DISPATCHER_ADDRESS = flags.DEFINE_string(
+    "dispatcher_address", "localhost:5050", "Worker: the dispatcher's host:port.")
+_WORKER_HOST = flags.DEFINE_string(
+    "worker_host", "localhost",
+    "Worker: the host name the dispatcher tells clients to reach it at; set it to this "
+    "machine's name or IP when clients run elsewhere.")
+
+
+def main(argv) -> None:
+  del argv
+  if _DISPATCHER.value == _WORKER.value:
+    raise app.UsageError("Pass exactly one of --dispatcher or --worker.")
+  if _DISPATCHER.value:
+    server = tf.data.experimental.service.DispatchServer(
+        tf.data.experimental.service.DispatcherConfig(port=_PORT.value))
+    logging.info("tf.data service dispatcher at %s.", server.target)
+  else:
+    server = tf.data.experimental.service.WorkerServer(
+        tf.data.experimental.service.WorkerConfig(
+            dispatcher_address=_DISPATCHER_ADDRESS.value, port=_PORT.value,
+            worker_address=f"{_WORKER_HOST.value}:%port%"))
+    logging.info("tf.data service worker on port %d, dispatcher %s.", _PORT.value,
+                 _DISPATCHER_ADDRESS.value)
+  server.join()
+
+
+if __name__ == "__main__":
+  app.run(main)
