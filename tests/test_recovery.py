@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from configs import test as test_config
 from input_pipeline import data_source
+from trainer import checkpoints
 from trainer import main as main_lib
 from trainer import preemption
 from trainer import reports
@@ -144,6 +145,45 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_one_before(short_run, t
   # Resumed at step 8: the entry of the lost step 16 is dropped, 9..24 are one stretch.
   assert [entry["step"] for entry in history] == [8, 24]
   assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-24.index"))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda text: "x" + text,  # Garbled: not a CheckpointState text proto.
+    lambda text: "",  # Empty: get_checkpoint_state raises ValueError.
+], ids=["garbled", "empty"])
+def test_a_damaged_checkpoint_state_file_resumes_from_the_checkpoint_files(
+    short_run, tmp_path, caplog, damage):
+  workdir = _copy(short_run[0], tmp_path)
+  state_path = os.path.join(workdir, "checkpoints", "checkpoint")
+  with open(state_path) as file:
+    text = file.read()
+  with open(state_path, "w") as file:
+    file.write(damage(text))
+  kept = os.stat(os.path.join(workdir, "checkpoints", "ckpt-8.index")).st_mtime_ns
+  config = test_config.get_config()
+  config.train.max_steps = 16
+  train.train_and_evaluate(config, workdir)
+  assert any("rewriting it from the files" in record.getMessage() for record in caplog.records)
+  # Resumed at step 8 (not retrained from 0 over ckpt-8), and the manager knows both.
+  assert [entry["step"] for entry in reports.load_history(workdir)] == [8, 16]
+  assert os.stat(os.path.join(workdir, "checkpoints", "ckpt-8.index")).st_mtime_ns == kept
+  state = tf.train.get_checkpoint_state(os.path.join(workdir, "checkpoints"))
+  assert [os.path.basename(path) for path in state.all_model_checkpoint_paths] == [
+      "ckpt-8", "ckpt-16"]
+
+
+def test_the_checkpoint_manager_keeps_counting_after_a_repaired_state_file(short_run, tmp_path):
+  workdir = _copy(short_run[0], tmp_path)
+  directory = os.path.join(workdir, "checkpoints")
+  os.remove(os.path.join(directory, "checkpoint"))
+  checkpoint = tf.train.Checkpoint(step=tf.Variable(0, dtype=tf.int64))
+  checkpointer = checkpoints.Checkpointer(checkpoint, directory, is_chief=True, max_to_keep=2,
+                                          task_name="chief")
+  for number in (9, 10):
+    checkpointer.save(number)
+  # max_to_keep=2 counts the pre-existing ckpt-8: it is deleted, not forgotten.
+  assert [os.path.basename(path) for path in checkpoints.find_checkpoints(directory)] == [
+      "ckpt-9", "ckpt-10"]
 
 
 def test_no_readable_checkpoint_is_one_line_naming_the_fix(short_run, tmp_path):
