@@ -277,6 +277,56 @@ def test_workdir_that_is_a_file_or_under_a_file_is_one_line(tmp_path):
   assert (tmp_path / "file").read_text() == "x"
 
 
+def test_an_empty_workdir_flag_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(validation.ConfigError, match="--workdir='' is empty; name a directory"):
+    train.train_and_evaluate(test_config.get_config(), "")
+  assert not os.listdir(tmp_path)
+
+
+_NO_CONFIG = "is missing, empty or not a JSON object.*--allow_config_change"
+
+
+@pytest.mark.parametrize("config_text, history_text, message", [
+    (None, None, _NO_CONFIG),
+    ("{}", None, _NO_CONFIG),
+    ("[1, 2]", "[]", _NO_CONFIG),
+    ('"a string"', '{"config": 1}', _NO_CONFIG),
+    # config_history.json's last stretch stands in: the guard still names the change.
+    (None, "keep", "other settings \\(train.learning_rate=0.001 -> 0.01\\)"),
+    ("{}", "keep", "other settings \\(train.learning_rate=0.001 -> 0.01\\)"),
+])
+def test_checkpoints_without_a_usable_config_json_keep_the_changed_settings_guard(
+    short_run, tmp_path, config_text, history_text, message):
+  workdir = _copy(short_run[0], tmp_path)
+  for name, text in (("config.json", config_text), ("config_history.json", history_text)):
+    path = os.path.join(workdir, name)
+    if text is None:
+      os.remove(path)
+    elif text != "keep":
+      with open(path, "w") as file:
+        file.write(text)
+  before = _snapshot(workdir)
+  config = test_config.get_config()
+  config.train.learning_rate = 0.01
+  with pytest.raises(validation.ConfigError, match=message) as error:
+    train.train_and_evaluate(config, workdir)
+  assert "\n" not in str(error.value)
+  assert _snapshot(workdir) == before
+
+
+def test_with_the_opt_in_checkpoints_without_a_config_resume_and_record_it(short_run,
+                                                                           tmp_path):
+  workdir = _copy(short_run[0], tmp_path)
+  os.remove(os.path.join(workdir, "config.json"))
+  os.remove(os.path.join(workdir, "config_history.json"))
+  config = test_config.get_config()
+  config.train.max_steps = 16
+  train.train_and_evaluate(config, workdir, allow_config_change=True)
+  assert [entry["step"] for entry in reports.load_history(workdir)] == [8, 16]
+  assert reports.read_config(workdir)["train"]["max_steps"] == 16
+
+
 def test_a_corrupt_history_is_one_line_and_nothing_is_rewritten(short_run, tmp_path):
   workdir = _copy(short_run[0], tmp_path)
   with open(os.path.join(workdir, "history.json"), "r+") as file:

@@ -50,7 +50,8 @@ def total_steps(config: ml_collections.ConfigDict, data: data_source.DataSource)
   return min(steps, config.train.max_steps) if config.train.max_steps > 0 else steps
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool):
+def _setup(config: ml_collections.ConfigDict, workdir: str, checkpoint_dir: str,
+           allow_config_change: bool):
   """Checks everything that can be checked, then builds the strategy and the data once.
 
   Returns (strategy, data source, the config changes since the workdir's last run).
@@ -63,8 +64,20 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
     strategy = strategy_lib.get_strategy(config.runtime)
     validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
     data = data_source.create_data_source(config)
-    changes = validation.check_resumable(config, reports.read_config(workdir),
-                                         allow_config_change)
+    previous = reports.read_config(workdir)
+    if previous is None and checkpoints.find_checkpoints(checkpoint_dir):
+      # Without the earlier config the changed-settings guard has nothing to
+      # compare with: resuming silently could mix two settings into one run.
+      if not allow_config_change:
+        raise validation.ConfigError(
+            f"{checkpoint_dir} holds checkpoints but "
+            f"{os.path.join(workdir, reports.CONFIG_FILENAME)} is missing, empty or not a "
+            "JSON object (and config_history.json cannot stand in), so this run's settings "
+            "cannot be checked against theirs; restore that file, pass "
+            "--allow_config_change to resume with these settings, or use a new --workdir.")
+      logging.warning("No earlier config in %s; resuming its checkpoints with this config "
+                      "(--allow_config_change).", workdir)
+    changes = validation.check_resumable(config, previous, allow_config_change)
   except validation.ConfigError:
     raise
   except ValueError as error:  # Including reports.CorruptFileError.
@@ -228,7 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     preemption.Preempted: stopped on SIGTERM after saving a checkpoint.
   """
   dirs = dirs or output_dirs.resolve(workdir)
-  strategy, data, changes = _setup(config, workdir, allow_config_change)
+  strategy, data, changes = _setup(config, workdir, dirs.checkpoints, allow_config_change)
   is_chief = strategy_lib.is_chief(strategy)
   model, optimizer, checkpoint, checkpointer = _create_train_state(
       config, data, dirs, strategy)
