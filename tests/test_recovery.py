@@ -338,6 +338,33 @@ def test_a_corrupt_history_is_one_line_and_nothing_is_rewritten(short_run, tmp_p
   assert _snapshot(workdir) == before
 
 
+@pytest.mark.parametrize("history_text", [
+    '{"step": 8}',  # An object, not a list.
+    "[1, 2]",
+    '[{"epoch": 1, "step": "8", "train_loss": 0.1}]',  # A string step.
+    '[{"epoch": 1, "step": 8, "train_loss": "low"}]',  # A non-number loss.
+])
+def test_a_history_of_the_wrong_type_is_one_line_and_nothing_is_rewritten(
+    short_run, tmp_path, history_text):
+  workdir = _copy(short_run[0], tmp_path)
+  with open(os.path.join(workdir, "history.json"), "w") as file:
+    file.write(history_text)
+  before = _snapshot(workdir)
+  with pytest.raises(reports.CorruptFileError,
+                     match="history.json is not a list of epoch entries") as error:
+    train.train_and_evaluate(test_config.get_config(), workdir)
+  assert "\n" not in str(error.value)
+  assert _snapshot(workdir) == before
+
+
+def test_metrics_json_is_written_after_the_saved_model(short_run):
+  workdir = short_run[0]
+  saved_model = max(os.stat(os.path.join(parent, name)).st_mtime_ns
+                    for parent, _, names in os.walk(os.path.join(workdir, "saved_model"))
+                    for name in names)
+  assert os.stat(os.path.join(workdir, "metrics.json")).st_mtime_ns >= saved_model
+
+
 def _run_main(tmp_path, *flags):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   return subprocess.run([sys.executable, "-m", "trainer.main", f"--workdir={tmp_path / 'w'}",

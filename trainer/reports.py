@@ -177,6 +177,13 @@ def load_history(workdir: str, up_to_step: int | None = None) -> list[dict[str, 
   if not tf.io.gfile.exists(path):
     return []
   history = read_json(path)
+  if not (isinstance(history, list) and all(
+      isinstance(entry, dict) and isinstance(entry.get("step"), int)
+      and all(isinstance(value, (int, float)) or value is None
+              for name, value in entry.items() if "loss" in name) for entry in history)):
+    raise CorruptFileError(
+        f"{path} is not a list of epoch entries with an integer step and numeric losses; "
+        "move it away to continue without it, or restore it from a backup.")
   if up_to_step is None:
     return history
   return [entry for entry in history if entry["step"] <= up_to_step]

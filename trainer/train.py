@@ -300,8 +300,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def _write_final_reports(config, data, dirs, model, step, history, eval_metrics,
                          sample_clean, sample_noisy) -> None:
-  """metrics.json, plots/ and the SavedModel."""
+  """The SavedModel, plots/ and metrics.json, in that order.
+
+  metrics.json comes last: it marks a finished run, so a failure in the export
+  or the plots must not leave it newer than saved_model/.
+  """
   workdir = dirs.workdir
+  # Export a copy built outside the strategy: plain variables, no replicas, and
+  # float32 computation whatever the training's dtype policy (same weights).
+  serving_model = models.create_model(config.model, data.image_shape, config.seed)
+  serving_model.set_weights(model.get_weights())
+  export.export_saved_model(serving_model, dirs.saved_model)
+  plots_dir = os.path.join(workdir, reports.PLOTS_DIRNAME)
+  reports.plot_loss(history, config.train.loss,
+                    os.path.join(plots_dir, reports.LOSS_PLOT_FILENAME))
+  reports.plot_denoised(sample_clean, sample_noisy,
+                        model(sample_noisy, training=False).numpy(),
+                        os.path.join(plots_dir, reports.DENOISED_PLOT_FILENAME))
   reports.write_json(os.path.join(workdir, reports.METRICS_FILENAME), {
       "split": config.eval_split,
       "noise": config.noise.to_dict(),
@@ -310,14 +325,3 @@ def _write_final_reports(config, data, dirs, model, step, history, eval_metrics,
       "num_parameters": model.count_params(),
       **eval_metrics,
   })
-  plots_dir = os.path.join(workdir, reports.PLOTS_DIRNAME)
-  reports.plot_loss(history, config.train.loss,
-                    os.path.join(plots_dir, reports.LOSS_PLOT_FILENAME))
-  reports.plot_denoised(sample_clean, sample_noisy,
-                        model(sample_noisy, training=False).numpy(),
-                        os.path.join(plots_dir, reports.DENOISED_PLOT_FILENAME))
-  # Export a copy built outside the strategy: plain variables, no replicas, and
-  # float32 computation whatever the training's dtype policy (same weights).
-  serving_model = models.create_model(config.model, data.image_shape, config.seed)
-  serving_model.set_weights(model.get_weights())
-  export.export_saved_model(serving_model, dirs.saved_model)
