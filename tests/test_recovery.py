@@ -5,6 +5,9 @@ The subprocess checks (kill -9 loops, SIGTERM) are in test_recovery_slow.py.
 
 import json
 import os
+import re
+import signal
+import time
 import shutil
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from trainer import reports
 from trainer import steps as steps_lib
 from trainer import train
 from trainer import validation
+from trainer import workdir_lock
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,6 +34,8 @@ def _snapshot(directory):
   found = {}
   for parent, _, files in os.walk(directory):
     for name in files:
+      if parent == str(directory) and name == workdir_lock.LOCK_FILENAME:
+        continue  # The lock's own file: each run writes its PID there, not a result.
       path = os.path.join(parent, name)
       found[os.path.relpath(path, directory)] = (os.path.getsize(path), os.stat(path).st_mtime_ns)
   return found
@@ -370,6 +376,46 @@ def _run_main(tmp_path, *flags):
   return subprocess.run([sys.executable, "-m", "trainer.main", f"--workdir={tmp_path / 'w'}",
                          *flags], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                         timeout=120)
+
+
+def _start_main(tmp_path):
+  """A trainer on tmp_path/w, started once it holds the workdir lock: its Popen."""
+  process = subprocess.Popen(
+      [sys.executable, "-m", "trainer.main", "--config=configs/test.py",
+       f"--workdir={tmp_path / 'w'}"], cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  lock_file = tmp_path / "w" / workdir_lock.LOCK_FILENAME
+  deadline = time.monotonic() + 120
+  while not (lock_file.exists() and lock_file.read_text().strip() == str(process.pid)):
+    assert process.poll() is None and time.monotonic() < deadline, "the trainer never locked"
+    time.sleep(0.1)
+  return process
+
+
+def test_a_second_trainer_on_a_locked_workdir_stops_at_once_naming_the_holder(tmp_path,
+                                                                             trained_run):
+  first = _start_main(tmp_path)
+  started = time.monotonic()
+  second = _run_main(tmp_path, "--config=configs/test.py")
+  assert first.poll() is None, "the first trainer ended before the second was refused"
+  assert time.monotonic() - started < 60
+  assert second.returncode == 1 and "Traceback" not in second.stderr
+  assert re.search(f"^dae-trainer: --workdir=.* is in use by another trainer \\(PID {first.pid} "
+                   "holds", second.stderr.strip().splitlines()[-1])
+  _, stderr = first.communicate(timeout=300)
+  assert first.returncode == 0, stderr
+  # The first run is unchanged: it ends with an unbroken run's weights.
+  assert re.search("weights fingerprint (\\w+)", stderr).group(1) == (
+      checkpoints.weights_fingerprint(trained_run[2]))
+
+
+def test_a_killed_holders_lock_does_not_block_the_rerun(tmp_path):
+  first = _start_main(tmp_path)
+  os.kill(first.pid, signal.SIGKILL)
+  first.wait(timeout=30)
+  rerun = _run_main(tmp_path, "--config=configs/test.py")
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  assert "in use by another trainer" not in rerun.stderr
 
 
 @pytest.mark.parametrize("config_text, message", [

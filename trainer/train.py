@@ -41,6 +41,7 @@ from trainer import steps as steps_lib
 from trainer import strategy as strategy_lib
 from trainer import summaries
 from trainer import validation
+from trainer import workdir_lock
 from trainer.cloud import output_dirs
 
 
@@ -54,7 +55,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, checkpoint_dir: str,
            allow_config_change: bool):
   """Checks everything that can be checked, then builds the strategy and the data once.
 
-  Returns (strategy, data source, the config changes since the workdir's last run).
+  Returns (strategy, data source, the config changes since the workdir's last run,
+  the chief's `workdir_lock.WorkdirLock`, held until the caller releases it).
   """
   try:
     validation.validate_config(config)
@@ -64,6 +66,15 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, checkpoint_dir: str,
     strategy = strategy_lib.get_strategy(config.runtime)
     validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
     data = data_source.create_data_source(config)
+  except validation.ConfigError:
+    raise
+  except ValueError as error:
+    raise validation.ConfigError(str(error)) from error
+  # The chief locks the workdir before reading anything in it: a second
+  # trainer on it would interleave checkpoints and reports.
+  lock = (workdir_lock.acquire(workdir) if strategy_lib.is_chief(strategy)
+          else workdir_lock.WorkdirLock())
+  try:
     previous = reports.read_config(workdir)
     if previous is None and checkpoints.find_checkpoints(checkpoint_dir):
       # Without the earlier config the changed-settings guard has nothing to
@@ -78,11 +89,12 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, checkpoint_dir: str,
       logging.warning("No earlier config in %s; resuming its checkpoints with this config "
                       "(--allow_config_change).", workdir)
     changes = validation.check_resumable(config, previous, allow_config_change)
-  except validation.ConfigError:
-    raise
   except ValueError as error:  # Including reports.CorruptFileError.
+    lock.release()
+    if isinstance(error, validation.ConfigError):
+      raise
     raise validation.ConfigError(str(error)) from error
-  return strategy, data, changes
+  return strategy, data, changes, lock
 
 
 def _create_train_state(config, data, dirs, strategy):
@@ -241,7 +253,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     preemption.Preempted: stopped on SIGTERM after saving a checkpoint.
   """
   dirs = dirs or output_dirs.resolve(workdir)
-  strategy, data, changes = _setup(config, workdir, dirs.checkpoints, allow_config_change)
+  strategy, data, changes, lock = _setup(config, workdir, dirs.checkpoints,
+                                         allow_config_change)
+  try:
+    return _train_locked(config, workdir, dirs, strategy, data, changes)
+  finally:
+    lock.release()
+
+
+def _train_locked(config, workdir, dirs, strategy, data, changes) -> keras.Model:
+  """`train_and_evaluate` once the workdir is locked and its config accepted."""
   is_chief = strategy_lib.is_chief(strategy)
   model, optimizer, checkpoint, checkpointer = _create_train_state(
       config, data, dirs, strategy)
