@@ -28,6 +28,11 @@ if ! [[ $num_workers =~ ^[1-9][0-9]*$ ]]; then
   echo "run_multiworker_local.sh: N='$num_workers' is not a positive number of workers; pass e.g. 2 first" >&2
   exit 2
 fi
+# Compared as text first: a huge N would overflow bash's arithmetic.
+if [[ ${#num_workers} -gt 2 || $num_workers -gt 64 ]]; then
+  echo "run_multiworker_local.sh: N=$num_workers workers is more than this launcher runs on one machine (1..64); pass a smaller N" >&2
+  exit 2
+fi
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-}
@@ -63,7 +68,18 @@ trap 'exit 143' TERM
 run_once() {
   local attempt=$1 index task pid status=0 finished rc
   local -a tf_configs
-  mapfile -t tf_configs < <(cd "$repo" && "$python" -m trainer.cloud.local_cluster "$num_workers")
+  local picked
+  # Not `mapfile < <(...)`: a process substitution's exit status is lost, and
+  # a missing Python would leave no TF_CONFIGs ("unbound variable", then a hang).
+  if ! picked=$(cd "$repo" && "$python" -m trainer.cloud.local_cluster "$num_workers" 2>"$scratch/ports.err"); then
+    echo "run_multiworker_local.sh: picking free ports with $python -m trainer.cloud.local_cluster failed ($(tail -n 1 "$scratch/ports.err")); set PYTHON to a Python with the trainer installed" >&2
+    exit 2
+  fi
+  mapfile -t tf_configs <<<"$picked"
+  if [[ ${#tf_configs[@]} != "$num_workers" ]]; then
+    echo "run_multiworker_local.sh: $python -m trainer.cloud.local_cluster printed ${#tf_configs[@]} TF_CONFIGs for $num_workers workers; check that PYTHON runs this repository's trainer" >&2
+    exit 2
+  fi
   worker_pids=()
   reader_pids=()
   for ((index = 0; index < num_workers; index++)); do

@@ -140,7 +140,9 @@ fi
 
 # Every host of a slice runs the same program, so every host needs the package.
 run "${gcloud_tpu[@]}" scp "$wheel" "$name:$wheel_name" "--zone=$zone" --worker=all ${project:+"--project=$project"}
-install="python3 -m pip install --user --upgrade \"./${wheel_name}[tpu]\" -f $LIBTPU_INDEX"
+# The remote shell parses this line: every value in it is quoted with %q, so a
+# wheel named e.g. x$(cmd).whl installs that file instead of running cmd.
+install="python3 -m pip install --user --upgrade $(printf %q "./${wheel_name}[tpu]") -f $(printf %q "$LIBTPU_INDEX")"
 # Config paths are relative to the installed package's root (where configs/
 # sits), as they are to the repository root and to the image's /app. The
 # command substitution is meant for the remote shell, hence single quotes.

@@ -555,14 +555,30 @@ def test_submit_tpu_vm_dry_run_prints_every_command(wheel):
   assert lines[2] == tpu_vm + ["scp", str(wheel_path), f"my-tpu:{wheel_path.name}",
                                "--zone=us-west4-a", "--worker=all", "--project=proj"]
   assert lines[3][:len(tpu_vm) + 5] == tpu_vm + ["ssh"] + target + ["--worker=all"]
-  assert lines[3][-1] == (f'--command=python3 -m pip install --user --upgrade '
-                          f'"./{wheel_path.name}[tpu]" -f {LIBTPU_INDEX}')
+  assert shlex.split(lines[3][-1].removeprefix("--command=")) == [
+      "python3", "-m", "pip", "install", "--user", "--upgrade", f"./{wheel_path.name}[tpu]",
+      "-f", LIBTPU_INDEX]
   assert lines[4][:-1] == lines[3][:-1]
   train = _remote_train_words(lines[4][-1].removeprefix("--command="))
   assert train == ["python3", "-m", "trainer.main", "--config=configs/tpu.py",
                    "--workdir=gs://b/tpu1", "--config.runtime.strategy=tpu",
                    "--config.train.num_epochs=3", "--config.noise.type=it's"]
   assert len(lines) == 5
+
+
+def test_submit_tpu_vm_quotes_a_hostile_wheel_name_for_the_remote_shell(tmp_path):
+  name = "dae_trainer-0.1$(date>pwned)-py3-none-any.whl"
+  (tmp_path / name).write_text("not really a wheel")
+  result = _run(_tpu_args(tmp_path / name, "--dry-run"))
+  assert result.returncode == 0, result.stderr
+  install = [shlex.split(line)[-1] for line in result.stdout.splitlines()
+             if "pip install" in line][0].removeprefix("--command=")
+  # A real shell runs the remote command, with python3 a function printing its argv.
+  probe = subprocess.run(["bash", "-c", f"python3() {{ printf '%s\\n' \"$@\"; }}; {install}"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=30)
+  assert probe.returncode == 0, probe.stderr
+  assert probe.stdout.splitlines()[5] == f"./{name}[tpu]"
+  assert not (tmp_path / "pwned").exists()
 
 
 @pytest.mark.parametrize("exists", [True, False])

@@ -158,12 +158,21 @@ def test_tf_configs_describe_one_cluster_of_distinct_ports():
     local_cluster.tf_configs(0)
 
 
-@pytest.mark.parametrize("arguments, message", [
-    ([], "missing N, the number of workers"),
-    (["two"], "N='two' is not a positive number of workers"),
+@pytest.mark.parametrize("arguments, python, message", [
+    ([], None, "missing N, the number of workers"),
+    (["two"], None, "N='two' is not a positive number of workers"),
+    (["abc"], None, "N='abc' is not a positive number of workers"),
+    (["0"], None, "N='0' is not a positive number of workers"),
+    (["65"], None, "N=65 workers is more than this launcher runs on one machine (1..64)"),
+    (["99999999999999999999999"], None, "N=99999999999999999999999 workers is more than"),
+    # The port-picking helper cannot run: one line, not "unbound variable" and a hang.
+    (["2"], "/nonexistent/python",
+     "picking free ports with /nonexistent/python -m trainer.cloud.local_cluster failed"),
 ])
-def test_launcher_rejects_a_bad_worker_count_in_one_line(arguments, message):
-  result = subprocess.run([LAUNCHER, *arguments], capture_output=True, text=True, timeout=30)
+def test_launcher_rejects_a_bad_worker_count_or_python_in_one_line(arguments, python, message):
+  environment = dict(os.environ, **({"PYTHON": python} if python else {}))
+  result = subprocess.run([LAUNCHER, *arguments], capture_output=True, text=True, timeout=30,
+                          env=environment)
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [result.stderr.strip()]
   assert message in result.stderr

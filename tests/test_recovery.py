@@ -5,6 +5,9 @@ The subprocess checks (kill -9 loops, SIGTERM) are in test_recovery_slow.py.
 
 import json
 import os
+import re
+import signal
+import time
 import shutil
 import subprocess
 import sys
@@ -14,12 +17,14 @@ import tensorflow as tf
 
 from configs import test as test_config
 from input_pipeline import data_source
+from trainer import checkpoints
 from trainer import main as main_lib
 from trainer import preemption
 from trainer import reports
 from trainer import steps as steps_lib
 from trainer import train
 from trainer import validation
+from trainer import workdir_lock
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,6 +34,8 @@ def _snapshot(directory):
   found = {}
   for parent, _, files in os.walk(directory):
     for name in files:
+      if parent == str(directory) and name == workdir_lock.LOCK_FILENAME:
+        continue  # The lock's own file: each run writes its PID there, not a result.
       path = os.path.join(parent, name)
       found[os.path.relpath(path, directory)] = (os.path.getsize(path), os.stat(path).st_mtime_ns)
   return found
@@ -146,6 +153,45 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_one_before(short_run, t
   assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-24.index"))
 
 
+@pytest.mark.parametrize("damage", [
+    lambda text: "x" + text,  # Garbled: not a CheckpointState text proto.
+    lambda text: "",  # Empty: get_checkpoint_state raises ValueError.
+], ids=["garbled", "empty"])
+def test_a_damaged_checkpoint_state_file_resumes_from_the_checkpoint_files(
+    short_run, tmp_path, caplog, damage):
+  workdir = _copy(short_run[0], tmp_path)
+  state_path = os.path.join(workdir, "checkpoints", "checkpoint")
+  with open(state_path) as file:
+    text = file.read()
+  with open(state_path, "w") as file:
+    file.write(damage(text))
+  kept = os.stat(os.path.join(workdir, "checkpoints", "ckpt-8.index")).st_mtime_ns
+  config = test_config.get_config()
+  config.train.max_steps = 16
+  train.train_and_evaluate(config, workdir)
+  assert any("rewriting it from the files" in record.getMessage() for record in caplog.records)
+  # Resumed at step 8 (not retrained from 0 over ckpt-8), and the manager knows both.
+  assert [entry["step"] for entry in reports.load_history(workdir)] == [8, 16]
+  assert os.stat(os.path.join(workdir, "checkpoints", "ckpt-8.index")).st_mtime_ns == kept
+  state = tf.train.get_checkpoint_state(os.path.join(workdir, "checkpoints"))
+  assert [os.path.basename(path) for path in state.all_model_checkpoint_paths] == [
+      "ckpt-8", "ckpt-16"]
+
+
+def test_the_checkpoint_manager_keeps_counting_after_a_repaired_state_file(short_run, tmp_path):
+  workdir = _copy(short_run[0], tmp_path)
+  directory = os.path.join(workdir, "checkpoints")
+  os.remove(os.path.join(directory, "checkpoint"))
+  checkpoint = tf.train.Checkpoint(step=tf.Variable(0, dtype=tf.int64))
+  checkpointer = checkpoints.Checkpointer(checkpoint, directory, is_chief=True, max_to_keep=2,
+                                          task_name="chief")
+  for number in (9, 10):
+    checkpointer.save(number)
+  # max_to_keep=2 counts the pre-existing ckpt-8: it is deleted, not forgotten.
+  assert [os.path.basename(path) for path in checkpoints.find_checkpoints(directory)] == [
+      "ckpt-9", "ckpt-10"]
+
+
 def test_no_readable_checkpoint_is_one_line_naming_the_fix(short_run, tmp_path):
   workdir = _copy(short_run[0], tmp_path)
   _truncate(os.path.join(workdir, "checkpoints", "ckpt-8.data-00000-of-00001"), 100)
@@ -237,6 +283,56 @@ def test_workdir_that_is_a_file_or_under_a_file_is_one_line(tmp_path):
   assert (tmp_path / "file").read_text() == "x"
 
 
+def test_an_empty_workdir_flag_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(validation.ConfigError, match="--workdir='' is empty; name a directory"):
+    train.train_and_evaluate(test_config.get_config(), "")
+  assert not os.listdir(tmp_path)
+
+
+_NO_CONFIG = "is missing, empty or not a JSON object.*--allow_config_change"
+
+
+@pytest.mark.parametrize("config_text, history_text, message", [
+    (None, None, _NO_CONFIG),
+    ("{}", None, _NO_CONFIG),
+    ("[1, 2]", "[]", _NO_CONFIG),
+    ('"a string"', '{"config": 1}', _NO_CONFIG),
+    # config_history.json's last stretch stands in: the guard still names the change.
+    (None, "keep", "other settings \\(train.learning_rate=0.001 -> 0.01\\)"),
+    ("{}", "keep", "other settings \\(train.learning_rate=0.001 -> 0.01\\)"),
+])
+def test_checkpoints_without_a_usable_config_json_keep_the_changed_settings_guard(
+    short_run, tmp_path, config_text, history_text, message):
+  workdir = _copy(short_run[0], tmp_path)
+  for name, text in (("config.json", config_text), ("config_history.json", history_text)):
+    path = os.path.join(workdir, name)
+    if text is None:
+      os.remove(path)
+    elif text != "keep":
+      with open(path, "w") as file:
+        file.write(text)
+  before = _snapshot(workdir)
+  config = test_config.get_config()
+  config.train.learning_rate = 0.01
+  with pytest.raises(validation.ConfigError, match=message) as error:
+    train.train_and_evaluate(config, workdir)
+  assert "\n" not in str(error.value)
+  assert _snapshot(workdir) == before
+
+
+def test_with_the_opt_in_checkpoints_without_a_config_resume_and_record_it(short_run,
+                                                                           tmp_path):
+  workdir = _copy(short_run[0], tmp_path)
+  os.remove(os.path.join(workdir, "config.json"))
+  os.remove(os.path.join(workdir, "config_history.json"))
+  config = test_config.get_config()
+  config.train.max_steps = 16
+  train.train_and_evaluate(config, workdir, allow_config_change=True)
+  assert [entry["step"] for entry in reports.load_history(workdir)] == [8, 16]
+  assert reports.read_config(workdir)["train"]["max_steps"] == 16
+
+
 def test_a_corrupt_history_is_one_line_and_nothing_is_rewritten(short_run, tmp_path):
   workdir = _copy(short_run[0], tmp_path)
   with open(os.path.join(workdir, "history.json"), "r+") as file:
@@ -248,11 +344,78 @@ def test_a_corrupt_history_is_one_line_and_nothing_is_rewritten(short_run, tmp_p
   assert _snapshot(workdir) == before
 
 
+@pytest.mark.parametrize("history_text", [
+    '{"step": 8}',  # An object, not a list.
+    "[1, 2]",
+    '[{"epoch": 1, "step": "8", "train_loss": 0.1}]',  # A string step.
+    '[{"epoch": 1, "step": 8, "train_loss": "low"}]',  # A non-number loss.
+])
+def test_a_history_of_the_wrong_type_is_one_line_and_nothing_is_rewritten(
+    short_run, tmp_path, history_text):
+  workdir = _copy(short_run[0], tmp_path)
+  with open(os.path.join(workdir, "history.json"), "w") as file:
+    file.write(history_text)
+  before = _snapshot(workdir)
+  with pytest.raises(reports.CorruptFileError,
+                     match="history.json is not a list of epoch entries") as error:
+    train.train_and_evaluate(test_config.get_config(), workdir)
+  assert "\n" not in str(error.value)
+  assert _snapshot(workdir) == before
+
+
+def test_metrics_json_is_written_after_the_saved_model(short_run):
+  workdir = short_run[0]
+  saved_model = max(os.stat(os.path.join(parent, name)).st_mtime_ns
+                    for parent, _, names in os.walk(os.path.join(workdir, "saved_model"))
+                    for name in names)
+  assert os.stat(os.path.join(workdir, "metrics.json")).st_mtime_ns >= saved_model
+
+
 def _run_main(tmp_path, *flags):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   return subprocess.run([sys.executable, "-m", "trainer.main", f"--workdir={tmp_path / 'w'}",
                          *flags], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                         timeout=120)
+
+
+def _start_main(tmp_path):
+  """A trainer on tmp_path/w, started once it holds the workdir lock: its Popen."""
+  process = subprocess.Popen(
+      [sys.executable, "-m", "trainer.main", "--config=configs/test.py",
+       f"--workdir={tmp_path / 'w'}"], cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  lock_file = tmp_path / "w" / workdir_lock.LOCK_FILENAME
+  deadline = time.monotonic() + 120
+  while not (lock_file.exists() and lock_file.read_text().strip() == str(process.pid)):
+    assert process.poll() is None and time.monotonic() < deadline, "the trainer never locked"
+    time.sleep(0.1)
+  return process
+
+
+def test_a_second_trainer_on_a_locked_workdir_stops_at_once_naming_the_holder(tmp_path,
+                                                                             trained_run):
+  first = _start_main(tmp_path)
+  started = time.monotonic()
+  second = _run_main(tmp_path, "--config=configs/test.py")
+  assert first.poll() is None, "the first trainer ended before the second was refused"
+  assert time.monotonic() - started < 60
+  assert second.returncode == 1 and "Traceback" not in second.stderr
+  assert re.search(f"^dae-trainer: --workdir=.* is in use by another trainer \\(PID {first.pid} "
+                   "holds", second.stderr.strip().splitlines()[-1])
+  _, stderr = first.communicate(timeout=300)
+  assert first.returncode == 0, stderr
+  # The first run is unchanged: it ends with an unbroken run's weights.
+  assert re.search("weights fingerprint (\\w+)", stderr).group(1) == (
+      checkpoints.weights_fingerprint(trained_run[2]))
+
+
+def test_a_killed_holders_lock_does_not_block_the_rerun(tmp_path):
+  first = _start_main(tmp_path)
+  os.kill(first.pid, signal.SIGKILL)
+  first.wait(timeout=30)
+  rerun = _run_main(tmp_path, "--config=configs/test.py")
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  assert "in use by another trainer" not in rerun.stderr
 
 
 @pytest.mark.parametrize("config_text, message", [

@@ -27,6 +27,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ({"train.loss": "hinge"}, "Unknown train.loss 'hinge'"),
     ({"train.batch_size": 0}, "train.batch_size=0 must be > 0"),
     ({"train.num_epochs": -1}, "train.num_epochs=-1 must be > 0"),
+    ({"train.learning_rate": float("inf")}, "train.learning_rate=inf must be a finite number"),
+    ({"train.learning_rate": float("nan")}, "train.learning_rate=nan must be > 0"),
+    ({"train.learning_rate": -0.001}, "train.learning_rate=-0.001 must be > 0"),
 ])
 def test_bad_config_is_rejected(config, overrides, message):
   for key, value in overrides.items():

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 import tempfile
 
 from absl import logging
@@ -10,6 +11,60 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import validation
+
+
+# The names tf.train.CheckpointManager gives its checkpoints: ckpt-<step>.index + data files.
+_INDEX_PATTERN = re.compile(r"ckpt-(\d+)\.index$")
+
+
+def find_checkpoints(directory: str) -> list[str]:
+  """The checkpoint prefixes in `directory`, oldest (lowest number) first.
+
+  Found from the `ckpt-N.index` files themselves, not from the `checkpoint`
+  state file: a garbled or empty state file must not hide them (a rerun would
+  then train from zero and overwrite them).
+  """
+  if not tf.io.gfile.isdir(directory):
+    return []
+  numbers = sorted(int(match.group(1)) for match in (
+      _INDEX_PATTERN.match(name) for name in tf.io.gfile.listdir(directory)) if match)
+  return [os.path.join(directory, f"ckpt-{number}") for number in numbers]
+
+
+def _state_paths(directory: str) -> list[str] | None:
+  """The checkpoints the `checkpoint` state file lists, oldest first; None if it is unreadable."""
+  try:
+    state = tf.train.get_checkpoint_state(directory)
+  except ValueError:  # An empty file, or one naming no checkpoint.
+    return None
+  if state is None:
+    return None
+  paths = list(state.all_model_checkpoint_paths)
+  if state.model_checkpoint_path not in paths:
+    paths.append(state.model_checkpoint_path)
+  return paths
+
+
+def repair_state_file(directory: str) -> None:
+  """Rewrites `directory`'s `checkpoint` state file if it disagrees with the files there.
+
+  tf.train.CheckpointManager numbers new checkpoints and deletes old ones from
+  that file; a garbled one would make it forget (and never delete) the
+  existing checkpoints. The chief calls this before creating its manager.
+  """
+  found = find_checkpoints(directory)
+  if not found or _state_paths(directory) == found:
+    return
+  logging.warning("%s does not list the checkpoints in %s (%s); rewriting it from the files.",
+                  os.path.join(directory, "checkpoint"), directory,
+                  ", ".join(os.path.basename(path) for path in found))
+  # The manager only deletes checkpoints whose timestamp is after the "last
+  # preserved" one: the files' own times, so max_to_keep counts them.
+  timestamps = [tf.io.gfile.stat(f"{path}.index").mtime_nsec / 1e9 for path in found]
+  tf.compat.v1.train.update_checkpoint_state(
+      directory, found[-1], all_model_checkpoint_paths=found,
+      all_model_checkpoint_timestamps=timestamps,
+      last_preserved_timestamp=min(timestamps) - 1.0)
 
 
 def weights_fingerprint(model: keras.Model) -> str:
@@ -38,6 +93,7 @@ class Checkpointer:
     self._is_chief = is_chief
     if is_chief:
       self._write_dir = directory
+      repair_state_file(directory)
     else:
       self._write_dir = os.path.join(
           tempfile.gettempdir(), f"dae-trainer-{task_name.replace(' ', '-')}-{os.getpid()}")
@@ -48,19 +104,16 @@ class Checkpointer:
   def restore_latest(self) -> str | None:
     """Restores the chief's newest intact checkpoint, if any; returns its path.
 
-    A checkpoint that cannot be read (a truncated or garbled file, say after a
+    The checkpoints are found from their files (`find_checkpoints`), newest
+    first. A checkpoint that cannot be read (a truncated or garbled file, say after a
     disk filled up) is skipped with one warning naming it, for the one before.
 
     Raises:
       validation.ConfigError: a checkpoint was written by another model, or
         none of the checkpoints can be read.
     """
-    state = tf.train.get_checkpoint_state(self.directory)
-    paths = list(state.all_model_checkpoint_paths) if state else []
-    if state and state.model_checkpoint_path not in paths:
-      paths.append(state.model_checkpoint_path)
     unreadable = []
-    for path in reversed(paths):
+    for path in reversed(find_checkpoints(self.directory)):
       try:
         self._checkpoint.restore(path).assert_existing_objects_matched()
       except (AssertionError, ValueError) as error:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 
+from absl import logging
 import matplotlib
 
 matplotlib.use("Agg")  # No display on training machines.
@@ -44,6 +45,9 @@ def check_workdir(workdir: str, flag: str = "--workdir") -> None:
   its nearest existing parent) this process cannot write to. `flag` is the
   command-line flag that named the directory, for the message.
   """
+  if not workdir.strip():
+    # os.path.abspath("") is the current directory: the run would litter it.
+    raise ValueError(f"{flag}={workdir!r} is empty; name a directory, e.g. {flag}=runs/dae.")
   if "://" in workdir:
     return
   path = os.path.abspath(workdir)
@@ -130,6 +134,10 @@ def write_config(config: ml_collections.ConfigDict, workdir: str, from_step: int
   """
   history_path = os.path.join(workdir, CONFIG_HISTORY_FILENAME)
   stretches = read_json(history_path) if tf.io.gfile.exists(history_path) else []
+  if not isinstance(stretches, list):
+    raise CorruptFileError(
+        f"{history_path} holds a {type(stretches).__name__}, not a list of config stretches; "
+        "move it away to start a new one, or restore it from a backup.")
   write_json(os.path.join(workdir, CONFIG_FILENAME), config.to_dict())
   if not stretches or changes:
     stretches.append({"from_step": from_step, "changes": changes or [],
@@ -138,9 +146,25 @@ def write_config(config: ml_collections.ConfigDict, workdir: str, from_step: int
 
 
 def read_config(workdir: str) -> dict | None:
-  """The config.json of an earlier run in `workdir`, or None."""
+  """The config of an earlier run in `workdir`, or None if it left none usable.
+
+  config.json if it holds a non-empty JSON object; otherwise (missing, `{}`,
+  a list, ...) the config of config_history.json's last stretch if that is
+  one. A file that is not JSON at all raises CorruptFileError.
+  """
   path = os.path.join(workdir, CONFIG_FILENAME)
-  return read_json(path) if tf.io.gfile.exists(path) else None
+  config = read_json(path) if tf.io.gfile.exists(path) else None
+  if isinstance(config, dict) and config:
+    return config
+  history_path = os.path.join(workdir, CONFIG_HISTORY_FILENAME)
+  stretches = read_json(history_path) if tf.io.gfile.exists(history_path) else None
+  if isinstance(stretches, list) and stretches and isinstance(stretches[-1], dict):
+    config = stretches[-1].get("config")
+    if isinstance(config, dict) and config:
+      logging.warning("%s is missing or not a config; checking this run against the last "
+                      "config in %s instead.", path, history_path)
+      return config
+  return None
 
 
 def load_history(workdir: str, up_to_step: int | None = None) -> list[dict[str, float | None]]:
@@ -153,6 +177,13 @@ def load_history(workdir: str, up_to_step: int | None = None) -> list[dict[str, 
   if not tf.io.gfile.exists(path):
     return []
   history = read_json(path)
+  if not (isinstance(history, list) and all(
+      isinstance(entry, dict) and isinstance(entry.get("step"), int)
+      and all(isinstance(value, (int, float)) or value is None
+              for name, value in entry.items() if "loss" in name) for entry in history)):
+    raise CorruptFileError(
+        f"{path} is not a list of epoch entries with an integer step and numeric losses; "
+        "move it away to continue without it, or restore it from a backup.")
   if up_to_step is None:
     return history
   return [entry for entry in history if entry["step"] <= up_to_step]

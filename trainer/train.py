@@ -43,6 +43,7 @@ from trainer import steps as steps_lib
 from trainer import strategy as strategy_lib
 from trainer import summaries
 from trainer import validation
+from trainer import workdir_lock
 from trainer.cloud import output_dirs
 
 
@@ -52,10 +53,12 @@ def total_steps(config: ml_collections.ConfigDict, data: data_source.DataSource)
   return min(steps, config.train.max_steps) if config.train.max_steps > 0 else steps
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool):
+def _setup(config: ml_collections.ConfigDict, workdir: str, checkpoint_dir: str,
+           allow_config_change: bool):
   """Checks everything that can be checked, then builds the strategy and the data once.
 
-  Returns (strategy, data source, the config changes since the workdir's last run).
+  Returns (strategy, data source, the config changes since the workdir's last run,
+  the chief's `workdir_lock.WorkdirLock`, held until the caller releases it).
   """
   try:
     validation.validate_config(config)
@@ -67,13 +70,35 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, allow_config_change:
     data = data_source.create_data_source(config)
     if config.input.data_service_address:
       data_service.check_reachable(config.input.data_service_address)
-    changes = validation.check_resumable(config, reports.read_config(workdir),
-                                         allow_config_change)
   except validation.ConfigError:
     raise
-  except ValueError as error:  # Including reports.CorruptFileError.
+  except ValueError as error:
     raise validation.ConfigError(str(error)) from error
-  return strategy, data, changes
+  # The chief locks the workdir before reading anything in it: a second
+  # trainer on it would interleave checkpoints and reports.
+  lock = (workdir_lock.acquire(workdir) if strategy_lib.is_chief(strategy)
+          else workdir_lock.WorkdirLock())
+  try:
+    previous = reports.read_config(workdir)
+    if previous is None and checkpoints.find_checkpoints(checkpoint_dir):
+      # Without the earlier config the changed-settings guard has nothing to
+      # compare with: resuming silently could mix two settings into one run.
+      if not allow_config_change:
+        raise validation.ConfigError(
+            f"{checkpoint_dir} holds checkpoints but "
+            f"{os.path.join(workdir, reports.CONFIG_FILENAME)} is missing, empty or not a "
+            "JSON object (and config_history.json cannot stand in), so this run's settings "
+            "cannot be checked against theirs; restore that file, pass "
+            "--allow_config_change to resume with these settings, or use a new --workdir.")
+      logging.warning("No earlier config in %s; resuming its checkpoints with this config "
+                      "(--allow_config_change).", workdir)
+    changes = validation.check_resumable(config, previous, allow_config_change)
+  except ValueError as error:  # Including reports.CorruptFileError.
+    lock.release()
+    if isinstance(error, validation.ConfigError):
+      raise
+    raise validation.ConfigError(str(error)) from error
+  return strategy, data, changes, lock
 
 
 def _create_train_state(config, data, dirs, strategy):
@@ -243,7 +268,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     preemption.Preempted: stopped on SIGTERM after saving a checkpoint.
   """
   dirs = dirs or output_dirs.resolve(workdir)
-  strategy, data, changes = _setup(config, workdir, allow_config_change)
+  strategy, data, changes, lock = _setup(config, workdir, dirs.checkpoints,
+                                         allow_config_change)
+  try:
+    return _train_locked(config, workdir, dirs, strategy, data, changes)
+  finally:
+    lock.release()
+
+
+def _train_locked(config, workdir, dirs, strategy, data, changes) -> keras.Model:
+  """`train_and_evaluate` once the workdir is locked and its config accepted."""
   is_chief = strategy_lib.is_chief(strategy)
   model, optimizer, checkpoint, checkpointer = _create_train_state(
       config, data, dirs, strategy)
@@ -313,8 +347,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def _write_final_reports(config, data, dirs, model, step, history, eval_metrics,
                          sample_clean, sample_noisy) -> None:
-  """metrics.json, plots/ and the SavedModel."""
+  """The SavedModel, plots/ and metrics.json, in that order.
+
+  metrics.json comes last: it marks a finished run, so a failure in the export
+  or the plots must not leave it newer than saved_model/.
+  """
   workdir = dirs.workdir
+  # Export a copy built outside the strategy: plain variables, no replicas, and
+  # float32 computation whatever the training's dtype policy (same weights).
+  serving_model = models.create_model(config.model, data.image_shape, config.seed)
+  serving_model.set_weights(model.get_weights())
+  export.export_saved_model(serving_model, dirs.saved_model)
+  plots_dir = os.path.join(workdir, reports.PLOTS_DIRNAME)
+  reports.plot_loss(history, config.train.loss,
+                    os.path.join(plots_dir, reports.LOSS_PLOT_FILENAME))
+  reports.plot_denoised(sample_clean, sample_noisy,
+                        model(sample_noisy, training=False).numpy(),
+                        os.path.join(plots_dir, reports.DENOISED_PLOT_FILENAME))
   reports.write_json(os.path.join(workdir, reports.METRICS_FILENAME), {
       "split": config.eval_split,
       "noise": config.noise.to_dict(),
@@ -323,14 +372,3 @@ def _write_final_reports(config, data, dirs, model, step, history, eval_metrics,
       "num_parameters": model.count_params(),
       **eval_metrics,
   })
-  plots_dir = os.path.join(workdir, reports.PLOTS_DIRNAME)
-  reports.plot_loss(history, config.train.loss,
-                    os.path.join(plots_dir, reports.LOSS_PLOT_FILENAME))
-  reports.plot_denoised(sample_clean, sample_noisy,
-                        model(sample_noisy, training=False).numpy(),
-                        os.path.join(plots_dir, reports.DENOISED_PLOT_FILENAME))
-  # Export a copy built outside the strategy: plain variables, no replicas, and
-  # float32 computation whatever the training's dtype policy (same weights).
-  serving_model = models.create_model(config.model, data.image_shape, config.seed)
-  serving_model.set_weights(model.get_weights())
-  export.export_saved_model(serving_model, dirs.saved_model)

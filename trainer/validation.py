@@ -1,6 +1,7 @@
 """Checks a config before any work starts: every error names the bad value and the fix."""
 
 import json
+import math
 
 import ml_collections
 
@@ -70,6 +71,10 @@ def _validate(config: ml_collections.ConfigDict) -> None:
       "train.steps_per_loop", "train.checkpoints_to_keep", "train.num_images_to_show",
       "train.eval_every_epochs",
       "runtime.collective_timeout_seconds"))
+  if not math.isfinite(config.train.learning_rate):
+    # inf passes "> 0" but makes every weight non-finite after the first step.
+    raise ValueError(f"train.learning_rate={config.train.learning_rate} must be a finite "
+                     "number > 0 (e.g. --config.train.learning_rate=0.001).")
   if config.train.log_every_steps < 0:
     raise ValueError(f"train.log_every_steps={config.train.log_every_steps} must be >= 0 "
                      "(0: no step-level summaries or progress lines).")
