@@ -166,7 +166,14 @@ def get_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
 
   Raises:
     ValueError: the dataset is unknown to TFDS or its images are not 28x28x1.
+    DatasetUnavailableError: `data_dir` is a local path that does not exist.
   """
+  if data_dir and "://" not in data_dir and not os.path.isdir(data_dir):
+    # TFDS would create it and look for (or download) the data there: a typo
+    # would silently leave a stray directory and a download attempt.
+    raise DatasetUnavailableError(
+        f"data_dir={data_dir} does not exist; fix --config.data_dir, or leave it empty for "
+        "the default (or the bundled MNIST).")
   builder = _create_builder(dataset, data_dir)
   if not data_dir and builder.name in BUNDLED_DATASETS and not is_prepared(builder):
     bundled = _create_builder(dataset, BUNDLED_DATA_DIR)

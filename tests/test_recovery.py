@@ -274,6 +274,15 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, setup, message):
   assert not workdir.exists()
 
 
+def test_a_nonexistent_data_dir_is_one_line_and_is_not_created(tmp_path):
+  config = test_config.get_config()
+  config.data_dir = str(tmp_path / "no" / "such" / "tfds")
+  with pytest.raises(data_source.DatasetUnavailableError,
+                     match="data_dir=.*/no/such/tfds does not exist; fix --config.data_dir"):
+    train.train_and_evaluate(config, str(tmp_path / "workdir"))
+  assert not (tmp_path / "no").exists() and not (tmp_path / "workdir").exists()
+
+
 def test_workdir_that_is_a_file_or_under_a_file_is_one_line(tmp_path):
   (tmp_path / "file").write_text("x")
   for workdir, message in ((tmp_path / "file", "is a file, not a directory"),
