@@ -143,7 +143,7 @@ def test_wheel_extras_are_kept(wheel):
   with zipfile.ZipFile(path) as archive:
     metadata = archive.read("dae_trainer-0.1.0.dist-info/METADATA").decode()
   extras = re.findall(r"^Provides-Extra: (\S+)$", metadata, re.MULTILINE)
-  assert sorted(extras) == ["cpu", "eval", "gpu", "test", "tpu"]
+  assert sorted(extras) == ["cpu", "eval", "gpu", "profile", "test", "tpu"]
   assert re.search(r"^Requires-Dist: tensorflow-tpu.*extra == \"tpu\"", metadata, re.MULTILINE)
 
 

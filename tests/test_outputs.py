@@ -43,9 +43,10 @@ def test_with_aip_variables_each_output_lands_in_its_directory(config, tmp_path,
   assert (vertex / "checkpoints" / "ckpt-8.index").exists()
   assert _event_files(vertex / "logs")
   assert _event_files(vertex / "logs" / "train") and _event_files(vertex / "logs" / "eval")
-  # The workdir keeps the rest, and only the rest.
+  # The workdir keeps the rest, and only the rest (trainer.lock: the chief's
+  # one-writer lock, which stays with the workdir it guards).
   assert set(os.listdir(workdir)) == {"config.json", "config_history.json", "history.json",
-                                      "metrics.json", "plots"}
+                                      "metrics.json", "plots", "trainer.lock"}
 
 
 @dataclasses.dataclass
