@@ -401,6 +401,7 @@ def _start_main(tmp_path):
   return process
 
 
+@pytest.mark.slow  # Two trainer processes: about a minute.
 def test_a_second_trainer_on_a_locked_workdir_stops_at_once_naming_the_holder(tmp_path,
                                                                              trained_run):
   first = _start_main(tmp_path)
@@ -418,6 +419,7 @@ def test_a_second_trainer_on_a_locked_workdir_stops_at_once_naming_the_holder(tm
       checkpoints.weights_fingerprint(trained_run[2]))
 
 
+@pytest.mark.slow  # Two trainer processes: about a minute.
 def test_a_killed_holders_lock_does_not_block_the_rerun(tmp_path):
   first = _start_main(tmp_path)
   os.kill(first.pid, signal.SIGKILL)
