@@ -96,8 +96,9 @@ def test_interrupted_two_worker_run_resumes_and_only_the_chief_writes(tmp_path):
   resumed = _task_lines(output, r"(worker \d) resumed from (\S+)\.")
   assert sorted(resumed) == [0, 1]
   assert all(path.endswith(os.path.join("checkpoints", "ckpt-128")) for _, path in resumed.values())
-  assert set(_task_lines(output, r"training \S+ for epochs (2\.\.3)").values()) == {("2..3",)}
-  fingerprints = _task_lines(output, r"finished at step (384); weights fingerprint (\w+)")
+  resumed = _task_lines(output, r"training \S+ \([\d,]+ parameters\): epochs (2\.\.3)")
+  assert set(resumed.values()) == {("2..3",)}
+  fingerprints = _task_lines(output, r"finished at step (384): .*; weights fingerprint (\w+)")
   assert sorted(fingerprints) == [0, 1]
   assert fingerprints[0] == fingerprints[1]  # Both tasks ended with identical weights.
 
