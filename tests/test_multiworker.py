@@ -25,8 +25,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO_ROOT, "scripts", "run_multiworker_local.sh")
 _MULTI_WORKER = "--config.runtime.strategy=multi_worker_mirrored"
 # Everything the chief may leave in its workdir.
-_CHIEF_FILES = {"config.json", "config_history.json", "checkpoints", "train", "eval", "saved_model", "metrics.json",
-                "plots", "history.json"}
+# trainer.lock: the chief's one-writer lock on the workdir.
+_CHIEF_FILES = {"config.json", "config_history.json", "checkpoints", "train", "eval",
+                "saved_model", "metrics.json", "plots", "history.json", "trainer.lock"}
 
 
 def _environment(scratch):
