@@ -8,6 +8,7 @@ import sys
 
 from absl import logging
 import pytest
+import tensorflow as tf
 
 from trainer import logs
 
@@ -16,6 +17,18 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _NOISE = re.compile(r"cudart_stub|cuInit|cpu_feature_guard|oneDNN|absl::InitializeLog|"
                     r"Ignoring Assert|Sharding callback|Constructing tf.data.Dataset|"
                     r"INFO:tensorflow|!!python/tuple")
+# TensorFlow 2.20 only: XLA's first compile logs through absl's C++ logging
+# before TensorFlow initialises it, ignoring TF_CPP_MIN_LOG_LEVEL (2.21 does not
+# print these). Exactly these two lines are let through there, nothing else.
+_TF_2_20_XLA_LINES = re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called "
+                                r"are written to STDERR$|\] Compiled cluster using XLA!  This line is "
+                                r"logged at most once for the lifetime of the process\.$")
+
+
+def _without_tensorflow_2_20_xla_lines(lines):
+  if not tf.__version__.startswith("2.20."):
+    return lines
+  return [line for line in lines if not _TF_2_20_XLA_LINES.search(line)]
 
 
 def _train(tmp_path, *flags):
@@ -33,7 +46,8 @@ def _train(tmp_path, *flags):
 def test_a_two_epoch_run_prints_a_short_log(tmp_path):
   lines = _train(tmp_path, "--config.train.num_epochs=2", "--config.runtime.jit_compile=true")
   assert len(lines) <= 15, "\n".join(lines)
-  assert not [line for line in lines if _NOISE.search(line)], "\n".join(lines)
+  assert not [line for line in _without_tensorflow_2_20_xla_lines(lines) if _NOISE.search(line)], (
+      "\n".join(lines))
   text = "\n".join(lines)
   assert "config configs/test.py, runtime.jit_compile=True, train.num_epochs=2" in text
   assert "training dense_denoising_autoencoder (484,944 parameters): epochs 1..2" in text

@@ -8,6 +8,12 @@ timings) are dropped. `--verbosity=1` (or `-v 1`) brings all of it back; so
 does setting `TF_CPP_MIN_LOG_LEVEL` yourself (0 shows everything) for the C++
 part. Warnings and errors of every library are always shown.
 
+One exception, TensorFlow 2.20 only: XLA's first compile in a process logs
+"Compiled cluster using XLA!" through absl's C++ logging before TensorFlow
+initialises it (hence absl's "All log messages before absl::InitializeLog()"
+line), which ignores TF_CPP_MIN_LOG_LEVEL. TensorFlow 2.21 initialises absl
+logging and honours the variable, so those two lines are not printed there.
+
 This module does not import TensorFlow: `silence_tensorflow_startup` must run
 before anything else does.
 """
