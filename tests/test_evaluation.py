@@ -374,6 +374,7 @@ def test_training_run_is_read_from_the_workdir_around_the_saved_model(tmp_path):
   assert loading.training_run(str(tmp_path / "saved_model")) is None
 
 
+@pytest.mark.slow  # An evaluate process: CI runs it in make test-slow.
 def test_missing_eval_extra_is_one_line_naming_it(tmp_path):
   # A stand-in scikit-learn that cannot be imported, as on an install without the extra.
   (tmp_path / "sklearn").mkdir()

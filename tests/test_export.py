@@ -115,6 +115,7 @@ def test_uint8_signature_scales_like_training(exported):
   np.testing.assert_allclose(from_uint8.numpy(), training_denoised.numpy(), atol=1e-6)
 
 
+@pytest.mark.slow  # A serving process: CI runs it in make test-slow.
 def test_conv_bad_shape_does_not_abort_the_process(tmp_path):
   """Before the checks, a rank-3 batch aborted a conv model's process (oneDNN check, exit 134),
   through `signatures[...]` and through a plain Session::Run feed as TF Serving does it."""

@@ -55,6 +55,7 @@ def test_a_two_epoch_run_prints_a_short_log(tmp_path):
   assert re.search(r"finished at step 64: eval loss .*; SavedModel in .*saved_model", text)
 
 
+@pytest.mark.slow  # A trainer process: CI runs it in make test-slow.
 def test_verbosity_1_brings_the_detail_back(tmp_path):
   lines = _train(tmp_path, "--verbosity=1")
   text = "\n".join(lines)

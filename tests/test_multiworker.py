@@ -121,6 +121,7 @@ def test_interrupted_two_worker_run_resumes_and_only_the_chief_writes(tmp_path):
   assert psnr(denoised) > psnr(noisy) + 0.5
 
 
+@pytest.mark.slow  # Worker processes: CI runs it in make test-slow.
 def test_a_killed_worker_stops_the_other_with_one_line_naming_it(tmp_path):
   workdir, scratch = tmp_path / "workdir", tmp_path / "scratch"
   scratch.mkdir()
@@ -186,6 +187,7 @@ def test_launcher_passes_bash_and_shellcheck():
   assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.slow  # Worker processes: CI runs it in make test-slow.
 def test_launcher_stops_the_other_workers_when_one_fails(tmp_path):
   """A bad flag fails every worker at once; the launcher exits non-zero and says which."""
   result = subprocess.run(

@@ -12,6 +12,7 @@ from trainer import train
 from trainer import validation
 
 
+@pytest.mark.slow  # A traced run: CI runs it in make test-slow.
 def test_a_window_writes_a_trace_and_leaves_the_weights_unchanged(config, tmp_path):
   plain = train.train_and_evaluate(config, str(tmp_path / "plain"))
   config.runtime.profile_steps = (8, 15)

@@ -111,6 +111,7 @@ def test_settings_that_cannot_change_the_result_need_no_opt_in(short_run):
                      "train.steps_per_loop=8 -> 4"]
 
 
+@pytest.mark.slow  # Two runs or a trainer process: CI runs it in make test-slow.
 def test_with_the_opt_in_the_new_learning_rate_takes_effect_and_is_recorded(short_run, tmp_path):
   workdir = _copy(short_run[0], tmp_path)
   config = test_config.get_config()
@@ -138,6 +139,7 @@ def test_lowering_num_epochs_below_the_trained_steps_is_refused(short_run, tmp_p
     train.train_and_evaluate(config, workdir)
 
 
+@pytest.mark.slow  # Two runs or a trainer process: CI runs it in make test-slow.
 def test_a_truncated_latest_checkpoint_falls_back_to_the_one_before(short_run, tmp_path, caplog):
   workdir = _copy(short_run[0], tmp_path)
   config = test_config.get_config()
@@ -154,9 +156,10 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_one_before(short_run, t
 
 
 @pytest.mark.parametrize("damage", [
-    lambda text: "x" + text,  # Garbled: not a CheckpointState text proto.
-    lambda text: "",  # Empty: get_checkpoint_state raises ValueError.
-], ids=["garbled", "empty"])
+    pytest.param(lambda text: "x" + text, id="garbled"),  # Not a CheckpointState text proto.
+    # Empty: get_checkpoint_state raises ValueError. The same fallback: CI runs it in test-slow.
+    pytest.param(lambda text: "", id="empty", marks=pytest.mark.slow),
+])
 def test_a_damaged_checkpoint_state_file_resumes_from_the_checkpoint_files(
     short_run, tmp_path, caplog, damage):
   workdir = _copy(short_run[0], tmp_path)
@@ -200,6 +203,7 @@ def test_no_readable_checkpoint_is_one_line_naming_the_fix(short_run, tmp_path):
     train.train_and_evaluate(test_config.get_config(), workdir)
 
 
+@pytest.mark.slow  # Two runs or a trainer process: CI runs it in make test-slow.
 def test_stale_temporaries_are_removed_on_start(short_run, tmp_path):
   workdir = _copy(short_run[0], tmp_path)
   stale = [os.path.join(workdir, "history.json.tmp"),
@@ -330,6 +334,7 @@ def test_checkpoints_without_a_usable_config_json_keep_the_changed_settings_guar
   assert _snapshot(workdir) == before
 
 
+@pytest.mark.slow  # Two runs or a trainer process: CI runs it in make test-slow.
 def test_with_the_opt_in_checkpoints_without_a_config_resume_and_record_it(short_run,
                                                                            tmp_path):
   workdir = _copy(short_run[0], tmp_path)
@@ -431,10 +436,13 @@ def test_a_killed_holders_lock_does_not_block_the_rerun(tmp_path):
 
 @pytest.mark.parametrize("config_text, message", [
     (None, "cannot load the config file .*missing.py \\(OSError"),
-    ("def get_config(:\n", "cannot load the config file .*broken.py \\(SyntaxError"),
-    ("from configs import default\ndef get_config():\n  c = default.get_config()\n"
-     "  c.train.num_epoch = 3\n  return c\n",
-     "cannot load the config file .*broken.py \\(AttributeError"),
+    # The other two are trainer processes as well: CI runs them in make test-slow.
+    pytest.param("def get_config(:\n", "cannot load the config file .*broken.py \\(SyntaxError",
+                 marks=pytest.mark.slow),
+    pytest.param("from configs import default\ndef get_config():\n  c = default.get_config()\n"
+                 "  c.train.num_epoch = 3\n  return c\n",
+                 "cannot load the config file .*broken.py \\(AttributeError",
+                 marks=pytest.mark.slow),
 ])
 def test_a_config_file_that_cannot_load_is_one_line(tmp_path, config_text, message):
   path = tmp_path / ("missing.py" if config_text is None else "broken.py")
@@ -464,6 +472,7 @@ def test_make_train_quotes_a_workdir_with_spaces():
   assert len(train_command) == 1 and '--workdir="my runs/a b"' in train_command[0]
 
 
+@pytest.mark.slow  # Two runs or a trainer process: CI runs it in make test-slow.
 def test_a_loss_that_becomes_nan_stops_with_one_line_naming_the_steps(tmp_path):
   result = _run_main(tmp_path, "--config=configs/test.py", "--config.train.learning_rate=1e30")
   assert result.returncode == 1

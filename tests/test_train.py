@@ -69,6 +69,7 @@ def test_xla_steps_match_plain_steps(config):
     assert xla_metrics[name] == pytest.approx(plain_metrics[name], rel=1e-5, abs=1e-5), name
 
 
+@pytest.mark.slow  # Several runs: CI runs it in make test-slow.
 def test_compiled_loop_weights_do_not_depend_on_the_chunking(config):
   """On one device with XLA a chunk of steps is one XLA call: resuming (or stopping) at any
   chunk boundary must give the weights of an unbroken run, bit for bit."""
@@ -173,6 +174,7 @@ def test_mirrored_two_replicas_match_one_device():
   assert result["max_weight_difference"] < 1e-5  # ...and identically.
 
 
+@pytest.mark.slow  # Several runs: CI runs it in make test-slow.
 def test_mirrored_training_job_end_to_end(tmp_path):
   workdir = tmp_path / "workdir"
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")

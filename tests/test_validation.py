@@ -86,13 +86,15 @@ def _run_main(workdir, *flags):
     (["--config.train.num_epoch=3"],
      'dae-trainer: unknown config key in a --config.* override: num_epoch. '
      'Did you mean "num_epochs"'),
-    (["--config.noise.type=masking", "--config.noise.factor=1.5"],
-     "dae-trainer: noise.factor=1.5 is not a fraction of pixels"),
-    (["--config.runtime.strategy=mirrored", "--config.runtime.num_cpu_devices=2",
-      "--config.runtime.devices=CPU:0,CPU:1", "--config.train.batch_size=63"],
-     "dae-trainer: train.batch_size=63 is not divisible by the 2 replicas"),
-    (["--config.runtime.strategy=tpu"],
-     "dae-trainer: runtime.strategy=tpu: no TPU found at 'local'"),
+    # A trainer process each: CI runs the other three in make test-slow.
+    pytest.param(["--config.noise.type=masking", "--config.noise.factor=1.5"],
+                 "dae-trainer: noise.factor=1.5 is not a fraction of pixels", marks=pytest.mark.slow),
+    pytest.param(["--config.runtime.strategy=mirrored", "--config.runtime.num_cpu_devices=2",
+                  "--config.runtime.devices=CPU:0,CPU:1", "--config.train.batch_size=63"],
+                 "dae-trainer: train.batch_size=63 is not divisible by the 2 replicas",
+                 marks=pytest.mark.slow),
+    pytest.param(["--config.runtime.strategy=tpu"],
+                 "dae-trainer: runtime.strategy=tpu: no TPU found at 'local'", marks=pytest.mark.slow),
 ])
 def test_main_fails_with_one_line_before_writing_anything(tmp_path, flags, message):
   workdir = tmp_path / "workdir"
