@@ -37,6 +37,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.noise.factor_range = ()
   # Blind training: noise types each training image draws its own from; () = always type.
   config.noise.mixture_types = ()
+  # How training draws Gaussian values: philox (exact, fresh Philox normals) or table (about
+  # 4x cheaper per core: windows of one fixed table; see docs/performance.md). Eval is always exact.
+  config.noise.generator = "philox"
+  # The table generator's table: this many float32 standard normals (4 bytes each).
+  config.noise.table_num_values = 4_194_304
 
   config.model = ml_collections.ConfigDict()
   # One of dense (the tutorial's MLP), conv (Conv2D / Conv2DTranspose) or unet (no bottleneck).

@@ -10,6 +10,11 @@ training blind denoisers, a `factor_range` (lo, hi) from which each image draws
 its own level, and `mixture_types` from which each image draws its own type.
 Evaluation uses the fixed reference noise (`reference_noise`): one type at one
 level, so that its numbers compare across runs.
+
+Training may draw its Gaussian values from a fixed table instead (`generator`
+'table', see `table_normal`): each image's values are made of two random rows
+of the table. That costs two row gathers instead of Philox and Box-Muller per
+pixel; evaluation noise is always drawn exactly.
 """
 
 import math
@@ -24,6 +29,12 @@ FRACTION_NOISE_TYPES = ("salt_and_pepper", "masking")
 # Constants of TensorFlow's Box-Muller kernel (random_distributions.h), as float32.
 _SMALLEST_UNIFORM = np.float32(1e-7)
 _TWO_PI = np.float32(2.0 * math.pi)
+# How training draws Gaussian values (`noise.generator`).
+GENERATORS = ("philox", "table")
+# Bounds of `noise.table_num_values`: at least a few images' worth of distinct
+# windows, at most 1 GiB of float32.
+_MIN_TABLE_VALUES = 65_536
+_MAX_TABLE_VALUES = 2**28
 
 
 def _factor_range(noise_config) -> tuple[float, ...]:
@@ -44,6 +55,11 @@ def reference_noise(noise_config: ml_collections.ConfigDict) -> ml_collections.C
   return ml_collections.ConfigDict({"type": noise_config.type, "factor": noise_config.factor})
 
 
+def generator(noise_config: ml_collections.ConfigDict) -> str:
+  """How Gaussian training values are drawn: 'philox' (exact; configs without the field) or 'table'."""
+  return noise_config.get("generator", "philox")
+
+
 def validate_noise_config(noise_config: ml_collections.ConfigDict) -> None:
   """Raises ValueError with the bad value and the fix if the noise config is invalid."""
   _validate_type(noise_config.type, "noise.type")
@@ -59,6 +75,26 @@ def validate_noise_config(noise_config: ml_collections.ConfigDict) -> None:
     for noise_type in _mixture_types(noise_config) or (noise_config.type,):
       for level in factor_range:
         _validate_factor(noise_type, level, "noise.factor_range")
+  _validate_generator(noise_config)
+
+
+def _validate_generator(noise_config: ml_collections.ConfigDict) -> None:
+  name = generator(noise_config)
+  if name not in GENERATORS:
+    raise ValueError(f"Unknown noise.generator {name!r}; valid generators are "
+                     f"{', '.join(GENERATORS)} (set --config.noise.generator=philox).")
+  if name != "table":
+    return
+  if "gaussian" not in (_mixture_types(noise_config) or (noise_config.type,)):
+    raise ValueError(
+        f"noise.generator='table' draws Gaussian values, but noise.type={noise_config.type!r} "
+        "draws none; use --config.noise.generator=philox.")
+  size = noise_config.get("table_num_values", None)
+  if (isinstance(size, bool) or not isinstance(size, int)
+      or not _MIN_TABLE_VALUES <= size <= _MAX_TABLE_VALUES):
+    raise ValueError(
+        f"noise.table_num_values={size!r} must be an integer in [{_MIN_TABLE_VALUES:,}, "
+        f"{_MAX_TABLE_VALUES:,}] (e.g. --config.noise.table_num_values=4194304).")
 
 
 def _validate_type(noise_type, name: str) -> None:
@@ -85,25 +121,29 @@ def _validate_factor(noise_type: str, factor, name: str) -> None:
 
 
 def add_noise(images: tf.Tensor, noise_config: ml_collections.ConfigDict,
-              seed: tf.Tensor) -> tf.Tensor:
+              seed: tf.Tensor, table: tf.Tensor | None = None) -> tf.Tensor:
   """Returns `images` (float in [0, 1]) corrupted by the configured noise, clipped to [0, 1].
 
   Args:
-    images: float32 tensor of any shape, values in [0, 1].
+    images: float32 tensor of [28, 28, 1] or [batch, 28, 28, 1] (any trailing
+      [height, width, channels]), values in [0, 1].
     noise_config: `config.noise`: `type` in NOISE_TYPES and `factor`, and
       optionally `factor_range` and `mixture_types` (see the module docstring;
       a mixture draws every type for the whole batch, then keeps one per image).
     seed: shape [2] integer tensor for the stateless random ops.
+    table: `gaussian_table(...)` to draw Gaussian values from it; None draws
+      them exactly (Philox and Box-Muller).
   """
-  return tf.clip_by_value(add_unclipped_noise(images, noise_config, seed), 0.0, 1.0)
+  return tf.clip_by_value(add_unclipped_noise(images, noise_config, seed, table), 0.0, 1.0)
 
 
 def add_unclipped_noise(images: tf.Tensor, noise_config: ml_collections.ConfigDict,
-                        seed: tf.Tensor) -> tf.Tensor:
+                        seed: tf.Tensor, table: tf.Tensor | None = None) -> tf.Tensor:
   """`add_noise` before clipping: Gaussian noise may leave [0, 1], the other types never do."""
   factor_range, mixture_types = _factor_range(noise_config), _mixture_types(noise_config)
   if not (factor_range or mixture_types):
-    return _corrupt(images, noise_config.type, tf.cast(noise_config.factor, images.dtype), seed)
+    return _corrupt(images, noise_config.type, tf.cast(noise_config.factor, images.dtype), seed,
+                    table)
   # Blind training noise: one level (and type) per image, drawn from streams
   # of their own so that the pixel noise itself is the fixed-level noise's.
   level_seed, type_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
@@ -116,12 +156,12 @@ def add_unclipped_noise(images: tf.Tensor, noise_config: ml_collections.ConfigDi
   else:
     factor = tf.fill(per_image_shape, tf.cast(noise_config.factor, images.dtype))
   if not mixture_types:
-    return _corrupt(images, noise_config.type, factor, seed)
+    return _corrupt(images, noise_config.type, factor, seed, table)
   chosen = tf.random.stateless_uniform(per_image_shape, seed=type_seed, maxval=len(mixture_types),
                                        dtype=tf.int32)
   noisy = images
   for index, noise_type in enumerate(mixture_types):
-    noisy = tf.where(chosen == index, _corrupt(images, noise_type, factor, seed), noisy)
+    noisy = tf.where(chosen == index, _corrupt(images, noise_type, factor, seed, table), noisy)
   return noisy
 
 
@@ -148,11 +188,53 @@ def standard_normal(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   return tf.reshape(tf.reshape(normal, [-1])[:size], shape)
 
 
-def _corrupt(images: tf.Tensor, noise_type: str, factor: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def gaussian_table(noise_config: ml_collections.ConfigDict, seed: tf.Tensor,
+                   pixels_per_image: int) -> tf.Tensor | None:
+  """The table of the 'table' generator, or None for 'philox'.
+
+  `noise.table_num_values` float32 standard normals (rounded down to whole
+  rows), as rows of `pixels_per_image`: drawn once, exactly, from `seed`, when
+  the training pipeline is built; the pipeline then only gathers rows of it.
+  """
+  if generator(noise_config) != "table":
+    return None
+  num_rows = noise_config.table_num_values // pixels_per_image
+  return tf.reshape(standard_normal(tf.constant([num_rows * pixels_per_image]), seed),
+                    [num_rows, pixels_per_image])
+
+
+def table_normal(shape: tf.Tensor, seed: tf.Tensor, table: tf.Tensor) -> tf.Tensor:
+  """Standard normal values of `shape` ([..., height, width, channels]) made from `table` rows.
+
+  Each image's values are the sum of two different rows of the table (one row
+  per image: height * width * channels values), scaled by 1/sqrt(2): every
+  value is still exactly N(0, 1), and a table of R rows gives R (R - 1) / 2
+  different noise images (14 million for the default table and MNIST). It
+  costs two row gathers and an add per image instead of Philox uniforms, a
+  log, a square root, a sine and a cosine per pixel pair. What is given up is
+  independence between images that share a row. Evaluation never uses it;
+  its effect on a full training run is measured in docs/performance.md.
+  """
+  num_images = tf.reduce_prod(shape[:-3])
+  num_rows = tf.shape(table)[0]
+  first_seed, second_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+  first = tf.random.stateless_uniform([num_images], seed=first_seed, maxval=num_rows,
+                                      dtype=tf.int32)
+  # Another row than the first: first + 1 + k (mod rows), k uniform in [0, rows - 1).
+  skip = tf.random.stateless_uniform([num_images], seed=second_seed, maxval=num_rows - 1,
+                                     dtype=tf.int32)
+  second = (first + 1 + skip) % num_rows
+  rows = (tf.gather(table, first) + tf.gather(table, second)) * np.float32(math.sqrt(0.5))
+  return tf.reshape(rows, shape)
+
+
+def _corrupt(images: tf.Tensor, noise_type: str, factor: tf.Tensor, seed: tf.Tensor,
+             table: tf.Tensor | None = None) -> tf.Tensor:
   """`images` with `noise_type` noise at level `factor` (a scalar, or one per image), unclipped."""
   shape = tf.shape(images)
   if noise_type == "gaussian":
-    return images + factor * tf.cast(standard_normal(shape, seed), images.dtype)
+    normal = standard_normal(shape, seed) if table is None else table_normal(shape, seed, table)
+    return images + factor * tf.cast(normal, images.dtype)
   if noise_type == "salt_and_pepper":
     # One draw picks the corrupted pixels, an independent one picks salt or pepper.
     select_seed, value_seed = tf.unstack(

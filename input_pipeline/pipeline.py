@@ -23,6 +23,8 @@ Under several workers or TPU hosts, each input pipeline (one per host, from
 batches as every other pipeline, so no worker waits on another at epoch ends.
 """
 
+import math
+
 import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -37,6 +39,7 @@ SPLITS = ("train", "eval")
 _TRAIN_NOISE_STREAM = 1
 _EVAL_NOISE_STREAM = 2
 _SHUFFLE_STREAM = 3
+_NOISE_TABLE_STREAM = 4
 # A batch size larger than any split: one batch of all its examples.
 _ALL_EXAMPLES = 2**31 - 1
 # The pipelines cache decoded (train) or noisy (eval) images themselves; TFDS's
@@ -50,10 +53,10 @@ def scale_images(images: tf.Tensor) -> tf.Tensor:
 
 
 def preprocess(images: tf.Tensor, noise_config: ml_collections.ConfigDict,
-               seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+               seed: tf.Tensor, table: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
   """Maps uint8 images (one or a batch) to a (noisy, clean) pair of float32 in [0, 1]."""
   clean = scale_images(images)
-  return noise.add_noise(clean, noise_config, seed), clean
+  return noise.add_noise(clean, noise_config, seed, table), clean
 
 
 def _shard(dataset: tf.data.Dataset, input_context) -> tf.data.Dataset:
@@ -133,6 +136,10 @@ def _create_train_dataset(data, config, input_context, start_step):
   shuffle_seed = _seed(config, _SHUFFLE_STREAM)
   noise_seed = tf.random.experimental.stateless_fold_in(
       _seed(config, _TRAIN_NOISE_STREAM), pipeline_id)
+  # With noise.generator='table', Gaussian values come from this table, drawn
+  # once per pipeline from a stream of its own (None: exact, fresh per batch).
+  table = noise.gaussian_table(config.noise, tf.random.experimental.stateless_fold_in(
+      _seed(config, _NOISE_TABLE_STREAM), pipeline_id), math.prod(images.shape[1:]))
 
   def epoch_dataset(epoch):
     # Seeds are functions of the epoch, not of iterator state: resuming at
@@ -155,7 +162,7 @@ def _create_train_dataset(data, config, input_context, start_step):
     return batches.map(
         lambda index, batch_indices: preprocess(
             tf.gather(images, batch_indices), config.noise,
-            tf.random.experimental.stateless_fold_in(epoch_noise_seed, index)),
+            tf.random.experimental.stateless_fold_in(epoch_noise_seed, index), table),
         num_parallel_calls=tf.data.AUTOTUNE)
 
   dataset = tf.data.Dataset.range(start_epoch, config.train.num_epochs)

@@ -133,6 +133,20 @@ def test_benchmark_script_prints_its_json_with_the_mirrored_laptop_recipe(tmp_pa
               "eval_share_of_epoch"):
     assert math.isfinite(results[key]) and results[key] > 0, key
   assert results["machine"]["cores"] >= 1 and results["rounds"] == 2
+  for key in ("pipeline_examples_per_sec_by_generator", "pipeline_core_us_per_example_by_generator"):
+    assert sorted(results[key]) == ["philox", "table"], key
+    assert all(math.isfinite(value) and value > 0 for value in results[key].values()), key
+  assert (results["pipeline_core_us_per_example_by_generator"]["philox"]
+          == results["pipeline_core_us_per_example"])
+  assert "noise.generator=table" in result.stdout
   assert len(results["speedup_vs_tutorial_by_round"]) == 2
   assert "(a) tutorial" in result.stdout and "speedup vs tutorial" in result.stdout
   assert results["eval_share_of_epoch"] < 1.0 and "(e) one evaluation pass" in result.stdout
+
+
+def test_the_pipeline_is_timed_with_each_generator_the_noise_allows(config, data):
+  timings = harness.time_input_pipeline_by_generator(data, config, 1)
+  assert list(timings) == ["philox", "table"]
+  assert all(math.isfinite(value) and value > 0 for timing in timings.values() for value in timing)
+  config.noise.type, config.noise.factor = "masking", 0.2
+  assert list(harness.time_input_pipeline_by_generator(data, config, 1)) == ["philox"]

@@ -210,3 +210,54 @@ def test_reference_noise_drops_range_and_mixture():
 def test_invalid_blind_noise_is_rejected(config, message):
   with pytest.raises(ValueError, match=message):
     noise.validate_noise_config(config)
+
+
+def _table_config(**fields):
+  return ml_collections.ConfigDict({"type": "gaussian", "factor": 0.4, "generator": "table",
+                                    "table_num_values": 65_536, **fields})
+
+
+def test_the_table_is_whole_rows_of_exact_normals():
+  table = noise.gaussian_table(_table_config(), SEED, 784)
+  assert table.shape == (65_536 // 784, 784)
+  np.testing.assert_array_equal(
+      table.numpy().ravel(), noise.standard_normal(tf.constant([83 * 784]), SEED).numpy())
+  assert noise.gaussian_table(_noise_config("gaussian", 0.4), SEED, 784) is None  # philox
+
+
+def test_table_normal_sums_two_different_rows_per_image():
+  table = noise.gaussian_table(_table_config(), SEED, 784)
+  values = noise.table_normal(tf.constant([500, 28, 28, 1]), SEED, table).numpy()
+  rows = table.numpy()
+  pair_sums = (rows[:, None, :] + rows[None, :, :]) * np.float32(np.sqrt(0.5))
+  for image in values[:20].reshape(20, 784):
+    matches = np.argwhere(np.all(np.isclose(pair_sums, image, atol=1e-6), axis=-1))
+    assert len(matches) and all(first != second for first, second in matches)
+  # Still standard normal values, and different images get different noise.
+  assert abs(values.std() - 1.0) < 0.01 and abs(values.mean()) < 0.01
+  assert len({image.tobytes() for image in values.reshape(500, 784)}) > 450
+
+
+def test_table_noise_is_deterministic_per_seed_eagerly_and_inside_tf_data():
+  config = _table_config()
+  table = noise.gaussian_table(config, SEED, 784)
+  images = _gray(shape=(8, 28, 28, 1))
+  eager = noise.add_noise(images, config, SEED, table).numpy()
+  graph = next(iter(tf.data.Dataset.from_tensors(images).map(
+      lambda batch: noise.add_noise(batch, config, SEED, table))))
+  np.testing.assert_array_equal(eager, graph.numpy())
+  np.testing.assert_array_equal(eager, noise.add_noise(images, config, SEED, table).numpy())
+  assert (eager != noise.add_noise(images, config, SEED + 1, table).numpy()).mean() > 0.5
+  residual = noise.add_unclipped_noise(images, config, SEED, table) - images
+  assert abs(float(tf.math.reduce_std(residual)) - 0.4) < 0.02
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"generator": "fast"}, "Unknown noise.generator 'fast'; valid generators are philox, table"),
+    ({"type": "masking", "factor": 0.2}, "noise.type='masking' draws none"),
+    ({"table_num_values": 1000}, r"noise.table_num_values=1000 must be an integer in \[65,536"),
+    ({"table_num_values": 2.5e6}, "noise.table_num_values=2500000.0 must be an integer"),
+])
+def test_invalid_generator_settings_are_rejected(fields, message):
+  with pytest.raises(ValueError, match=message):
+    noise.validate_noise_config(_table_config(**fields))

@@ -250,3 +250,19 @@ def test_batches_are_byte_equal_to_those_recorded_before_the_pipeline_was_made_c
   resumed = pipeline.create_dataset(data, config, "train", start_step=5).take(2)
   assert _digest(resumed) == "1370eb4824e51f0b"
   assert _digest(pipeline.create_dataset(data, config, "eval")) == "8b2b8eddc92ee847"
+
+
+def test_the_table_generator_changes_training_noise_only(config, mock_mnist):
+  table_config = config.copy_and_resolve_references()
+  table_config.noise.generator = "table"
+  table_config.noise.table_num_values = 65_536
+  with mock_mnist(100):
+    exact_noisy, exact_clean = _batches(_create(config, "train"), 3)
+    table_noisy, table_clean = _batches(_create(table_config, "train"), 3)
+    again_noisy, _ = _batches(_create(table_config, "train"), 3)
+    np.testing.assert_array_equal(np.stack(exact_clean), np.stack(table_clean))
+    assert (np.stack(exact_noisy) != np.stack(table_noisy)).mean() > 0.5
+    np.testing.assert_array_equal(np.stack(table_noisy), np.stack(again_noisy))
+    # Evaluation noise is always exact.
+    np.testing.assert_array_equal(np.stack(_batches(_create(config, "eval"))[0]),
+                                  np.stack(_batches(_create(table_config, "eval"))[0]))

@@ -18,6 +18,7 @@ import time
 import keras
 import tensorflow as tf
 
+from input_pipeline import noise
 from input_pipeline import pipeline
 from trainer import models
 from trainer import optimizers
@@ -105,6 +106,27 @@ def time_input_pipeline(data, config, num_epochs: int) -> tuple[float, float]:
   seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
   num_examples = data.steps_per_epoch * num_epochs * config.train.batch_size
   return num_examples / seconds, cpu_seconds / num_examples * 1e6
+
+
+def time_input_pipeline_by_generator(data, config, num_epochs: int) -> dict[str, tuple[float, float]]:
+  """`time_input_pipeline` with each noise generator the config's noise can use.
+
+  The config's own generator first; the others with only `noise.generator`
+  changed, where the noise config accepts them (the table generator needs
+  Gaussian noise).
+  """
+  own = noise.generator(config.noise)
+  results = {own: time_input_pipeline(data, config, num_epochs)}
+  for generator in noise.GENERATORS:
+    other = config.copy_and_resolve_references()
+    other.noise.generator = generator
+    try:
+      noise.validate_noise_config(other.noise)
+    except ValueError:
+      continue
+    if generator not in results:
+      results[generator] = time_input_pipeline(data, other, num_epochs)
+  return results
 
 
 def time_data_service_pipeline(data, config, num_epochs: int,
