@@ -639,3 +639,92 @@ def test_submit_tpu_vm_remote_cd_finds_the_installed_configs(wheel):
 ])
 def test_submit_tpu_vm_bad_values_are_one_line(args, fragments):
   _one_line_error(_run([str(SCRIPTS / "submit_tpu_vm.sh"), *args, "--dry-run"]), *fragments)
+
+
+# --- Without gcloud, and hostile values -----------------------------------------
+
+
+def _path_without_gcloud(tmp_path):
+  """A PATH with every command of this one but gcloud (symbolic links in one directory)."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  for directory in os.environ["PATH"].split(os.pathsep):
+    if not os.path.isdir(directory):
+      continue
+    for name in os.listdir(directory):
+      link = bin_dir / name
+      if name != "gcloud" and not os.path.lexists(link):
+        link.symlink_to(os.path.join(directory, name))
+  return str(bin_dir)
+
+
+@pytest.mark.parametrize("args", [
+    ["submit_vertex.sh", "--project=p", "--image=i", "--output-dir=gs://b/x"],
+    # No --wheel: the check comes before the wheel is built.
+    ["submit_tpu_vm.sh", "--zone=z", "--workdir=gs://b/x"],
+])
+def test_submit_scripts_without_gcloud_name_it_in_one_line(tmp_path, args):
+  env = {"PATH": _path_without_gcloud(tmp_path)}
+  result = _run([str(SCRIPTS / args[0]), *args[1:]], env=env)
+  assert result.returncode == 2
+  _one_line_error(result, "gcloud (the Google Cloud CLI) is not on PATH; install it",
+                  "--dry-run")
+  # A dry run needs no gcloud.
+  dry_run = _run([str(SCRIPTS / args[0]), *args[1:], "--dry-run"],
+                 env={**env, **_OFFLINE_BUILD})
+  assert dry_run.returncode == 0, dry_run.stderr
+  assert [line for line in dry_run.stdout.splitlines() if not line.startswith("#")][0].startswith(
+      "gcloud ")
+
+
+# Shell syntax in every value a user passes: none of it may run, here or on the TPU hosts.
+_HOSTILE = "$(touch pwned1)`touch pwned2`'\"; touch pwned3"
+
+
+def _replay(line, cwd):
+  """The argv `gcloud` gets when a shell runs the printed `line`; a --command= is run too."""
+  shell = subprocess.run(["bash", "-c", f"gcloud() {{ printf '%s\\0' \"$@\"; }}; {line}"],
+                         cwd=cwd, capture_output=True, text=True, timeout=30, check=True)
+  argv = shell.stdout.split("\0")[:-1]
+  remote = [word.removeprefix("--command=") for word in argv if word.startswith("--command=")]
+  for command in remote:
+    # The TPU host's shell, with python3 printing its argv (and `-c` the package root).
+    host = subprocess.run(
+        ["bash", "-c", "python3() { if [[ $1 == -c ]]; then echo .; else printf '%s\\0' \"$@\";"
+         f" fi; }}; {command}"], cwd=cwd, capture_output=True, text=True, timeout=30, check=True)
+    argv.append(host.stdout.split("\0")[:-1])
+  return argv
+
+
+def test_submit_tpu_vm_dry_run_runs_nothing_from_hostile_values(tmp_path):
+  wheel_path = tmp_path / "dae_trainer-0.1.0-py3-none-any.whl"
+  wheel_path.write_text("not really a wheel")
+  result = _run([str(SCRIPTS / "submit_tpu_vm.sh"), f"--zone=z{_HOSTILE}", f"--name=n{_HOSTILE}",
+                 f"--project=p{_HOSTILE}", f"--workdir=gs://b/{_HOSTILE}",
+                 f"--config=c{_HOSTILE}", f"--wheel={wheel_path}", "--dry-run", "--",
+                 f"--config.noise.type={_HOSTILE}"])
+  assert result.returncode == 0, result.stderr
+  commands = [_replay(line, tmp_path) for line in result.stdout.splitlines()
+              if not line.startswith("#")]
+  assert not list(tmp_path.glob("pwned*"))
+  assert commands[0][4:] == [f"n{_HOSTILE}", f"--zone=z{_HOSTILE}", f"--project=p{_HOSTILE}"]
+  assert commands[-1][-1] == ["-m", "trainer.main", f"--config=c{_HOSTILE}",
+                              f"--workdir=gs://b/{_HOSTILE}", "--config.runtime.strategy=tpu",
+                              f"--config.noise.type={_HOSTILE}"]
+
+
+def test_submit_vertex_dry_run_runs_nothing_from_hostile_values(tmp_path):
+  result = _run([str(SCRIPTS / "submit_vertex.sh"), f"--project=p{_HOSTILE}",
+                 f"--region=r{_HOSTILE}", f"--display-name=d{_HOSTILE}", f"--image=i{_HOSTILE}",
+                 f"--output-dir=gs://b/{_HOSTILE}", "--dry-run", "--",
+                 f"--config.noise.type={_HOSTILE}"])
+  assert result.returncode == 0, result.stderr
+  command, _, spec_text = result.stdout.partition("\n")
+  argv = _replay(command, tmp_path)
+  assert not list(tmp_path.glob("pwned*"))
+  assert argv[3:6] == [f"--project=p{_HOSTILE}", f"--region=r{_HOSTILE}",
+                       f"--display-name=d{_HOSTILE}"]
+  container = yaml.safe_load(spec_text.partition("\n")[2])["workerPoolSpecs"][0]["containerSpec"]
+  assert container["imageUri"] == f"i{_HOSTILE}"
+  assert container["args"][1:] == [f"--workdir=gs://b/{_HOSTILE}/workdir",
+                                   f"--config.noise.type={_HOSTILE}"]
