@@ -7,8 +7,15 @@ own cores are left to training. Evaluation stays local.
 
 Start the servers (each blocks until killed):
 
-    python -m input_pipeline.data_service --dispatcher --port=5050
-    python -m input_pipeline.data_service --worker --dispatcher_address=localhost:5050 --port=5051
+    python -m input_pipeline.data_service --dispatcher --port=5050 --all_interfaces
+    python -m input_pipeline.data_service --worker --dispatcher_address=localhost:5050 \
+        --port=5051 --all_interfaces
+
+TensorFlow's dispatcher and worker listen on every network interface (their
+configs have no bind address) and take no credentials: whoever reaches the
+port can have the workers run tf.data pipelines. So they start only when
+`--all_interfaces` says that is meant (on a trusted network, or behind a
+firewall).
 
 then train with --config.input.data_service_address=grpc://localhost:5050.
 See docs/cloud.md for what the service changes about the data a run sees.
@@ -74,6 +81,10 @@ _WORKER = flags.DEFINE_bool("worker", False, "Run a worker.")
 _PORT = flags.DEFINE_integer("port", 5050, "Port to serve on (0: any free port).")
 _DISPATCHER_ADDRESS = flags.DEFINE_string(
     "dispatcher_address", "localhost:5050", "Worker: the dispatcher's host:port.")
+_ALL_INTERFACES = flags.DEFINE_bool(
+    "all_interfaces", False,
+    "Required: start the server although it listens on every network interface, without "
+    "authentication (TensorFlow's tf.data service cannot bind to localhost only).")
 _WORKER_HOST = flags.DEFINE_string(
     "worker_host", "localhost",
     "Worker: the host name the dispatcher tells clients to reach it at; set it to this "
@@ -84,6 +95,12 @@ def main(argv) -> None:
   del argv
   if _DISPATCHER.value == _WORKER.value:
     raise app.UsageError("Pass exactly one of --dispatcher or --worker.")
+  if not _ALL_INTERFACES.value:
+    raise app.UsageError(
+        f"the tf.data service listens on port {_PORT.value} of every network interface and "
+        "takes no credentials (TensorFlow has no bind address for it): anyone who reaches the "
+        "port can run tf.data pipelines on the workers. Pass --all_interfaces to start it "
+        "anyway, on a trusted network or behind a firewall.")
   if _DISPATCHER.value:
     server = tf.data.experimental.service.DispatchServer(
         tf.data.experimental.service.DispatcherConfig(port=_PORT.value))

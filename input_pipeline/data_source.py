@@ -26,6 +26,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import downloader as tfds_downloader
 
+from input_pipeline import storage
+
 # TFDS data_dir holding the prepared mnist 3.0.1 shipped with this package.
 BUNDLED_DATA_DIR = os.path.join(os.path.dirname(__file__), "data", "tensorflow_datasets")
 # Dataset names available in BUNDLED_DATA_DIR.
@@ -52,7 +54,9 @@ class DataSource:
     steps_per_epoch: full global training batches per epoch; the remainder of
       the split is dropped, so every step has the same static shape.
     num_eval_steps: global evaluation batches covering the whole eval split; the
-      last one is padded (with zero-weight examples) to full size.
+      last one is padded (with zero-weight examples) to full size. With
+      `train.eval_batch_size` above the split's size, one batch, no larger than
+      the split (rounded up to a multiple of the replicas).
   """
   builder: tfds.core.DatasetBuilder
   train_split: str
@@ -114,6 +118,12 @@ def create_data_source(config) -> DataSource:
   if num_eval_examples < 1:
     raise ValueError(f"eval_split {config.eval_split!r} is empty; choose another eval_split.")
   verify_records(builder, (config.train_split, config.eval_split))
+  if config.train.eval_batch_size > num_eval_examples:
+    logging.warning(
+        "train.eval_batch_size=%d exceeds the %d examples of eval_split %r: evaluating them "
+        "in one batch of about %d instead (padding to %d would only add blank images).",
+        config.train.eval_batch_size, num_eval_examples, config.eval_split,
+        num_eval_examples, config.train.eval_batch_size)
   return DataSource(
       builder=builder,
       train_split=config.train_split,
@@ -167,8 +177,12 @@ def get_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   Raises:
     ValueError: the dataset is unknown to TFDS or its images are not 28x28x1.
     DatasetUnavailableError: `data_dir` is a local path that does not exist.
+    storage.UnreachableError: `data_dir` is a gs:// (or other non-local) path
+      that does not exist or cannot be reached.
   """
-  if data_dir and "://" not in data_dir and not os.path.isdir(data_dir):
+  if data_dir and storage.is_remote(data_dir):
+    storage.check_usable(data_dir, "--config.data_dir", writable=False)
+  elif data_dir and not os.path.isdir(data_dir):
     # TFDS would create it and look for (or download) the data there: a typo
     # would silently leave a stray directory and a download attempt.
     raise DatasetUnavailableError(

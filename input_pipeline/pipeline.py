@@ -190,6 +190,13 @@ def _noisy_eval_pairs(data, config, input_context):
 def _create_eval_dataset(data, config, input_context):
   """Order: index -> shard -> noise per image -> cache -> pad -> batch -> prefetch."""
   batch_size, replicas_per_pipeline = _batching(config.train.eval_batch_size, input_context)
+  if data.num_eval_steps == 1:
+    # train.eval_batch_size holds the whole split: pad only up to this
+    # pipeline's share, not to the batch size (100,000 for 256 images would
+    # be 0.6 GB of blank images). See `data_source.create_data_source`.
+    num_pipelines = input_context.num_input_pipelines if input_context else 1
+    share = -(-data.num_eval_examples // num_pipelines)
+    batch_size = min(batch_size, -(-share // replicas_per_pipeline))
   num_padded_examples = data.num_eval_steps * replicas_per_pipeline * batch_size
   # The noisy test set never changes, so it is computed once and cached.
   examples = _noisy_eval_pairs(data, config, input_context).map(

@@ -36,6 +36,7 @@ from ml_collections import config_flags
 from configs import default as default_config
 from input_pipeline import data_source
 from input_pipeline import noise
+from trainer import cli
 from trainer import models
 from trainer import reports
 from trainer import resources
@@ -52,9 +53,10 @@ _ROUNDS = flags.DEFINE_integer(
 _NUM_WORKERS = flags.DEFINE_integer(
     "num_workers", 1, "If > 1, also time training as a job of this many local worker processes.")
 _DATA_SERVICE_WORKERS = flags.DEFINE_integer(
-    "data_service_workers", 2,
+    "data_service_workers", 0,
     "If > 0, also time (c) through a local tf.data service dispatcher with this many "
-    "workers (in this process).")
+    "workers (in this process). Off by default: TensorFlow's tf.data service listens on "
+    "every network interface, without credentials, while it runs.")
 _TIME_TO_QUALITY = flags.DEFINE_bool(
     "time_to_quality", False,
     "Also train the tutorial for its 50 epochs and this trainer until it matches the "
@@ -159,19 +161,28 @@ def _print_table(results) -> None:
             f"{results['time_to_tutorial_quality_ratio']:.2f}")
 
 
-def main(argv):
-  del argv
-  config = flags.FLAGS.config
+def _checked_setup(config):
+  """(strategy, data source) of `config`, checked as a training run checks them."""
   validation.validate_config(config)
   # The strategy first: splitting the CPU into logical devices (the Mirrored
   # laptop recipe) must happen before any other TensorFlow op runs.
   strategy = strategy_lib.get_strategy(config.runtime)
   validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
-  data = data_source.create_data_source(config)
+  return strategy, data_source.create_data_source(config)
+
+
+def main(argv):
+  del argv
+  config = flags.FLAGS.config
   num_epochs, num_rounds = _NUM_EPOCHS.value, _ROUNDS.value
   if num_epochs < 1 or num_rounds < 1:
     raise app.UsageError(f"--num_epochs={num_epochs} and --rounds={num_rounds} must both be "
                          ">= 1, e.g. --num_epochs=3 --rounds=3.")
+  try:
+    strategy, data = _checked_setup(config)
+  except (ValueError, data_source.DatasetUnavailableError) as error:
+    # A bad config value or unusable data: one line, as from trainer.main.
+    cli.fail(str(error))
   trainer = harness.TrainingLoop(strategy, data, config, num_epochs * num_rounds)
   if _TRAINING_ONLY.value:
     trainer_rate = statistics.median(
@@ -251,4 +262,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # A missing --config file or a misspelled --config.* override: one line.
+  app.run(main, flags_parser=cli.parse_flags)

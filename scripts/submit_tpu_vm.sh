@@ -80,6 +80,11 @@ done
 [[ "$workdir" == gs://* ]] ||
   die "--workdir '$workdir' is not a Cloud Storage path; pass one like gs://BUCKET/dae-trainer/tpu1"
 [[ -z "$wheel" || -f "$wheel" ]] || die "--wheel '$wheel' does not exist; build one with: pip wheel . --no-deps"
+# Only a real run needs gcloud (--dry-run prints the commands without it):
+# checked before the wheel is built.
+if [[ "$dry_run" != true ]] && ! command -v gcloud >/dev/null 2>&1; then
+  die "gcloud (the Google Cloud CLI) is not on PATH; install it (https://cloud.google.com/sdk/docs/install), run gcloud auth login, or pass --dry-run to only print the commands"
+fi
 
 gcloud_tpu=(gcloud compute tpus tpu-vm)
 target=("$name" "--zone=$zone")

@@ -72,6 +72,10 @@ done
 
 [[ -n "$project" ]] || die "--project is missing; pass --project=PROJECT_ID"
 [[ -n "$region" ]] || die "--region is empty; pass e.g. --region=us-central1"
+# Only a real submission needs gcloud; --dry-run prints its command without it.
+if [[ "$dry_run" != true ]] && ! command -v gcloud >/dev/null 2>&1; then
+  die "gcloud (the Google Cloud CLI) is not on PATH; install it (https://cloud.google.com/sdk/docs/install), run gcloud auth login, or pass --dry-run to only print the command"
+fi
 
 spec_file=$(mktemp "${TMPDIR:-/tmp}/vertex-job.XXXXXX.yaml")
 trap 'rm -f "$spec_file"' EXIT

@@ -118,8 +118,8 @@ def test_benchmark_script_prints_its_json_with_the_mirrored_laptop_recipe(tmp_pa
   """The README's recipe used to crash: TF ops ran before the CPU could be split."""
   result = subprocess.run(
       [sys.executable, "scripts/benchmark.py", "--config=configs/test.py", "--num_epochs=1",
-       "--rounds=2", "--config.runtime.strategy=mirrored", "--config.runtime.num_cpu_devices=2",
-       "--config.runtime.devices=CPU:0,CPU:1"],
+       "--rounds=2", "--data_service_workers=2", "--config.runtime.strategy=mirrored",
+       "--config.runtime.num_cpu_devices=2", "--config.runtime.devices=CPU:0,CPU:1"],
       cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True,
       text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]

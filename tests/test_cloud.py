@@ -82,14 +82,15 @@ def _builder_copy_sources():
 _OFFLINE_BUILD = {"PIP_NO_BUILD_ISOLATION": "0", "PIP_NO_INDEX": "1"}
 
 
-def _build_wheel(repo, out_dir):
-  return _run([str(repo / "scripts" / "build_wheel.sh"), str(out_dir)], env=_OFFLINE_BUILD)
+def _build_wheel(repo, out_dir, *flags):
+  return _run([str(repo / "scripts" / "build_wheel.sh"), *flags, str(out_dir)],
+              env=_OFFLINE_BUILD)
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-  """The wheel, built once by scripts/build_wheel.sh (which fails if setuptools warns)."""
-  result = _build_wheel(REPO, tmp_path_factory.mktemp("dist"))
+  """The wheel, built once by scripts/build_wheel.sh --fail-on-warnings, as CI builds it."""
+  result = _build_wheel(REPO, tmp_path_factory.mktemp("dist"), "--fail-on-warnings")
   assert result.returncode == 0, result.stderr
   path = pathlib.Path(result.stdout.strip())
   assert path.is_file() and path.name == "dae_trainer-0.1.0-py3-none-any.whl"
@@ -117,11 +118,13 @@ def test_wheel_holds_bundled_mnist_and_configs(wheel):
       assert archive.read(name) == (REPO / name).read_bytes(), name
 
 
-def test_build_wheel_fails_when_setuptools_warns(tmp_path):
-  """With include_package_data=True, setuptools says the data folders "would be ignored"."""
+def _checkout_whose_build_warns(tmp_path):
+  """A copy of the builder's sources and scripts/ with include_package_data=True.
+
+  setuptools then says each data folder "would be ignored" as a package.
+  """
   copy = tmp_path / "repo"
-  (copy / "scripts").mkdir(parents=True)
-  shutil.copy(SCRIPTS / "build_wheel.sh", copy / "scripts")
+  shutil.copytree(SCRIPTS, copy / "scripts")
   for name in _builder_copy_sources():
     if (REPO / name).is_dir():
       shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -130,12 +133,33 @@ def test_build_wheel_fails_when_setuptools_warns(tmp_path):
   setup = copy / "setup.py"
   setup.write_text(setup.read_text().replace("include_package_data=False",
                                              "include_package_data=True"))
-  result = _build_wheel(copy, tmp_path / "dist")
+  return copy
+
+
+def test_build_wheel_fails_when_setuptools_warns_with_fail_on_warnings(tmp_path):
+  copy = _checkout_whose_build_warns(tmp_path)
+  result = _build_wheel(copy, tmp_path / "dist", "--fail-on-warnings")
   assert result.returncode == 1
   assert "would be ignored" in result.stderr
   assert result.stderr.strip().endswith(
       "build_wheel: setuptools warned while building the wheel (lines above)")
   assert not list((tmp_path / "dist").glob("*.whl"))
+
+
+def test_a_setuptools_warning_never_fails_a_submission(tmp_path):
+  """Without --fail-on-warnings (the submit path) a warning is shown and the wheel is built."""
+  copy = _checkout_whose_build_warns(tmp_path)
+  built = _build_wheel(copy, tmp_path / "dist")
+  assert built.returncode == 0, built.stderr
+  assert "would be ignored" in built.stderr
+  assert "the wheel is built anyway" in built.stderr
+  assert pathlib.Path(built.stdout.strip()).is_file()
+  # submit_tpu_vm.sh builds its wheel this way, so its dry run ends with every command.
+  result = _run([str(copy / "scripts" / "submit_tpu_vm.sh"), "--zone=us-west4-a",
+                 "--workdir=gs://b/tpu1", "--dry-run"], env=_OFFLINE_BUILD)
+  assert result.returncode == 0, result.stderr
+  assert "build_wheel: setuptools warned" in result.stderr
+  assert result.stdout.splitlines()[-1].startswith("gcloud compute tpus tpu-vm ssh")
 
 
 def test_wheel_extras_are_kept(wheel):
@@ -615,3 +639,92 @@ def test_submit_tpu_vm_remote_cd_finds_the_installed_configs(wheel):
 ])
 def test_submit_tpu_vm_bad_values_are_one_line(args, fragments):
   _one_line_error(_run([str(SCRIPTS / "submit_tpu_vm.sh"), *args, "--dry-run"]), *fragments)
+
+
+# --- Without gcloud, and hostile values -----------------------------------------
+
+
+def _path_without_gcloud(tmp_path):
+  """A PATH with every command of this one but gcloud (symbolic links in one directory)."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  for directory in os.environ["PATH"].split(os.pathsep):
+    if not os.path.isdir(directory):
+      continue
+    for name in os.listdir(directory):
+      link = bin_dir / name
+      if name != "gcloud" and not os.path.lexists(link):
+        link.symlink_to(os.path.join(directory, name))
+  return str(bin_dir)
+
+
+@pytest.mark.parametrize("args", [
+    ["submit_vertex.sh", "--project=p", "--image=i", "--output-dir=gs://b/x"],
+    # No --wheel: the check comes before the wheel is built.
+    ["submit_tpu_vm.sh", "--zone=z", "--workdir=gs://b/x"],
+])
+def test_submit_scripts_without_gcloud_name_it_in_one_line(tmp_path, args):
+  env = {"PATH": _path_without_gcloud(tmp_path)}
+  result = _run([str(SCRIPTS / args[0]), *args[1:]], env=env)
+  assert result.returncode == 2
+  _one_line_error(result, "gcloud (the Google Cloud CLI) is not on PATH; install it",
+                  "--dry-run")
+  # A dry run needs no gcloud.
+  dry_run = _run([str(SCRIPTS / args[0]), *args[1:], "--dry-run"],
+                 env={**env, **_OFFLINE_BUILD})
+  assert dry_run.returncode == 0, dry_run.stderr
+  assert [line for line in dry_run.stdout.splitlines() if not line.startswith("#")][0].startswith(
+      "gcloud ")
+
+
+# Shell syntax in every value a user passes: none of it may run, here or on the TPU hosts.
+_HOSTILE = "$(touch pwned1)`touch pwned2`'\"; touch pwned3"
+
+
+def _replay(line, cwd):
+  """The argv `gcloud` gets when a shell runs the printed `line`; a --command= is run too."""
+  shell = subprocess.run(["bash", "-c", f"gcloud() {{ printf '%s\\0' \"$@\"; }}; {line}"],
+                         cwd=cwd, capture_output=True, text=True, timeout=30, check=True)
+  argv = shell.stdout.split("\0")[:-1]
+  remote = [word.removeprefix("--command=") for word in argv if word.startswith("--command=")]
+  for command in remote:
+    # The TPU host's shell, with python3 printing its argv (and `-c` the package root).
+    host = subprocess.run(
+        ["bash", "-c", "python3() { if [[ $1 == -c ]]; then echo .; else printf '%s\\0' \"$@\";"
+         f" fi; }}; {command}"], cwd=cwd, capture_output=True, text=True, timeout=30, check=True)
+    argv.append(host.stdout.split("\0")[:-1])
+  return argv
+
+
+def test_submit_tpu_vm_dry_run_runs_nothing_from_hostile_values(tmp_path):
+  wheel_path = tmp_path / "dae_trainer-0.1.0-py3-none-any.whl"
+  wheel_path.write_text("not really a wheel")
+  result = _run([str(SCRIPTS / "submit_tpu_vm.sh"), f"--zone=z{_HOSTILE}", f"--name=n{_HOSTILE}",
+                 f"--project=p{_HOSTILE}", f"--workdir=gs://b/{_HOSTILE}",
+                 f"--config=c{_HOSTILE}", f"--wheel={wheel_path}", "--dry-run", "--",
+                 f"--config.noise.type={_HOSTILE}"])
+  assert result.returncode == 0, result.stderr
+  commands = [_replay(line, tmp_path) for line in result.stdout.splitlines()
+              if not line.startswith("#")]
+  assert not list(tmp_path.glob("pwned*"))
+  assert commands[0][4:] == [f"n{_HOSTILE}", f"--zone=z{_HOSTILE}", f"--project=p{_HOSTILE}"]
+  assert commands[-1][-1] == ["-m", "trainer.main", f"--config=c{_HOSTILE}",
+                              f"--workdir=gs://b/{_HOSTILE}", "--config.runtime.strategy=tpu",
+                              f"--config.noise.type={_HOSTILE}"]
+
+
+def test_submit_vertex_dry_run_runs_nothing_from_hostile_values(tmp_path):
+  result = _run([str(SCRIPTS / "submit_vertex.sh"), f"--project=p{_HOSTILE}",
+                 f"--region=r{_HOSTILE}", f"--display-name=d{_HOSTILE}", f"--image=i{_HOSTILE}",
+                 f"--output-dir=gs://b/{_HOSTILE}", "--dry-run", "--",
+                 f"--config.noise.type={_HOSTILE}"])
+  assert result.returncode == 0, result.stderr
+  command, _, spec_text = result.stdout.partition("\n")
+  argv = _replay(command, tmp_path)
+  assert not list(tmp_path.glob("pwned*"))
+  assert argv[3:6] == [f"--project=p{_HOSTILE}", f"--region=r{_HOSTILE}",
+                       f"--display-name=d{_HOSTILE}"]
+  container = yaml.safe_load(spec_text.partition("\n")[2])["workerPoolSpecs"][0]["containerSpec"]
+  assert container["imageUri"] == f"i{_HOSTILE}"
+  assert container["args"][1:] == [f"--workdir=gs://b/{_HOSTILE}/workdir",
+                                   f"--config.noise.type={_HOSTILE}"]

@@ -206,6 +206,22 @@ def test_uneven_eval_shards_pad_to_the_same_number_of_batches(config):
                                 np.sort(unsharded.numpy(), axis=None))
 
 
+def test_an_eval_batch_larger_than_the_split_pads_only_to_the_split(config, caplog):
+  """eval_batch_size=100,000 for 201 images: one batch of 201 (101 per worker of 2), not 100,000."""
+  config.eval_split = "test[:201]"
+  config.train.eval_batch_size = 100_000
+  data = data_source.create_data_source(config)
+  assert "train.eval_batch_size=100000 exceeds the 201 examples" in caplog.text
+  assert data.num_eval_steps == 1
+  dataset = pipeline.create_dataset(data, config, "eval")
+  assert dataset.element_spec[0].shape == (201, 28, 28, 1)
+  assert _weights(dataset).tolist() == [1.0] * 201
+  for context, real in zip(_contexts(2), (101, 100), strict=True):
+    dataset = pipeline.create_dataset(data, config, "eval", context)
+    assert dataset.element_spec[0].shape == (101, 28, 28, 1)
+    assert _weights(dataset).tolist() == [1.0] * real + [0.0] * (101 - real)
+
+
 def test_steps_per_epoch_and_eval_steps():
   assert data_source.steps_per_epoch(60_000, 128) == 468
   # Any number of pipelines can deliver these: 4 pipelines of 250 images, batches of 3.

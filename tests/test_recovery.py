@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from configs import test as test_config
 from input_pipeline import data_source
+from input_pipeline import storage
 from trainer import checkpoints
 from trainer import main as main_lib
 from trainer import preemption
@@ -256,6 +257,33 @@ def _corrupt_tfds(what):
   return damage
 
 
+def _listing(directory):
+  """Every path under `directory` (files and directories), or None if it does not exist."""
+  if not os.path.exists(directory):
+    return None
+  return sorted(os.path.relpath(os.path.join(parent, name), directory)
+                for parent, subdirectories, files in os.walk(directory)
+                for name in subdirectories + files)
+
+
+def _workdir_with(kind, relative_path):
+  """A setup: a workdir holding a file or a directory at `relative_path`; returns its path."""
+  def setup(config, tmp_path):
+    del config
+    path = tmp_path / "workdir" / relative_path
+    if kind == "dir":
+      path.mkdir(parents=True)
+    else:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text("the user's file")
+    return str(tmp_path / "workdir")
+  return setup
+
+
+def _long_workdir(component_bytes, depth=1):
+  return lambda c, t: str(t.joinpath("workdir", *["a" * component_bytes] * depth))
+
+
 @pytest.mark.parametrize("setup, message", [
     (lambda c, t: setattr(c, "eval_split", "nonexistent"),
      "eval_split='nonexistent' is not a split of TFDS dataset 'mnist'"),
@@ -267,15 +295,83 @@ def _corrupt_tfds(what):
      "has a corrupt test file"),
     (lambda c, t: setattr(c, "data_dir", _bad_mnist_copy(t, _corrupt_tfds("truncated"))),
      "has a corrupt train file"),
+    # A file where the run writes a directory, or the reverse: refused before any work,
+    # also where it would show only after training (the first checkpoint, the final reports).
+    (_workdir_with("file", "checkpoints"),
+     "workdir/checkpoints is a file where the run writes a directory; move it away"),
+    (_workdir_with("dir", "checkpoints/checkpoint"),
+     "checkpoints/checkpoint is a directory where the run writes a file; move it away"),
+    (_workdir_with("dir", "checkpoints/ckpt-32.index"),
+     "checkpoints/ckpt-32.index is a directory where the run writes a file"),
+    (_workdir_with("dir", "metrics.json"), "workdir/metrics.json is a directory where the run "
+                                           "writes a file"),
+    (_workdir_with("dir", "history.json"), "workdir/history.json is a directory"),
+    (_workdir_with("file", "plots"), "workdir/plots is a file where the run writes a directory"),
+    (_workdir_with("file", "saved_model"), "workdir/saved_model is a file where the run writes"),
+    (_workdir_with("dir", "trainer.lock"), "workdir/trainer.lock is a directory"),
+    # Names too long to create: refused before os.makedirs leaves a partial tree.
+    (_long_workdir(300), "has a name of 300 bytes .*allows 255 bytes per name: choose a shorter "
+                         "--workdir"),
+    (_long_workdir(250, depth=17), "bytes long \\(absolute\\).* 4096-byte limit: choose a "
+                                   "--workdir of at most 3936 bytes"),
+    (lambda c, t: "gs://bucket/" + "a" * 900, "Cloud Storage names are at most 1024 bytes"),
+    # Non-local directories are tried before anything starts.
+    (lambda c, t: "nosuchfs://bucket/workdir",
+     "--workdir=nosuchfs://bucket/workdir: TensorFlow has no filesystem for nosuchfs://"),
+    (lambda c, t: setattr(c, "data_dir", "nosuchfs://bucket/tfds"),
+     "--config.data_dir=nosuchfs://bucket/tfds: TensorFlow has no filesystem for nosuchfs://"),
+    (lambda c, t: setattr(c, "data_dir", f"ram://{t}/no/such/tfds"),
+     "--config.data_dir=ram://.*/no/such/tfds does not exist; fix --config.data_dir"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, setup, message):
   config = test_config.get_config()
-  setup(config, tmp_path)
-  workdir = tmp_path / "workdir"
+  workdir = setup(config, tmp_path) or str(tmp_path / "workdir")
+  before = _listing(tmp_path)
   with pytest.raises(main_lib._ONE_LINE_ERRORS, match=message) as error:
-    train.train_and_evaluate(config, str(workdir))
+    train.train_and_evaluate(config, workdir)
   assert "\n" not in str(error.value)
-  assert not workdir.exists()
+  assert _listing(tmp_path) == before
+
+
+def _raises(error_type, text):
+  def fail(*args, **kwargs):
+    del args, kwargs
+    raise error_type(None, None, text)
+  return fail
+
+
+@pytest.mark.parametrize("writable, patch, message", [
+    (True, ("exists", _raises(tf.errors.PermissionDeniedError, "403 Forbidden")),
+     "--workdir=gs://b/w cannot be written with this machine's credentials \\("
+     "PermissionDeniedError: 403 Forbidden\\); log in with gcloud auth application-default "
+     "login"),
+    (False, ("exists", _raises(tf.errors.UnauthenticatedError, "401")),
+     "cannot be read with this machine's credentials"),
+    (True, ("GFile", _raises(tf.errors.NotFoundError, "404 bucket b not found"),
+            "exists", lambda path: False),
+     "cannot be written \\(NotFoundError: 404 bucket b not found\\); check that the bucket "
+     "exists"),
+    (True, ("exists", _raises(tf.errors.UnavailableError, "libcurl code 6")),
+     "cannot be reached \\(UnavailableError: libcurl code 6\\); check this machine's network "
+     "and its Google Cloud credentials"),
+    # TensorFlow's GCS client retrying for minutes: the check's own deadline ends it.
+    (True, ("exists", lambda path: time.sleep(30)),
+     "did not answer within 0.5 s .*; check this machine's network"),
+])
+def test_an_unusable_remote_directory_is_one_line_naming_the_fix(monkeypatch, writable, patch,
+                                                                 message):
+  for name, replacement in zip(patch[::2], patch[1::2]):
+    monkeypatch.setattr(tf.io.gfile, name, replacement)
+  start = time.monotonic()
+  with pytest.raises(storage.UnreachableError, match=message) as error:
+    storage.check_usable("gs://b/w", "--workdir", writable=writable, seconds=0.5)
+  assert time.monotonic() - start < 5
+  assert "\n" not in str(error.value)
+
+
+def test_a_reachable_remote_workdir_passes_and_keeps_nothing_of_the_check():
+  reports.check_workdir("ram://dae-check/workdir")
+  assert not tf.io.gfile.exists("ram://dae-check/workdir")
 
 
 def test_a_nonexistent_data_dir_is_one_line_and_is_not_created(tmp_path):

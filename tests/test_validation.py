@@ -95,6 +95,14 @@ def _run_main(workdir, *flags):
                  marks=pytest.mark.slow),
     pytest.param(["--config.runtime.strategy=tpu"],
                  "dae-trainer: runtime.strategy=tpu: no TPU found at 'local'", marks=pytest.mark.slow),
+    # This machine has no network: the bucket is unreachable (its GCS client could retry
+    # for minutes; the check has its own deadline).
+    pytest.param(["--workdir=gs://no-such-bucket-dae/x"],
+                 "dae-trainer: --workdir=gs://no-such-bucket-dae/x cannot be reached (",
+                 marks=pytest.mark.slow),
+    pytest.param(["--config.data_dir=gs://no-such-bucket-dae/tfds"],
+                 "dae-trainer: --config.data_dir=gs://no-such-bucket-dae/tfds cannot be reached (",
+                 marks=pytest.mark.slow),
 ])
 def test_main_fails_with_one_line_before_writing_anything(tmp_path, flags, message):
   workdir = tmp_path / "workdir"
@@ -106,6 +114,24 @@ def test_main_fails_with_one_line_before_writing_anything(tmp_path, flags, messa
   assert last_line.startswith(message), result.stderr[-2000:]
   assert "Traceback" not in result.stderr
   assert not workdir.exists()
+
+
+@pytest.mark.slow  # A benchmark process each.
+@pytest.mark.parametrize("flags, message", [
+    (["--config=configs/missing.py"],
+     "dae-trainer: cannot load the config file configs/missing.py (OSError"),
+    (["--config=configs/test.py", "--config.train.num_epoch=3"],
+     "dae-trainer: unknown config key in a --config.* override: num_epoch."),
+    (["--config=configs/test.py", "--config.train.batch_size=0"],
+     "dae-trainer: train.batch_size=0 must be > 0"),
+])
+def test_the_benchmark_fails_with_one_line_on_a_bad_config(flags, message):
+  result = subprocess.run([sys.executable, "scripts/benchmark.py", *flags], cwd=REPO_ROOT,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
 
 
 def test_resuming_a_workdir_with_another_model_is_rejected(config):

@@ -31,6 +31,18 @@ def find_checkpoints(directory: str) -> list[str]:
   return [os.path.join(directory, f"ckpt-{number}") for number in numbers]
 
 
+# Every file name of a checkpoint: its index and its data shards.
+_FILE_PATTERN = re.compile(r"ckpt-\d+\.(index|data-\d+-of-\d+)$")
+_STATE_FILENAME = "checkpoint"
+
+
+def file_paths(directory: str) -> list[str]:
+  """The files checkpoints are kept in: the state file, and each existing checkpoint's files."""
+  names = tf.io.gfile.listdir(directory) if tf.io.gfile.isdir(directory) else []
+  return [os.path.join(directory, name) for name in [_STATE_FILENAME, *sorted(
+      name.rstrip("/") for name in names if _FILE_PATTERN.match(name.rstrip("/")))]]
+
+
 def _state_paths(directory: str) -> list[str] | None:
   """The checkpoints the `checkpoint` state file lists, oldest first; None if it is unreadable."""
   try:
@@ -56,7 +68,7 @@ def repair_state_file(directory: str) -> None:
   if not found or _state_paths(directory) == found:
     return
   logging.warning("%s does not list the checkpoints in %s (%s); rewriting it from the files.",
-                  os.path.join(directory, "checkpoint"), directory,
+                  os.path.join(directory, _STATE_FILENAME), directory,
                   ", ".join(os.path.basename(path) for path in found))
   # The manager only deletes checkpoints whose timestamp is after the "last
   # preserved" one: the files' own times, so max_to_keep counts them.

@@ -10,7 +10,6 @@ traceback unless --verbosity=1. SIGTERM saves a checkpoint and exits with
 `preemption.EXIT_CODE` (75).
 """
 
-import re
 import sys
 
 from trainer import logs
@@ -27,6 +26,7 @@ from ml_collections import config_flags
 import tensorflow as tf
 
 from input_pipeline import data_source
+from trainer import cli
 from trainer import preemption
 from trainer import reports
 from trainer import strategy as strategy_lib
@@ -49,51 +49,6 @@ _ONE_LINE_ERRORS = (validation.ConfigError, data_source.DatasetUnavailableError,
                     reports.CorruptFileError, strategy_lib.PeerLostError, FloatingPointError)
 
 
-def _describe(error: BaseException) -> str:
-  text = " ".join(str(error).replace("\\n", " ").split())
-  return f"{type(error).__name__}: {text[:400]}"
-
-
-def _config_error(error: Exception, argv: list[str]) -> str:
-  """One line for a config that could not be built: an unknown override, or a broken file."""
-  config_file = next((argument.split("=", 1)[1] for argument in argv
-                      if argument.startswith("--config=")), "the --config file")
-  overrides = {argument.split("=", 1)[0].rsplit(".", 1)[-1] for argument in argv
-               if argument.startswith("--config.")}
-  key = re.search(r"""["']?(\w+)["']?""", str(error).strip("'\" ")) if isinstance(
-      error, (AttributeError, KeyError)) else None
-  if key and key.group(1) in overrides:
-    # config_flags reports an unknown `--config.a.b` key this way.
-    message = str(error).replace("\\n", ". ").replace("\\'", "").strip("'\" ")
-    return (f"dae-trainer: unknown config key in a --config.* override: {message} "
-            "Valid keys are the fields of configs/default.py.")
-  return (f"dae-trainer: cannot load the config file {config_file} ({_describe(error)}); "
-          "check the path and that its get_config() runs, e.g. python -c \"import runpy; "
-          f"runpy.run_path('{config_file}')['get_config']()\".")
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """Parses flags and loads the config; any problem exits with one line."""
-  try:
-    remaining = flags.FLAGS(argv)
-    flags.FLAGS.config.lock()  # Loads the file now, if loading was deferred.
-  except flags.Error as error:
-    raise SystemExit(f"FATAL Flags parsing error: {error}\n"
-                     "Pass --helpshort or --helpfull to see help on flags.") from error
-  except Exception as error:  # pylint: disable=broad-except
-    # A config file runs arbitrary Python: any error in it is the user's to fix.
-    raise SystemExit(_config_error(error, argv)) from error
-  return remaining
-
-
-def _fail(message: str, exit_code: int = 1):
-  """Ends the process with `message` as its last line; the traceback only at --verbosity>=1."""
-  if logging.get_verbosity() >= logging.DEBUG:
-    logging.exception("dae-trainer failed:")
-  print(f"dae-trainer: {message}", file=sys.stderr, flush=True)
-  sys.exit(exit_code)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -106,16 +61,16 @@ def main(argv):
     train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value,
                              allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except _ONE_LINE_ERRORS as error:
-    _fail(str(error))
+    cli.fail(str(error))
   except preemption.Preempted as error:
-    _fail(str(error), preemption.EXIT_CODE)
+    cli.fail(str(error), preemption.EXIT_CODE)
   except tf.errors.DataLossError as error:
-    _fail(f"the input data or a checkpoint is corrupt ({_describe(error)}); rebuild the "
-          "dataset (tfds build) or restore the file it names.")
+    cli.fail(f"the input data or a checkpoint is corrupt ({cli.describe(error)}); rebuild the "
+             "dataset (tfds build) or restore the file it names.")
   except (PermissionError, tf.errors.PermissionDeniedError) as error:
-    _fail(f"cannot write to the workdir ({_describe(error)}); choose another --workdir or "
-          "fix its permissions.")
+    cli.fail(f"cannot write to the workdir ({cli.describe(error)}); choose another --workdir "
+             "or fix its permissions.")
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -22,6 +22,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from input_pipeline import storage
+
 CONFIG_FILENAME = "config.json"
 CONFIG_HISTORY_FILENAME = "config_history.json"
 HISTORY_FILENAME = "history.json"
@@ -41,14 +43,17 @@ class CorruptFileError(ValueError):
 def check_workdir(workdir: str, flag: str = "--workdir") -> None:
   """Raises ValueError naming the fix if `workdir` cannot be a workdir.
 
-  Local paths only: a file where the directory should be, or a directory (or
-  its nearest existing parent) this process cannot write to. `flag` is the
-  command-line flag that named the directory, for the message.
+  A local path: a file where the directory should be, or a directory (or its
+  nearest existing parent) this process cannot write to. A non-local one
+  (gs://...): it must take a small file within seconds (`storage.check_usable`).
+  `flag` is the command-line flag that named the directory, for the message.
   """
   if not workdir.strip():
     # os.path.abspath("") is the current directory: the run would litter it.
     raise ValueError(f"{flag}={workdir!r} is empty; name a directory, e.g. {flag}=runs/dae.")
-  if "://" in workdir:
+  if storage.is_remote(workdir):
+    _check_object_name_length(workdir, flag)
+    storage.check_usable(workdir, flag, writable=True)
     return
   path = os.path.abspath(workdir)
   if os.path.exists(path) and not os.path.isdir(path):
@@ -56,12 +61,81 @@ def check_workdir(workdir: str, flag: str = "--workdir") -> None:
   existing = path
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
+  _check_path_length(workdir, path, existing, flag)
   if not os.path.isdir(existing):
     raise ValueError(f"{flag}={workdir} cannot be created: {existing} is a file; choose "
                      f"another {flag}.")
   if not os.access(existing, os.W_OK | os.X_OK):
     raise ValueError(f"{flag}={workdir} cannot be written ({existing} is not writable by "
                      f"this user); choose another {flag} or fix its permissions.")
+
+
+# Bytes of the longest path a run (or the evaluation) writes below its workdir,
+# with room to spare: e.g. train/events.out.tfevents.<time>.<hostname, up to 64
+# bytes>.<pid>.<n>.v2, or saved_model.tmp-<pid>-previous/variables/variables.data-00000-of-00001.
+_LONGEST_PATH_BELOW_WORKDIR = 160
+# Cloud Storage limits an object's name (the path after the bucket) to 1024 bytes.
+_MAX_OBJECT_NAME_BYTES = 1024
+
+
+def _check_path_length(workdir: str, path: str, existing: str, flag: str) -> None:
+  """Raises ValueError if a name in `path` or a file below it would be too long to create.
+
+  Checked before anything is created: os.makedirs would create the parents,
+  then fail on the long name, leaving a partial tree.
+  """
+  name_max = os.pathconf(existing, "PC_NAME_MAX")
+  for name in path.split(os.sep):
+    if len(os.fsencode(name)) > name_max:
+      raise ValueError(
+          f"{flag}={workdir[:80]}... has a name of {len(os.fsencode(name))} bytes "
+          f"({name[:40]}...); this filesystem allows {name_max} bytes per name: choose a "
+          f"shorter {flag}.")
+  path_max = os.pathconf(existing, "PC_PATH_MAX")
+  if len(os.fsencode(path)) + _LONGEST_PATH_BELOW_WORKDIR > path_max:
+    raise ValueError(
+        f"{flag}={workdir[:80]}... is {len(os.fsencode(path))} bytes long (absolute); with "
+        f"the files the run writes below it, paths would pass this system's {path_max}-byte "
+        f"limit: choose a {flag} of at most {path_max - _LONGEST_PATH_BELOW_WORKDIR} bytes.")
+
+
+def _check_object_name_length(workdir: str, flag: str) -> None:
+  """Raises ValueError if the objects below a gs:// workdir would have names too long for GCS."""
+  if not workdir.startswith("gs://"):
+    return
+  object_name = workdir[len("gs://"):].partition("/")[2]
+  limit = _MAX_OBJECT_NAME_BYTES - _LONGEST_PATH_BELOW_WORKDIR
+  if len(object_name.encode()) > limit:
+    raise ValueError(
+        f"{flag}={workdir[:80]}...: its path after the bucket is {len(object_name.encode())} "
+        f"bytes; Cloud Storage names are at most {_MAX_OBJECT_NAME_BYTES} bytes with the "
+        f"files below it: choose a {flag} whose path is at most {limit} bytes.")
+
+
+def report_paths(workdir: str) -> list[str]:
+  """The files this module writes in `workdir`, with their temporary names."""
+  names = [CONFIG_FILENAME, CONFIG_HISTORY_FILENAME, HISTORY_FILENAME, METRICS_FILENAME,
+           os.path.join(PLOTS_DIRNAME, LOSS_PLOT_FILENAME),
+           os.path.join(PLOTS_DIRNAME, DENOISED_PLOT_FILENAME)]
+  return [os.path.join(workdir, name + suffix) for name in names
+          for suffix in ("", _TEMPORARY_SUFFIX)]
+
+
+def check_path_kinds(directories, files, flag: str = "--workdir") -> None:
+  """Raises ValueError naming the first of `directories` that is a file, or of `files` that is a directory.
+
+  A run checks every path it will write before it starts: otherwise a
+  metrics.json that is a directory shows only when the run ends, after all
+  the training.
+  """
+  for path in directories:
+    if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+      raise ValueError(f"{path} is a file where the run writes a directory; move it away, or "
+                       f"choose another {flag}.")
+  for path in files:
+    if tf.io.gfile.isdir(path):
+      raise ValueError(f"{path} is a directory where the run writes a file; move it away, or "
+                       f"choose another {flag}.")
 
 
 def remove_stale_temporaries(workdir: str) -> None:

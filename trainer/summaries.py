@@ -16,6 +16,10 @@ import tensorflow as tf
 
 from trainer import config_lib
 
+# The writers' subdirectories of the TensorBoard root.
+TRAIN_SUBDIRECTORY = "train"
+EVAL_SUBDIRECTORY = "eval"
+SUBDIRECTORIES = (TRAIN_SUBDIRECTORY, EVAL_SUBDIRECTORY)
 # Eval scalars reported as hparams metrics, so runs can be compared in the HParams tab.
 _HPARAMS_METRICS = ("loss", "psnr", "ssim")
 
@@ -26,8 +30,8 @@ class Writers:
   def __init__(self, workdir: str, enabled: bool):
     if enabled:
       self.root = tf.summary.create_file_writer(workdir)
-      self.train = tf.summary.create_file_writer(os.path.join(workdir, "train"))
-      self.eval = tf.summary.create_file_writer(os.path.join(workdir, "eval"))
+      self.train = tf.summary.create_file_writer(os.path.join(workdir, TRAIN_SUBDIRECTORY))
+      self.eval = tf.summary.create_file_writer(os.path.join(workdir, EVAL_SUBDIRECTORY))
     else:
       self.root = self.train = self.eval = tf.summary.create_noop_writer()
 

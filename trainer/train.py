@@ -53,16 +53,33 @@ def total_steps(config: ml_collections.ConfigDict, data: data_source.DataSource)
   return min(steps, config.train.max_steps) if config.train.max_steps > 0 else steps
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: str, checkpoint_dir: str,
+def _check_output_paths(workdir: str, dirs: output_dirs.OutputDirs) -> None:
+  """Refuses a file where the run writes a directory, or the reverse, before any work.
+
+  Each would otherwise show only when the run first writes there, for some
+  after the training: the first checkpoint after an epoch, saved_model/,
+  plots/ and metrics.json at the end.
+  """
+  reports.check_path_kinds(
+      directories=[dirs.checkpoints, dirs.saved_model, dirs.tensorboard,
+                   *(os.path.join(dirs.tensorboard, name) for name in summaries.SUBDIRECTORIES),
+                   os.path.join(workdir, reports.PLOTS_DIRNAME)],
+      files=[*reports.report_paths(workdir), *checkpoints.file_paths(dirs.checkpoints),
+             os.path.join(workdir, workdir_lock.LOCK_FILENAME)])
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: str, dirs: output_dirs.OutputDirs,
            allow_config_change: bool):
   """Checks everything that can be checked, then builds the strategy and the data once.
 
   Returns (strategy, data source, the config changes since the workdir's last run,
   the chief's `workdir_lock.WorkdirLock`, held until the caller releases it).
   """
+  checkpoint_dir = dirs.checkpoints
   try:
     validation.validate_config(config)
     reports.check_workdir(workdir)
+    _check_output_paths(workdir, dirs)
     # The strategy comes first: splitting the CPU into logical devices only
     # works before TensorFlow initialises them.
     strategy = strategy_lib.get_strategy(config.runtime)
@@ -268,8 +285,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     preemption.Preempted: stopped on SIGTERM after saving a checkpoint.
   """
   dirs = dirs or output_dirs.resolve(workdir)
-  strategy, data, changes, lock = _setup(config, workdir, dirs.checkpoints,
-                                         allow_config_change)
+  strategy, data, changes, lock = _setup(config, workdir, dirs, allow_config_change)
   try:
     return _train_locked(config, workdir, dirs, strategy, data, changes)
   finally:

@@ -1,0 +1,59 @@
+"""What the command-line tools of training share: flag parsing and one-line failures.
+
+`python -m trainer.main` and `scripts/benchmark.py` parse their flags and load
+their `--config` with `parse_flags` (passed to `absl.app.run`), so a missing
+config file or a misspelled `--config.*` override ends both with one line
+starting "dae-trainer:", and end expected failures with `fail`.
+"""
+
+import re
+import sys
+
+from absl import flags
+from absl import logging
+
+
+def describe(error: BaseException) -> str:
+  """`error` as one line: its type and the start of its message."""
+  text = " ".join(str(error).replace("\\n", " ").split())
+  return f"{type(error).__name__}: {text[:400]}"
+
+
+def config_error(error: Exception, argv: list[str]) -> str:
+  """One line for a config that could not be built: an unknown override, or a broken file."""
+  config_file = next((argument.split("=", 1)[1] for argument in argv
+                      if argument.startswith("--config=")), "the --config file")
+  overrides = {argument.split("=", 1)[0].rsplit(".", 1)[-1] for argument in argv
+               if argument.startswith("--config.")}
+  key = re.search(r"""["']?(\w+)["']?""", str(error).strip("'\" ")) if isinstance(
+      error, (AttributeError, KeyError)) else None
+  if key and key.group(1) in overrides:
+    # config_flags reports an unknown `--config.a.b` key this way.
+    message = str(error).replace("\\n", ". ").replace("\\'", "").strip("'\" ")
+    return (f"dae-trainer: unknown config key in a --config.* override: {message} "
+            "Valid keys are the fields of configs/default.py.")
+  return (f"dae-trainer: cannot load the config file {config_file} ({describe(error)}); "
+          "check the path and that its get_config() runs, e.g. python -c \"import runpy; "
+          f"runpy.run_path('{config_file}')['get_config']()\".")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags and loads the config; any problem exits with one line."""
+  try:
+    remaining = flags.FLAGS(argv)
+    flags.FLAGS.config.lock()  # Loads the file now, if loading was deferred.
+  except flags.Error as error:
+    raise SystemExit(f"FATAL Flags parsing error: {error}\n"
+                     "Pass --helpshort or --helpfull to see help on flags.") from error
+  except Exception as error:  # pylint: disable=broad-except
+    # A config file runs arbitrary Python: any error in it is the user's to fix.
+    raise SystemExit(config_error(error, argv)) from error
+  return remaining
+
+
+def fail(message: str, exit_code: int = 1):
+  """Ends the process with `message` as its last line; the traceback only at --verbosity>=1."""
+  if logging.get_verbosity() >= logging.DEBUG:
+    logging.exception("dae-trainer failed:")
+  print(f"dae-trainer: {message}", file=sys.stderr, flush=True)
+  sys.exit(exit_code)
