@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from configs import test as test_config
 from input_pipeline import pipeline
+from trainer import checkpoints
 from trainer import export
 from trainer import models
 
@@ -285,7 +286,7 @@ def _temporaries(path):
 def test_failed_export_keeps_the_previous_saved_model(tmp_path, monkeypatch):
   path = str(tmp_path / "saved_model")
   old_model = _create_model("dense", seed=0)
-  export.export_saved_model(old_model, path)
+  export.export_saved_model(old_model, path, training_run={"step": 32})
   old_files = sorted(tf.io.gfile.listdir(path))
 
   real_save = tf.saved_model.save
@@ -303,6 +304,10 @@ def test_failed_export_keeps_the_previous_saved_model(tmp_path, monkeypatch):
   assert sorted(tf.io.gfile.listdir(path)) == old_files
   assert "saved_model.pb" in old_files
   _assert_good_call_works(tf.saved_model.load(path), old_model)
+  # The record of what is exported stays with the export it describes.
+  assert export.read_export_info(path) == {
+      "weights_fingerprint": checkpoints.weights_fingerprint(old_model),
+      "training_run": {"step": 32}}
   assert not _temporaries(path)
 
 
@@ -316,4 +321,10 @@ def test_export_replaces_the_previous_one_and_cleans_stale_temporaries(tmp_path)
   export.export_saved_model(new_model, path)
   assert not _temporaries(path)
   assert sorted(os.listdir(tmp_path)) == ["saved_model"]
-  _assert_good_call_works(tf.saved_model.load(path), new_model)
+  loaded = tf.saved_model.load(path)
+  _assert_good_call_works(loaded, new_model)
+  # The record describes the new weights; a loaded export's variables give its fingerprint.
+  assert export.read_export_info(path) == {
+      "weights_fingerprint": checkpoints.weights_fingerprint(new_model), "training_run": None}
+  assert (checkpoints.arrays_fingerprint(variable.numpy() for variable in loaded.variables)
+          == checkpoints.weights_fingerprint(new_model))

@@ -21,6 +21,13 @@ its N (unsliced, a conv model needs about 0.2 MiB per image, a U-Net 0.6 MiB:
 empty result of the right shape without running the model (whose conv layers
 reject an empty batch with a misleading "input depth must be evenly divisible
 by filter depth").
+
+The export also records what it was exported from, in `assets.extra/export.json`
+inside the SavedModel (`assets.extra/` is the SavedModel's place for files kept
+with a model that its graph never loads): the weights' fingerprint and, from
+trainer.main, the training run's step. It is written before the export is
+renamed into place, so it always describes the weights next to it; the
+evaluation reports it, not the workdir's state at that time.
 """
 
 import os
@@ -30,6 +37,7 @@ import keras
 import tensorflow as tf
 
 from input_pipeline import pipeline
+from trainer import checkpoints
 from trainer import models
 from trainer import reports
 
@@ -42,6 +50,8 @@ _TEMPORARY_INFIX = ".tmp-"
 # for the conv model, 150 MiB for the U-Net (0.2 and 0.6 MiB per image); a
 # request of 256 images or fewer is one call, as without slicing.
 SERVING_CHUNK_SIZE = 256
+# What an export was exported from, relative to the SavedModel's directory.
+EXPORT_INFO_PATH = os.path.join("assets.extra", "export.json")
 
 def _expected_input(endpoint: str, dtype: tf.DType, image_shape) -> str:
   dims = ", ".join(str(dim) for dim in image_shape)
@@ -114,7 +124,23 @@ def _remove_temporaries(path: str) -> None:
     tf.io.gfile.rmtree(stale)
 
 
-def export_saved_model(model: keras.Model, path: str,
+def read_export_info(path: str) -> dict | None:
+  """{"weights_fingerprint", "training_run"} recorded in the SavedModel at `path`; None if it
+  records none (exported before the record existed, or by other code).
+
+  Raises:
+    reports.CorruptFileError: the record is unreadable.
+  """
+  info_path = os.path.join(path.rstrip("/"), EXPORT_INFO_PATH)
+  if not tf.io.gfile.exists(info_path):
+    return None
+  info = reports.read_json(info_path)
+  if not isinstance(info, dict):
+    raise reports.CorruptFileError(f"{info_path} is not a JSON object; export the model again.")
+  return info
+
+
+def export_saved_model(model: keras.Model, path: str, training_run: dict | None = None,
                        chunk_size: int = SERVING_CHUNK_SIZE) -> None:
   """Writes `model` (built by `models.create_model`) as a SavedModel at `path`, atomically.
 
@@ -128,7 +154,8 @@ def export_saved_model(model: keras.Model, path: str,
   an incomplete `path`.
 
   Each signature runs the model on at most `chunk_size` images at a time (see
-  `_in_chunks`).
+  `_in_chunks`). `training_run` (JSON-serialisable: the step and what trained
+  the model) is recorded with the weights' fingerprint in `EXPORT_INFO_PATH`.
   """
   path = path.rstrip("/")
   image_shape = tuple(model.input_shape[1:])
@@ -172,6 +199,10 @@ def export_saved_model(model: keras.Model, path: str,
   temporary = f"{path}{_TEMPORARY_INFIX}{os.getpid()}"
   try:
     archive.write_out(temporary, verbose=False)
+    reports.write_json(os.path.join(temporary, EXPORT_INFO_PATH), {
+        "weights_fingerprint": checkpoints.weights_fingerprint(model),
+        "training_run": training_run,
+    })
   except BaseException:
     if tf.io.gfile.exists(temporary):
       tf.io.gfile.rmtree(temporary)
