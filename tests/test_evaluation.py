@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -501,6 +502,33 @@ def test_an_export_without_a_record_is_described_by_its_workdir_unless_in_traini
         "trainer_pid": str(os.getpid())}
   finally:
     lock.release()
+
+
+@pytest.mark.slow
+def test_a_real_trainer_resuming_the_workdir_is_detected_and_its_last_export_scored(tmp_path):
+  """trainer.main trains to step 32, then resumes towards step 640; meanwhile the evaluation
+  loads the step-32 export and names the running trainer."""
+  workdir = tmp_path / "run"
+  command = [sys.executable, "-m", "trainer.main", "--config=configs/test.py",
+             f"--workdir={workdir}"]
+  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  subprocess.run(command, cwd=REPO_ROOT, env=environment, check=True, capture_output=True,
+                 timeout=300)
+  trainer = subprocess.Popen(command + ["--config.train.num_epochs=20"], cwd=REPO_ROOT,
+                             env=environment, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.time() + 120
+    while workdir_lock.holder(str(workdir)) != str(trainer.pid):
+      assert trainer.poll() is None and time.time() < deadline, "the trainer never held the lock"
+      time.sleep(0.1)
+    loaded = loading.load_model("run", str(workdir / "saved_model"))
+    assert loaded.training_run["step"] == 32
+    assert loaded.training_run["trainer_pid"] == str(trainer.pid)
+  finally:
+    # It may not have installed its SIGTERM handler yet (it locks the workdir first).
+    trainer.terminate()
+    trainer.wait(timeout=120)
 
 
 def test_missing_eval_extra_is_one_line_naming_it(tmp_path):
