@@ -12,8 +12,9 @@ targets, on the reference noise (Gaussian 0.4 clipped), per-image mean PSNR:
   above it at every other level of the reference noise type;
 - the linear probe on the dense model's code of noisy images beats the one on
   the same noisy pixels.
-Epochs and parameter counts come from the report's training_runs (each model's
-workdir's metrics.json). Prints one line per target and exits 1 if any fails.
+Epochs and parameter counts come from the report's training_runs (what each
+model's export records, trainer/export.py). Prints one line per target and
+exits 1 if any fails.
 """
 
 import json
@@ -54,7 +55,8 @@ def _run_info(report: dict, name: str) -> dict:
   """The training run (epochs, parameters) of the model the report evaluated as `name`."""
   run = report["training_runs"][name]
   if run is None:
-    raise KeyError(f"{name} was not evaluated from a workdir (no metrics.json)")
+    raise KeyError(f"{name}'s export records no training run (export it again with "
+                   "trainer.main)")
   return run
 
 

@@ -9,10 +9,16 @@
 # strategy. Each output line is prefixed with its task ("[worker 1] ...").
 # Waits for all workers; if one fails, stops the others and exits with the
 # failed worker's status. Python: $PYTHON, else the repository's .venv, else python3.
+#
+# The workers run in a network namespace of their own, whose only interface is
+# loopback: TensorFlow's gRPC servers listen on every interface whatever host
+# TF_CONFIG names, and have no authentication. That namespace has no other
+# network (no gs:// paths, no dataset downloads). LOCAL_CLUSTER_NETWORK=host
+# runs them on this machine's network instead, listening on every interface.
 set -euo pipefail
 
 usage() {
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 if [[ $# -lt 1 ]]; then
@@ -22,6 +28,7 @@ fi
 case "$1" in
   -h|--help) usage; exit 0 ;;
 esac
+launcher_arguments=("$@")
 num_workers=$1
 shift
 if ! [[ $num_workers =~ ^[1-9][0-9]*$ ]]; then
@@ -43,6 +50,40 @@ trainer_flags=("$@")
 if ! printf '%s\n' "${trainer_flags[@]}" | grep -q -- '^--config.runtime.strategy='; then
   # After --config: absl reads overrides of a config file only once it is given.
   trainer_flags+=(--config.runtime.strategy=multi_worker_mirrored)
+fi
+
+# See trainer/cloud/local_cluster.py for why TF_CONFIG's "localhost" is not enough.
+network=${LOCAL_CLUSTER_NETWORK:-private}
+case $network in
+  private|host) ;;
+  *)
+    echo "run_multiworker_local.sh: LOCAL_CLUSTER_NETWORK='$network' is neither private (the default: the workers reachable over loopback only) nor host (this machine's network, every interface)" >&2
+    exit 2 ;;
+esac
+if [[ $network == private && -z ${_LOCAL_CLUSTER_IN_NAMESPACE:-} ]]; then
+  if printf '%s\n' "${trainer_flags[@]}" | grep -q 'gs://'; then
+    echo "run_multiworker_local.sh: gs:// paths need a network, which the workers' private network namespace does not have; use local paths, or set LOCAL_CLUSTER_NETWORK=host (the workers then listen on every interface, without authentication)" >&2
+    exit 2
+  fi
+  namespace=(unshare --net)
+  # Without root, a user namespace of its own gives the right to create one.
+  if [[ $(id -u) != 0 ]]; then namespace+=(--map-root-user); fi
+  if ! unshare_error=$("${namespace[@]}" true 2>&1); then
+    echo "run_multiworker_local.sh: cannot give the workers a private network namespace (${namespace[*]}: ${unshare_error:-not available}); without one TensorFlow's workers listen on every interface, without authentication, whatever TF_CONFIG says. To run them so (on a machine no one else can reach), set LOCAL_CLUSTER_NETWORK=host" >&2
+    exit 2
+  fi
+  # The same launcher, in the new namespace (one process: signals reach it as before).
+  _LOCAL_CLUSTER_IN_NAMESPACE=1 exec "${namespace[@]}" "$0" "${launcher_arguments[@]}"
+fi
+if [[ $network == private ]]; then
+  # A new namespace's loopback interface is down.
+  if ! loopback_error=$(cd "$repo" && "$python" -m trainer.cloud.local_cluster --loopback_up 2>&1); then
+    echo "run_multiworker_local.sh: $python -m trainer.cloud.local_cluster --loopback_up failed ($(tail -n 1 <<<"$loopback_error")); set PYTHON to a Python with the trainer installed" >&2
+    exit 2
+  fi
+  network_note="in a private network namespace, reachable over loopback only"
+else
+  network_note="on this machine's network: their gRPC servers listen on every interface, without authentication"
 fi
 
 scratch=$(mktemp -d)
@@ -91,7 +132,7 @@ run_once() {
     TF_CONFIG=${tf_configs[$index]} "$python" -m trainer.main "${trainer_flags[@]}" >"$fifo" 2>&1 &
     worker_pids+=($!)
   done
-  echo "[launcher] started $num_workers workers (pids ${worker_pids[*]}) with: ${trainer_flags[*]}" >&2
+  echo "[launcher] started $num_workers workers (pids ${worker_pids[*]}) $network_note, with: ${trainer_flags[*]}" >&2
   local -a running=("${worker_pids[@]}")
   while [[ ${#running[@]} -gt 0 ]]; do
     rc=0

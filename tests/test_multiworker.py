@@ -30,10 +30,24 @@ _CHIEF_FILES = {"config.json", "config_history.json", "checkpoints", "train", "e
                 "saved_model", "metrics.json", "plots", "history.json", "trainer.lock"}
 
 
+def _private_network_available():
+  """Whether the launcher can give its workers a network namespace of their own here."""
+  command = ["unshare", "--net", *([] if os.getuid() == 0 else ["--map-root-user"]), "true"]
+  try:
+    return subprocess.run(command, capture_output=True, check=False).returncode == 0
+  except OSError:  # No unshare (not Linux, or util-linux missing).
+    return False
+
+
+# The launcher refuses to expose its workers unless asked; where it cannot
+# isolate them, the tests that are not about isolation ask.
+_LAUNCHER_NETWORK = {"LOCAL_CLUSTER_NETWORK": "private" if _private_network_available() else "host"}
+
+
 def _environment(scratch):
   # TMPDIR: where non-chief tasks put their throw-away checkpoints.
   return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(scratch),
-              PYTHON=sys.executable)
+              PYTHON=sys.executable, **_LAUNCHER_NETWORK)
 
 
 def _start_workers(workdir, scratch, logs_dir, *flags):
@@ -168,17 +182,89 @@ def test_tf_configs_describe_one_cluster_of_distinct_ports():
     (["0"], None, "N='0' is not a positive number of workers"),
     (["65"], None, "N=65 workers is more than this launcher runs on one machine (1..64)"),
     (["99999999999999999999999"], None, "N=99999999999999999999999 workers is more than"),
-    # The port-picking helper cannot run: one line, not "unbound variable" and a hang.
-    (["2"], "/nonexistent/python",
-     "picking free ports with /nonexistent/python -m trainer.cloud.local_cluster failed"),
+    # The helper (loopback, port picking) cannot run: one line, not "unbound
+    # variable" and a hang.
+    (["2"], "/nonexistent/python", "/nonexistent/python -m trainer.cloud.local_cluster"),
 ])
 def test_launcher_rejects_a_bad_worker_count_or_python_in_one_line(arguments, python, message):
-  environment = dict(os.environ, **({"PYTHON": python} if python else {}))
+  environment = dict(os.environ, **_LAUNCHER_NETWORK, **({"PYTHON": python} if python else {}))
   result = subprocess.run([LAUNCHER, *arguments], capture_output=True, text=True, timeout=30,
                           env=environment)
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [result.stderr.strip()]
   assert message in result.stderr
+
+
+@pytest.mark.parametrize("network, flags, message", [
+    ("none", [], "LOCAL_CLUSTER_NETWORK='none' is neither private"),
+    # The private namespace has no network beyond loopback.
+    ("private", ["--workdir=gs://bucket/run"], "gs:// paths need a network"),
+])
+def test_launcher_rejects_a_bad_network_choice_in_one_line(network, flags, message):
+  result = subprocess.run([LAUNCHER, "2", *flags], capture_output=True, text=True, timeout=30,
+                          env=dict(os.environ, LOCAL_CLUSTER_NETWORK=network), check=False)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+  assert message in result.stderr
+
+
+def _listening_hosts(net_dir, port):
+  """The local addresses (hex, as the kernel prints them) listening on TCP `port` in the
+  network namespace whose /proc/<pid>/net directory is `net_dir`."""
+  hosts = []
+  for table in ("tcp", "tcp6"):
+    with open(os.path.join(net_dir, table)) as file:
+      for line in file.read().splitlines()[1:]:
+        local_address, state = line.split()[1], line.split()[3]
+        host, hex_port = local_address.rsplit(":", 1)
+        if state == "0A" and int(hex_port, 16) == port:  # 0A: TCP_LISTEN.
+          hosts.append(host)
+  return hosts
+
+
+def _process_environment(pid):
+  with open(f"/proc/{pid}/environ", "rb") as file:
+    return dict(entry.split(b"=", 1) for entry in file.read().split(b"\0") if b"=" in entry)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _private_network_available(),
+                    reason="no network namespace can be created here (unshare --net fails)")
+def test_launcher_workers_are_reachable_over_loopback_only(tmp_path):
+  """TensorFlow listens on every interface ([::]:port) whatever TF_CONFIG says; the launcher's
+  workers do so in a namespace whose only interface is loopback, invisible from this one."""
+  launcher = subprocess.Popen(
+      [LAUNCHER, "2", "--config=configs/test.py", f"--workdir={tmp_path / 'w'}"],
+      cwd=REPO_ROOT, env=dict(_environment(tmp_path), LOCAL_CLUSTER_NETWORK="private"),
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:
+    started = launcher.stderr.readline()
+    assert "in a private network namespace, reachable over loopback only" in started, started
+    pids = re.search(r"\(pids (\d+) (\d+)\)", started).groups()
+    checked = []
+    for pid in pids:
+      # The launcher's forked shell sets TF_CONFIG when it execs the worker.
+      _wait_for(lambda pid=pid: b"TF_CONFIG" in _process_environment(pid), [launcher], 60,
+                f"TF_CONFIG of worker pid {pid}")
+      tf_config = json.loads(_process_environment(pid)[b"TF_CONFIG"])
+      address = tf_config["cluster"]["worker"][tf_config["task"]["index"]]
+      port = int(address.rsplit(":", 1)[1])
+      net_dir = f"/proc/{pid}/net"
+      _wait_for(lambda net_dir=net_dir, port=port: _listening_hosts(net_dir, port), [launcher], 180,
+                f"gRPC server of worker pid {pid} on port {port}")
+      assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+      with open(os.path.join(net_dir, "dev")) as file:
+        interfaces = [line.split(":")[0].strip() for line in file.read().splitlines()[2:]]
+      assert interfaces == ["lo"]
+      # Not listening in this (the machine's) namespace, on any address.
+      assert _listening_hosts("/proc/self/net", port) == []
+      checked.append((port, _listening_hosts(net_dir, port)))
+    assert len(checked) == 2, checked
+    assert launcher.wait(timeout=300) == 0, launcher.stderr.read()[-3000:]
+  finally:
+    if launcher.poll() is None:
+      launcher.terminate()
+      launcher.wait(timeout=60)
 
 
 def test_launcher_passes_bash_and_shellcheck():

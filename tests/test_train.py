@@ -13,6 +13,8 @@ import tensorflow as tf
 
 from input_pipeline import data_source
 from input_pipeline import pipeline
+from trainer import checkpoints
+from trainer import export
 from trainer import models
 from trainer import optimizers
 from trainer import reports
@@ -212,6 +214,18 @@ def test_one_epoch_writes_every_artifact(trained_run):
   history = json.load(open(os.path.join(workdir, "history.json")))
   assert [entry["epoch"] for entry in history] == [1]
   assert history[0]["eval_loss"] == pytest.approx(metrics["loss"], rel=1e-6)
+
+
+def test_the_export_records_the_step_and_weights_it_holds(trained_run):
+  workdir, config, model = trained_run
+  with open(os.path.join(workdir, "metrics.json")) as file:
+    metrics = json.load(file)
+  assert export.read_export_info(os.path.join(workdir, "saved_model")) == {
+      "weights_fingerprint": checkpoints.weights_fingerprint(model),
+      "training_run": {
+          "step": 32, "epochs": metrics["epochs"], "num_parameters": metrics["num_parameters"],
+          "model_type": config.model.type, "noise": json.loads(json.dumps(config.noise.to_dict())),
+      }}
 
 
 def test_one_epoch_on_real_mnist_learns(trained_run):

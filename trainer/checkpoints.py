@@ -81,9 +81,15 @@ def repair_state_file(directory: str) -> None:
 
 def weights_fingerprint(model: keras.Model) -> str:
   """A short hash of every weight's bytes: equal on all tasks iff their weights are identical."""
+  return arrays_fingerprint(model.get_weights())
+
+
+def arrays_fingerprint(arrays) -> str:
+  """`weights_fingerprint` of weights given as arrays in the model's order (a loaded
+  SavedModel's `variables`, for one exported by trainer/export.py)."""
   digest = hashlib.sha256()
-  for weight in model.get_weights():
-    digest.update(np.ascontiguousarray(weight).tobytes())
+  for array in arrays:
+    digest.update(np.ascontiguousarray(array).tobytes())
   return digest.hexdigest()[:16]
 
 

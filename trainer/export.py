@@ -13,6 +13,21 @@ the values lie in [0, 1]) before the model runs, so a bad request fails with an
 aborting the serving process (a conv model fed [N, 28, 28] hits a oneDNN check
 failure) or silently returning garbage (a dense model accepts [N, 784]; pixels
 in 0..255 saturate the first layer).
+
+The model then runs on slices of at most `SERVING_CHUNK_SIZE` images, one after
+the other, so a request's memory is bounded by one slice's activations whatever
+its N (unsliced, a conv model needs about 0.2 MiB per image, a U-Net 0.6 MiB:
+20,000 images in one request exhausted a 3 GB container). N = 0 returns an
+empty result of the right shape without running the model (whose conv layers
+reject an empty batch with a misleading "input depth must be evenly divisible
+by filter depth").
+
+The export also records what it was exported from, in `assets.extra/export.json`
+inside the SavedModel (`assets.extra/` is the SavedModel's place for files kept
+with a model that its graph never loads): the weights' fingerprint and, from
+trainer.main, the training run's step. It is written before the export is
+renamed into place, so it always describes the weights next to it; the
+evaluation reports it, not the workdir's state at that time.
 """
 
 import os
@@ -22,6 +37,7 @@ import keras
 import tensorflow as tf
 
 from input_pipeline import pipeline
+from trainer import checkpoints
 from trainer import models
 from trainer import reports
 
@@ -30,6 +46,12 @@ ENCODE_ENDPOINT = "encode"
 UINT8_ENDPOINT = "serving_uint8"
 # `export_saved_model(model, path)` writes `path + _TEMPORARY_INFIX + pid` first.
 _TEMPORARY_INFIX = ".tmp-"
+# Images per model call inside a signature. Peak memory per slice: about 50 MiB
+# for the conv model, 150 MiB for the U-Net (0.2 and 0.6 MiB per image); a
+# request of 256 images or fewer is one call, as without slicing.
+SERVING_CHUNK_SIZE = 256
+# What an export was exported from, relative to the SavedModel's directory.
+EXPORT_INFO_PATH = os.path.join("assets.extra", "export.json")
 
 def _expected_input(endpoint: str, dtype: tf.DType, image_shape) -> str:
   dims = ", ".join(str(dim) for dim in image_shape)
@@ -73,6 +95,28 @@ def _checked_images(images: tf.Tensor, endpoint: str, image_shape) -> tf.Tensor:
     return tf.ensure_shape(tf.identity(images), [None, *image_shape])
 
 
+def _in_chunks(function, images: tf.Tensor, chunk_size: int, output_shape) -> tf.Tensor:
+  """`function` (a model call) on consecutive slices of `chunk_size` images, concatenated.
+
+  A `tf.while_loop` with `parallel_iterations=1`: one slice's activations are
+  alive at a time (with the default of 10, the runtime may run ten slices at
+  once). The loop runs no iteration for an empty batch, and the result is then
+  [0, *output_shape].
+  """
+  count = tf.shape(images)[0]
+  num_chunks = (count + chunk_size - 1) // chunk_size
+  outputs = tf.TensorArray(tf.float32, size=num_chunks, infer_shape=False,
+                           element_shape=tf.TensorShape([None, *output_shape]))
+
+  def body(index, outputs):
+    start = index * chunk_size
+    return index + 1, outputs.write(index, function(images[start:start + chunk_size]))
+
+  _, outputs = tf.while_loop(lambda index, _: index < num_chunks, body,
+                             [tf.constant(0), outputs], parallel_iterations=1)
+  return tf.ensure_shape(outputs.concat(), [None, *output_shape])
+
+
 def _remove_temporaries(path: str) -> None:
   """Removes `path`'s temporary siblings left by an export that was killed."""
   for stale in tf.io.gfile.glob(path + _TEMPORARY_INFIX + "*"):
@@ -80,7 +124,24 @@ def _remove_temporaries(path: str) -> None:
     tf.io.gfile.rmtree(stale)
 
 
-def export_saved_model(model: keras.Model, path: str) -> None:
+def read_export_info(path: str) -> dict | None:
+  """{"weights_fingerprint", "training_run"} recorded in the SavedModel at `path`; None if it
+  records none (exported before the record existed, or by other code).
+
+  Raises:
+    reports.CorruptFileError: the record is unreadable.
+  """
+  info_path = os.path.join(path.rstrip("/"), EXPORT_INFO_PATH)
+  if not tf.io.gfile.exists(info_path):
+    return None
+  info = reports.read_json(info_path)
+  if not isinstance(info, dict):
+    raise reports.CorruptFileError(f"{info_path} is not a JSON object; export the model again.")
+  return info
+
+
+def export_saved_model(model: keras.Model, path: str, training_run: dict | None = None,
+                       chunk_size: int = SERVING_CHUNK_SIZE) -> None:
   """Writes `model` (built by `models.create_model`) as a SavedModel at `path`, atomically.
 
   The signatures take images of the shape the model was built for. The model
@@ -91,19 +152,30 @@ def export_saved_model(model: keras.Model, path: str) -> None:
   removes). On a local disk each rename is atomic; on GCS (`gs://`) renaming a
   directory copies then deletes each object, so a kill there can still leave
   an incomplete `path`.
+
+  Each signature runs the model on at most `chunk_size` images at a time (see
+  `_in_chunks`). `training_run` (JSON-serialisable: the step and what trained
+  the model) is recorded with the weights' fingerprint in `EXPORT_INFO_PATH`.
   """
   path = path.rstrip("/")
   image_shape = tuple(model.input_shape[1:])
   encoder = models.get_encoder(model)
+  denoised_shape, latent_shape = tuple(model.output_shape[1:]), tuple(encoder.output_shape[1:])
 
-  def checked(endpoint):
-    return lambda images: _checked_images(images, endpoint, image_shape)
+  def denoise(images):
+    return model(images, training=False)
 
-  def scaled_uint8(images):
-    # The scaling of training itself, so clients cannot skew the input.
-    return pipeline.scale_images(_checked_images(images, UINT8_ENDPOINT, image_shape))
+  def signature(endpoint, function, output_shape):
+    return lambda images: _in_chunks(function, _checked_images(images, endpoint, image_shape),
+                                     chunk_size, output_shape)
 
-  serving_images, encode_images = checked(SERVING_ENDPOINT), checked(ENCODE_ENDPOINT)
+  serving = signature(SERVING_ENDPOINT, denoise, denoised_shape)
+  encode = signature(ENCODE_ENDPOINT, lambda images: encoder(images, training=False),
+                     latent_shape)
+  # The scaling of training itself, so clients cannot skew the input; per
+  # slice, so the float copy of the pixels is bounded too.
+  serving_uint8 = signature(UINT8_ENDPOINT, lambda pixels: denoise(pipeline.scale_images(pixels)),
+                            denoised_shape)
   # Unknown shapes on purpose: see `_checked_images`.
   float_signature = [tf.TensorSpec(None, tf.float32, name="images")]
   uint8_signature = [tf.TensorSpec(None, tf.uint8, name="images")]
@@ -112,21 +184,25 @@ def export_saved_model(model: keras.Model, path: str) -> None:
   # The first endpoint added becomes the SavedModel's serving_default.
   archive.add_endpoint(
       name=SERVING_ENDPOINT,
-      fn=lambda images: {"denoised": model(serving_images(images), training=False)},
+      fn=lambda images: {"denoised": serving(images)},
       input_signature=float_signature)
   archive.add_endpoint(
       name=ENCODE_ENDPOINT,
-      fn=lambda images: {"latent": encoder(encode_images(images), training=False)},
+      fn=lambda images: {"latent": encode(images)},
       input_signature=float_signature)
   archive.add_endpoint(
       name=UINT8_ENDPOINT,
-      fn=lambda images: {"denoised": model(scaled_uint8(images), training=False)},
+      fn=lambda images: {"denoised": serving_uint8(images)},
       input_signature=uint8_signature)
 
   _remove_temporaries(path)
   temporary = f"{path}{_TEMPORARY_INFIX}{os.getpid()}"
   try:
     archive.write_out(temporary, verbose=False)
+    reports.write_json(os.path.join(temporary, EXPORT_INFO_PATH), {
+        "weights_fingerprint": checkpoints.weights_fingerprint(model),
+        "training_run": training_run,
+    })
   except BaseException:
     if tf.io.gfile.exists(temporary):
       tf.io.gfile.rmtree(temporary)

@@ -373,7 +373,15 @@ def _write_final_reports(config, data, dirs, model, step, history, eval_metrics,
   # float32 computation whatever the training's dtype policy (same weights).
   serving_model = models.create_model(config.model, data.image_shape, config.seed)
   serving_model.set_weights(model.get_weights())
-  export.export_saved_model(serving_model, dirs.saved_model)
+  run_summary = {
+      "step": step,
+      "epochs": round(step / data.steps_per_epoch, 4),
+      "num_parameters": model.count_params(),
+  }
+  # The export records what it holds: the evaluation may read it while a
+  # later run of this workdir rewrites config.json and metrics.json.
+  export.export_saved_model(serving_model, dirs.saved_model, training_run={
+      **run_summary, "model_type": config.model.type, "noise": config.noise.to_dict()})
   plots_dir = os.path.join(workdir, reports.PLOTS_DIRNAME)
   reports.plot_loss(history, config.train.loss,
                     os.path.join(plots_dir, reports.LOSS_PLOT_FILENAME))
@@ -383,8 +391,6 @@ def _write_final_reports(config, data, dirs, model, step, history, eval_metrics,
   reports.write_json(os.path.join(workdir, reports.METRICS_FILENAME), {
       "split": config.eval_split,
       "noise": config.noise.to_dict(),
-      "step": step,
-      "epochs": round(step / data.steps_per_epoch, 4),
-      "num_parameters": model.count_params(),
+      **run_summary,
       **eval_metrics,
   })

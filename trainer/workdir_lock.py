@@ -6,6 +6,7 @@ naming the PID that holds it. The kernel releases the lock when its holder
 exits, however it dies (kill -9 included), so there is never a stale lock to
 remove. gs:// workdirs have no such lock (GCS has no advisory locks): there,
 one writer per workdir is the user's to ensure (see docs/reliability.md).
+`holder` tells a reader (the evaluation) whether a trainer is running there.
 """
 
 import errno
@@ -62,3 +63,27 @@ def acquire(workdir: str) -> WorkdirLock:
   file.write(f"{os.getpid()}\n")
   file.flush()
   return WorkdirLock(file)
+
+
+def holder(workdir: str) -> str | None:
+  """The PID of the live trainer holding `workdir`'s lock, or None (none, or a gs:// workdir).
+
+  Takes a shared lock for an instant, to test whether a trainer holds the
+  exclusive one, and never creates the file. A trainer starting within that
+  instant would stop as if another trainer held the workdir; its rerun starts.
+  """
+  if "://" in workdir:
+    return None
+  path = os.path.join(workdir, LOCK_FILENAME)
+  try:
+    file = open(path, encoding="utf-8")  # pylint: disable=consider-using-with
+  except OSError:  # No lock file, or no such workdir: no trainer there.
+    return None
+  with file:  # Closing the descriptor releases the shared lock.
+    try:
+      fcntl.flock(file.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as error:
+      if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+        raise
+      return file.read().strip() or "unknown"
+  return None

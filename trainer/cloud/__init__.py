@@ -3,5 +3,6 @@
 - `output_dirs`: where a run writes (the workdir, or Vertex AI's AIP_* directories);
 - `tfx_trainer`: a TFX Trainer `run_fn` that maps TFX's FnArgs onto `train_and_evaluate`;
 - `local_cluster`: free localhost ports and TF_CONFIGs for a multi-worker cluster on one
-  machine (`python -m trainer.cloud.local_cluster N`, `scripts/run_multiworker_local.sh`).
+  machine, and the loopback interface of the workers' private network namespace
+  (`python -m trainer.cloud.local_cluster N`, `scripts/run_multiworker_local.sh`).
 """

@@ -4,12 +4,30 @@
 for `scripts/run_multiworker_local.sh`; tests and the benchmark call
 `tf_configs(N)`. Worker 0 is the chief (there is no separate "chief" task),
 unless a Vertex AI-style cluster with a "chief" task is asked for.
+
+"localhost" in TF_CONFIG does not keep the workers' gRPC servers on loopback:
+TensorFlow listens on every interface, whatever host the cluster names
+(`GrpcServer::Init` in tensorflow/core/distributed_runtime/rpc/grpc_server_lib.cc
+binds "0.0.0.0:" + the port; no ServerDef field or environment variable
+changes that), and its distributed runtime has no authentication. So the
+launcher runs its workers in a network namespace of their own, whose only
+interface is loopback; `python -m trainer.cloud.local_cluster --loopback_up`
+brings that interface up (a new namespace's is down) where `ip` may be missing.
 """
 
 import contextlib
+import fcntl
 import json
 import socket
+import struct
 import sys
+
+# <linux/sockios.h> and <net/if.h>: get and set an interface's flags; "up".
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+# struct ifreq's head: the interface name (16 bytes), then the short flags.
+_IFREQ_FLAGS = "16sh"
 
 
 def free_ports(count: int) -> list[int]:
@@ -48,9 +66,25 @@ def tf_configs(num_workers: int, chief_task: bool = False) -> list[str]:
           for task_type, index in tasks]
 
 
+def bring_loopback_up() -> None:
+  """Sets the loopback interface `lo` up, as `ip link set lo up` does (needs CAP_NET_ADMIN,
+  which the creator of a network namespace has in it)."""
+  with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    request = struct.pack(_IFREQ_FLAGS, b"lo", 0)
+    flags = struct.unpack(_IFREQ_FLAGS, fcntl.ioctl(sock, _SIOCGIFFLAGS, request))[1]
+    fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack(_IFREQ_FLAGS, b"lo", flags | _IFF_UP))
+
+
 def main(argv: list[str]) -> None:
+  if argv[1:] == ["--loopback_up"]:
+    try:
+      bring_loopback_up()
+    except OSError as error:
+      raise SystemExit(f"cannot set the loopback interface up ({error})") from error
+    return
   if len(argv) != 2 or not argv[1].isdigit() or int(argv[1]) < 1:
-    raise SystemExit(f"usage: python -m trainer.cloud.local_cluster NUM_WORKERS (got {argv[1:]})")
+    raise SystemExit("usage: python -m trainer.cloud.local_cluster NUM_WORKERS | --loopback_up "
+                     f"(got {argv[1:]})")
   print("\n".join(tf_configs(int(argv[1]))))
 
 

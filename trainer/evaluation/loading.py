@@ -1,14 +1,22 @@
 """What the evaluation scores: the SavedModels (by name) and the clean test and tuning images.
 
 Models are loaded through their serving signatures only, never training code,
-so the evaluation scores exactly what is served; `training_run` reads the
-metrics.json and config.json that `trainer.main` writes next to saved_model/.
+so the evaluation scores exactly what is served. What trained a model comes
+from the record inside its export (trainer/export.py), checked against the
+weights actually loaded; only an export without one falls back to the
+metrics.json and config.json next to saved_model/ (`training_run`).
+
+A workdir may be in training while it is evaluated (its trainer holds
+trainer.lock): its last complete export is scored, and the load is retried if
+the trainer swaps in a new export meanwhile, so a model is never a mix of two.
 """
 
 import dataclasses
 import os
 import re
+import time
 
+from absl import logging
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -16,8 +24,10 @@ import tensorflow_datasets as tfds
 
 from input_pipeline import data_source
 from input_pipeline import pipeline
+from trainer import checkpoints
 from trainer import export
 from trainer import reports
+from trainer import workdir_lock
 from trainer.evaluation import baselines
 from trainer.evaluation import scoring
 from trainer.evaluation import settings
@@ -31,6 +41,13 @@ _READ_CONFIG = tfds.ReadConfig(try_autocache=False)
 
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+# While a trainer holds the workdir, its export can change during a load (it
+# swaps in a new one with two renames, milliseconds apart): loads are tried
+# this many times, this far apart, until the weights match the export's record.
+_LOAD_ATTEMPTS = 5
+_RETRY_SECONDS = 0.5
 
 
 def model_paths(workdirs, saved_models) -> dict[str, str]:
@@ -92,10 +109,14 @@ def default_output_dir(workdirs) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-  """An exported model: `denoise` (serving_default) and `encode` on numpy batches."""
+  """An exported model: `denoise` (serving_default) and `encode` on numpy batches.
+
+  `training_run`: what trained the weights loaded (see `load_model`), or None.
+  """
   name: str
   path: str
   loaded: object
+  training_run: dict | None = None
 
   def _call(self, endpoint: str, output: str, images: np.ndarray,
             batch_size: int) -> np.ndarray:
@@ -132,27 +153,85 @@ def training_run(saved_model_path: str) -> dict | None:
           "noise": config.get("noise")}
 
 
-def load_model(name: str, path: str) -> Model:
-  """Loads the SavedModel at `path`; EvaluationError naming the path and the fix if unusable."""
+class _ExportChanged(Exception):
+  """The export was missing, unloadable or not the one its record describes, maybe for a moment."""
+
+
+def _load_once(name: str, path: str, trainer: str | None):
+  """(the loaded SavedModel, its export record or None); _ExportChanged if inconsistent."""
+  workdir = os.path.dirname(path) or "."
   if not tf.saved_model.contains_saved_model(path):
-    workdir = os.path.dirname(path) or "."
+    if trainer:
+      raise _ExportChanged(
+          f"No SavedModel at {path} (model {name!r}) yet: {workdir} is being trained (PID "
+          f"{trainer} holds {workdir_lock.LOCK_FILENAME}), and its trainer exports at the end of "
+          "its run; evaluate then, or pass --saved_model=PATH of another export.")
     raise settings.EvaluationError(
         f"No SavedModel at {path} (model {name!r}); train first (python -m trainer.main "
         f"--config=configs/default.py --workdir={workdir}) or pass --saved_model=PATH of an "
         "exported model.")
   try:
+    info = export.read_export_info(path)
     loaded = tf.saved_model.load(path)
   except (tf.errors.OpError, ValueError, OSError) as error:
-    raise settings.EvaluationError(
-        f"Cannot load the SavedModel at {path} ({type(error).__name__}: "
-        f"{' '.join(str(error).split())[:300]}); export it again with trainer.main.") from error
+    message = (f"Cannot load the SavedModel at {path} ({type(error).__name__}: "
+               f"{' '.join(str(error).split())[:300]}); export it again with trainer.main.")
+    if trainer:
+      raise _ExportChanged(message) from error
+    raise settings.EvaluationError(message) from error
+  recorded = (info or {}).get("weights_fingerprint")
+  variables = getattr(loaded, "variables", None)
+  if recorded and variables is not None:
+    found = checkpoints.arrays_fingerprint(variable.numpy() for variable in variables)
+    if found != recorded:
+      raise _ExportChanged(
+          f"The SavedModel at {path} holds weights {found}, but its "
+          f"{export.EXPORT_INFO_PATH} records {recorded}: it changed while it was loaded, "
+          "or another writer replaced part of it; evaluate it again, or export it again.")
+  return loaded, info
+
+
+def load_model(name: str, path: str) -> Model:
+  """Loads the SavedModel at `path`; EvaluationError naming the path and the fix if unusable.
+
+  If a trainer holds the workdir around `path`, an export that is missing,
+  unloadable or changes during the load is tried again, `_LOAD_ATTEMPTS` times
+  in all; one warning says that the workdir is in training and which step its
+  export is from.
+  """
+  path = path.rstrip("/")
+  workdir = os.path.dirname(path) or "."
+  trainer = workdir_lock.holder(workdir)
+  for attempt in range(1, _LOAD_ATTEMPTS + 1):
+    try:
+      loaded, info = _load_once(name, path, trainer)
+      break
+    except _ExportChanged as changed:
+      if not trainer or attempt == _LOAD_ATTEMPTS:
+        raise settings.EvaluationError(str(changed)) from changed
+      time.sleep(_RETRY_SECONDS)
   missing = [endpoint for endpoint in (export.SERVING_ENDPOINT, export.ENCODE_ENDPOINT)
              if endpoint not in loaded.signatures]
   if missing:
     raise settings.EvaluationError(
         f"The SavedModel at {path} lacks the signature(s) {', '.join(missing)}; evaluate a "
         "model exported by trainer.main (trainer/export.py).")
-  return Model(name, path, loaded)
+  if info is not None:
+    run = {**(info.get("training_run") or {}),
+           "weights_fingerprint": info.get("weights_fingerprint")}
+  else:
+    # An export from before the record: the workdir's files describe it only if
+    # no trainer is rewriting them.
+    run = None if trainer else training_run(path)
+  if trainer:
+    step = (run or {}).get("step")
+    logging.warning(
+        "%s is being trained (PID %s holds %s): evaluating its last complete export, %s.",
+        workdir, trainer, workdir_lock.LOCK_FILENAME,
+        f"from step {step} (weights {run['weights_fingerprint']})" if step is not None else
+        "which records no step (exported before exports recorded theirs)")
+    run = {**(run or {}), "trainer_pid": trainer}
+  return Model(name, path, loaded, run)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -75,6 +75,14 @@ def _headline_table(report: dict) -> list[str]:
   return lines
 
 
+def _model_source(report: dict, name: str) -> str:
+  """`path`, with the step and weights fingerprint the export records."""
+  run = report.get("training_runs", {}).get(name) or {}
+  recorded = [f"step {run['step']}" if run.get("step") is not None else "",
+              f"weights {run['weights_fingerprint']}" if run.get("weights_fingerprint") else ""]
+  return ", ".join([report["models"][name], *filter(None, recorded)])
+
+
 def _run_field(run: dict | None, field: str) -> str:
   value = (run or {}).get(field)
   return "" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:g}"
@@ -120,7 +128,8 @@ def format_markdown(report: dict) -> str:
       "# Denoising evaluation", "",
       f"Dataset {report['dataset']['name']}, test images: {splits['test']} "
       f"({report['dataset']['num_examples']} images). Models: "
-      + ", ".join(f"{name} ({path})" for name, path in report["models"].items()) + ".", "",
+      + ", ".join(f"{name} ({_model_source(report, name)})" for name in report["models"])
+      + ".", "",
       "Notes:",
       "- Every method is scored on the same noisy test images: one fixed, seeded draw per "
       "noise type and level.",
@@ -132,6 +141,10 @@ def format_markdown(report: dict) -> str:
       "- Margin over the best baseline: the model's PSNR mean minus that of the baseline "
       "closest to it, each baseline compared on the images it denoised.",
   ]
+  for name, run in report.get("training_runs", {}).items():
+    if (run or {}).get("trainer_pid"):
+      lines.append(f"- {name}'s workdir was being trained (PID {run['trainer_pid']}) during this "
+                   "evaluation: its last complete export was scored.")
   for name, subset in report["slow_baselines"].items():
     if subset < report["dataset"]["num_examples"]:
       lines.append(f"- {name} is slow: it denoised only the first {subset} test images.")

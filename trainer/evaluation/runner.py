@@ -267,7 +267,7 @@ def evaluate_and_report(config: ml_collections.ConfigDict, model_paths_by_name: 
                   "splits": data.splits},
       "config": config.to_dict(),
       "models": {model.name: model.path for model in models},
-      "training_runs": {model.name: loading.training_run(model.path) for model in models},
+      "training_runs": {model.name: model.training_run for model in models},
       "baselines": list(baseline_names),
       "slow_baselines": {name: min(config.slow_baseline_max_images, len(data.test_images))
                          for name in slow},
