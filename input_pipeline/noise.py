@@ -216,15 +216,26 @@ def table_normal(shape: tf.Tensor, seed: tf.Tensor, table: tf.Tensor) -> tf.Tens
   its effect on a full training run is measured in docs/performance.md.
   """
   num_images = tf.reduce_prod(shape[:-3])
-  num_rows = tf.shape(table)[0]
-  first_seed, second_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+  num_rows, row_size = tf.unstack(tf.shape(table))
+  first_seed, second_seed, shift_seed, sign_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, num=4))
   first = tf.random.stateless_uniform([num_images], seed=first_seed, maxval=num_rows,
                                       dtype=tf.int32)
   # Another row than the first: first + 1 + k (mod rows), k uniform in [0, rows - 1).
   skip = tf.random.stateless_uniform([num_images], seed=second_seed, maxval=num_rows - 1,
                                      dtype=tf.int32)
   second = (first + 1 + skip) % num_rows
-  rows = (tf.gather(table, first) + tf.gather(table, second)) * np.float32(math.sqrt(0.5))
+  # Each call rotates the first rows and the second rows by shifts of its own:
+  # a row then never lines up with the pixels the same way twice in a row,
+  # so a model cannot learn the table's rows as fixed patterns to subtract.
+  shifts = tf.unstack(tf.random.stateless_uniform([2], seed=shift_seed, maxval=row_size,
+                                                  dtype=tf.int32))
+  # And each row of each image gets a sign of its own: (+-a +-b) / sqrt(2).
+  signs = tf.cast(tf.random.stateless_uniform([2, num_images, 1], seed=sign_seed, maxval=2,
+                                              dtype=tf.int32), table.dtype) * 2.0 - 1.0
+  scale = np.float32(math.sqrt(0.5))
+  rows = (tf.roll(tf.gather(table, first), shifts[0], axis=1) * (signs[0] * scale)
+          + tf.roll(tf.gather(table, second), shifts[1], axis=1) * (signs[1] * scale))
   return tf.reshape(rows, shape)
 
 
