@@ -41,14 +41,14 @@ def test_empty_tfds_data_dir_falls_back_to_the_bundled_copy(tmp_path):
   assert data_dir.startswith(data_source.BUNDLED_DATA_DIR)
 
 
-@pytest.mark.slow  # A trainer process: CI runs it in make test-slow.
+@pytest.mark.slow  # A fresh Python process: CI runs it in make test-slow.
 def test_prepared_tfds_data_dir_takes_precedence_over_the_bundle(tmp_path):
   prepared = tmp_path / "tfds"
   shutil.copytree(os.path.join(data_source.BUNDLED_DATA_DIR, "mnist"), prepared / "mnist")
   assert _builder_data_dir_in_subprocess(str(prepared)).startswith(str(prepared))
 
 
-@pytest.mark.slow  # A trainer process: CI runs it in make test-slow.
+@pytest.mark.slow  # A fresh Python process: CI runs it in make test-slow.
 def test_config_data_dir_is_used_as_given(tmp_path):
   prepared = tmp_path / "tfds"
   shutil.copytree(os.path.join(data_source.BUNDLED_DATA_DIR, "mnist"), prepared / "mnist")

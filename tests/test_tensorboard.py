@@ -20,7 +20,7 @@ def _free_port():
     return sock.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")  # Both tests only read from one server: started once.
 def tensorboard_url(trained_run):
   workdir, _, _ = trained_run
   port = _free_port()
