@@ -3,6 +3,7 @@
 The subprocess checks (kill -9 loops, SIGTERM) are in test_recovery_slow.py.
 """
 
+import errno
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from configs import test as test_config
 from input_pipeline import data_source
 from input_pipeline import storage
 from trainer import checkpoints
+from trainer import cli
 from trainer import main as main_lib
 from trainer import preemption
 from trainer import reports
@@ -576,3 +578,50 @@ def test_a_loss_that_becomes_nan_stops_with_one_line_naming_the_steps(tmp_path):
   assert result.stderr.strip().splitlines()[-1].startswith(
       "dae-trainer: Training loss became nan between steps 0 and 7 (epoch 1); lower "
       "train.learning_rate")
+
+
+@pytest.mark.parametrize("error, names", [
+    (OSError(errno.ENOSPC, "No space left on device", "/w/history.json.tmp"),
+     "writing /w/history.json.tmp"),
+    (OSError(errno.EDQUOT, "Disk quota exceeded", "/w/plots/loss.png.tmp"), "loss.png.tmp"),
+    (tf.errors.ResourceExhaustedError(
+        None, None, "/w/checkpoints/ckpt-32_temp/part-00000; No space left on device"),
+     "ckpt-32_temp"),
+])
+def test_a_full_disk_is_one_line_naming_the_file_and_the_rerun(error, names):
+  message = cli.disk_full_message(error)
+  assert message.startswith("the disk is full") and names in message and "\n" not in message
+  assert "rerun the same command: it resumes from the last complete checkpoint" in message
+
+
+@pytest.mark.parametrize("error", [
+    OSError(errno.EIO, "Input/output error", "/w/x"),
+    tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[...]"),
+])
+def test_other_write_and_memory_failures_are_not_called_a_full_disk(error):
+  assert cli.disk_full_message(error) is None
+
+
+@pytest.mark.slow  # Trainer processes on a small tmpfs (needs root to mount).
+def test_a_disk_that_fills_during_the_first_checkpoint_is_one_line_and_a_rerun_continues(
+    tmp_path):
+  small = tmp_path / "small"
+  small.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)],
+                    capture_output=True, check=False).returncode != 0:
+    pytest.skip("cannot mount a tmpfs here (not root)")
+  try:
+    result = _run_main(small, "--config=configs/test.py")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("dae-trainer: the disk is full") and "ckpt-32_temp" in last
+    assert not os.path.exists(small / "w" / "checkpoints" / "ckpt-32.index")
+    moved = tmp_path / "w"
+    shutil.copytree(small / "w", moved)
+  finally:
+    subprocess.run(["umount", str(small)], check=False)
+  # With room again the same command resumes: the unfinished temporaries go, the epoch reruns.
+  result = _run_main(tmp_path, "--config=configs/test.py")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert not os.path.exists(moved / "checkpoints" / "ckpt-32_temp")
+  assert [entry["step"] for entry in reports.load_history(str(moved))] == [32]

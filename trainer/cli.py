@@ -6,6 +6,7 @@ config file or a misspelled `--config.*` override ends both with one line
 starting "dae-trainer:", and end expected failures with `fail`.
 """
 
+import errno
 import re
 import sys
 
@@ -35,6 +36,24 @@ def config_error(error: Exception, argv: list[str]) -> str:
   return (f"dae-trainer: cannot load the config file {config_file} ({describe(error)}); "
           "check the path and that its get_config() runs, e.g. python -c \"import runpy; "
           f"runpy.run_path('{config_file}')['get_config']()\".")
+
+
+# How a full disk (or quota) shows in an OSError's errno, or in the message of
+# a TensorFlow error (a checkpoint's SaveV2, a SavedModel write, a summary).
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
+
+
+def disk_full_message(error: BaseException) -> str | None:
+  """The one line for a write that failed on a full disk, or None if `error` is another failure."""
+  if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+    where = f" writing {error.filename}" if error.filename else ""
+  elif not isinstance(error, OSError) and any(text in str(error) for text in _DISK_FULL_TEXTS):
+    where = ""  # A TensorFlow error's message names the file itself.
+  else:
+    return None
+  return (f"the disk is full{where} ({describe(error)}); free space or choose another --workdir, "
+          "then rerun the same command: it resumes from the last complete checkpoint.")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
