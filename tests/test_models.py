@@ -136,7 +136,8 @@ def test_same_seed_same_weights_other_seed_other_weights():
 @pytest.mark.parametrize("field, value, message", [
     ("type", "vae", "valid types are dense, conv, unet"),
     ("conv_blocks_per_level", -1, "conv_blocks_per_level=-1 must be >= 0"),
-    ("latent_dim", 0, "latent_dim=0 must be > 0"),
+    ("latent_dim", 0, r"latent_dim=0 must be in 1\.\.65,536"),
+    ("latent_dim", 10**9, r"latent_dim=1000000000 must be in 1\.\.65,536 .*only learns the identity"),
     ("conv_filters", (8, 16, 32), "must be 1 to 2 positive filter counts"),
     ("conv_bottleneck", "global", "valid bottlenecks are dense, spatial"),
 ])

@@ -602,6 +602,15 @@ def test_other_write_and_memory_failures_are_not_called_a_full_disk(error):
   assert cli.disk_full_message(error) is None
 
 
+def test_a_tensor_too_large_for_memory_is_one_line_naming_what_to_lower():
+  error = tf.errors.ResourceExhaustedError(
+      None, None, "OOM when allocating tensor with shape[128,1000000000] and type float")
+  message = cli.out_of_memory_message(error)
+  assert message.startswith("out of memory (ResourceExhaustedError: OOM when allocating tensor")
+  assert "lower train.batch_size" in message and "\n" not in message
+  assert cli.out_of_memory_message(OSError(errno.ENOSPC, "No space left on device")) is None
+
+
 @pytest.mark.slow  # Trainer processes on a small tmpfs (needs root to mount).
 def test_a_disk_that_fills_during_the_first_checkpoint_is_one_line_and_a_rerun_continues(
     tmp_path):

@@ -56,6 +56,14 @@ def disk_full_message(error: BaseException) -> str | None:
           "then rerun the same command: it resumes from the last complete checkpoint.")
 
 
+def out_of_memory_message(error: BaseException) -> str | None:
+  """The one line for a tensor that did not fit in memory, or None if `error` is another failure."""
+  if "OOM when allocating" not in str(error):
+    return None
+  return (f"out of memory ({describe(error)}); lower train.batch_size, train.eval_batch_size or "
+          "the model's size (model.latent_dim, its hidden units or filters).")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """Parses flags and loads the config; any problem exits with one line."""
   try:

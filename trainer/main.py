@@ -4,8 +4,8 @@ The only module that defines flags. Any config field can be overridden, e.g.
 `--config.train.num_epochs=5 --config.noise.type=masking`.
 
 Every expected failure (a bad config file, override or flag, unusable data or
-workdir, a corrupt file of an earlier run, a full disk, a lost worker, a
-non-finite loss)
+workdir, a corrupt file of an earlier run, a full disk, a tensor too large for
+memory, a lost worker, a non-finite loss)
 ends with one line starting "dae-trainer:" and exit status 1, with no
 traceback unless --verbosity=1. SIGTERM saves a checkpoint and exits with
 `preemption.EXIT_CODE` (75).
@@ -72,7 +72,7 @@ def main(argv):
     cli.fail(f"cannot write to the workdir ({cli.describe(error)}); choose another --workdir "
              "or fix its permissions.")
   except (OSError, tf.errors.ResourceExhaustedError, tf.errors.UnknownError) as error:
-    message = cli.disk_full_message(error)
+    message = cli.disk_full_message(error) or cli.out_of_memory_message(error)
     if message is None:
       raise
     cli.fail(message)

@@ -24,6 +24,8 @@ MODEL_TYPES = ("dense", "conv", "unet")
 # dense (flatten, then a Dense layer of latent_dim units) or spatial (a 3x3
 # convolution to latent_dim / side**2 channels, keeping the map's layout).
 CONV_BOTTLENECKS = ("dense", "spatial")
+# The largest code size accepted: 2^16 values, 84x the 784 pixels of an MNIST image.
+MAX_LATENT_DIM = 65_536
 # Dtype policies a model can be built with: float32, or mixed precision
 # (float32 variables, bfloat16 or float16 computation).
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -157,8 +159,11 @@ def check_model_config(model_config: ml_collections.ConfigDict) -> None:
     raise ValueError(
         f"Unknown model.type {model_config.type!r}; valid types are "
         f"{', '.join(MODEL_TYPES)} (set --config.model.type=...).")
-  if not model_config.latent_dim > 0:
-    raise ValueError(f"model.latent_dim={model_config.latent_dim} must be > 0.")
+  if not 0 < model_config.latent_dim <= MAX_LATENT_DIM:
+    raise ValueError(
+        f"model.latent_dim={model_config.latent_dim} must be in 1..{MAX_LATENT_DIM:,} (a code "
+        "far larger than the 784-pixel image only learns the identity), e.g. "
+        "--config.model.latent_dim=64.")
   if model_config.type == "dense" and not all(
       units > 0 for units in model_config.dense_hidden_units):
     raise ValueError(
