@@ -51,13 +51,15 @@ setuptools.setup(
         # tensorflow-tpu stops at 2.20; libtpu comes from Google's index (-f above).
         "tpu": ["tensorflow-tpu>=2.20,<2.21", _SETUPTOOLS_FOR_TENSORBOARD_2_20],
         # `python -m trainer.evaluate`: the classical baselines (scipy, scikit-image,
-        # PyWavelets, bm3d) and the linear probe and k-means (scikit-learn).
+        # PyWavelets, bm3d), the linear probe and k-means (scikit-learn), and its
+        # progress bar on a terminal (tqdm; tensorflow-datasets brings it too).
         "eval": [
             "scipy>=1.11",
             "scikit-image>=0.22",
             "PyWavelets>=1.5",
             "bm3d>=4.0",
             "scikit-learn>=1.4",
+            "tqdm>=4.60",
         ],
         # TensorBoard's Profile tab, for traces of runtime.profile_steps (docs/performance.md).
         "profile": ["tensorboard-plugin-profile>=2.20"],

@@ -64,6 +64,16 @@ def get_config() -> ml_collections.ConfigDict:
   # probe; 0 skips the representation evaluation.
   config.representation.train_examples = 10_000
 
+  # Worker processes for the baselines' tuning and denoising; 0 uses every core, 1 runs them
+  # serially in the evaluating process. The numbers are the same either way.
+  config.num_workers = 0
+  # Where each baseline's result per noise type and level (and the raw-pixel representation
+  # scores) is kept for the next evaluation with the same data, noise and code;
+  # "" is $XDG_CACHE_HOME/dae-trainer/evaluation, else ~/.cache/dae-trainer/evaluation.
+  config.cache_dir = ""
+  # False: compute every baseline afresh and neither read nor write the cache.
+  config.use_cache = True
+
   # Images per call to a SavedModel and per metric computation.
   config.batch_size = 1000
   # Test images shown per noise type in examples_<type>.png and in TensorBoard.

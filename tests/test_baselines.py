@@ -189,3 +189,80 @@ def test_tuned_baselines_on_200_images(name, mnist):
     assert psnr == pytest.approx(noisy_psnr)
   else:
     assert psnr > noisy_psnr + 4.0, (baseline.params, noisy_psnr, psnr)
+
+
+def _skimage_total_variation(planes, weight):
+  from skimage import restoration  # pylint: disable=g-import-not-at-top
+  stacked = np.moveaxis(planes, 0, -1)
+  return np.moveaxis(restoration.denoise_tv_chambolle(stacked, weight=weight, channel_axis=-1),
+                     -1, 0)
+
+
+def _skimage_wavelet(planes, sigma, wavelet, wavelet_levels, cycle_shifts):
+  """The wavelet baseline as it was, one skimage call per shift (each image a channel)."""
+  import itertools  # pylint: disable=g-import-not-at-top
+  import pywt  # pylint: disable=g-import-not-at-top
+  from skimage import restoration  # pylint: disable=g-import-not-at-top
+  levels = max(1, min(wavelet_levels, pywt.dwt_max_level(min(planes.shape[1:]), wavelet)))
+  total = np.zeros_like(planes)
+  for shift in itertools.product(range(cycle_shifts), repeat=2):
+    shifted = np.moveaxis(np.roll(planes, shift, axis=(1, 2)), 0, -1)
+    denoised = restoration.denoise_wavelet(
+        shifted, sigma=sigma, wavelet=wavelet, mode="soft", wavelet_levels=levels,
+        method="BayesShrink", rescale_sigma=True, channel_axis=-1)
+    total += np.roll(np.moveaxis(denoised, -1, 0), tuple(-s for s in shift), axis=(1, 2))
+  return total / np.float32(cycle_shifts * cycle_shifts)
+
+
+@pytest.mark.parametrize("weight", [0.02, 0.15, 0.8])
+def test_batched_total_variation_is_skimage_bit_for_bit(mnist, weight):
+  noisy, _ = mnist
+  planes = noisy[:60, ..., 0]
+  expected = _skimage_total_variation(planes, weight)
+  np.testing.assert_array_equal(baselines._total_variation(planes, weight), expected)
+  # Each plane stops at its own iteration: a plane alone gives the same.
+  np.testing.assert_array_equal(baselines._total_variation(planes[7:8], weight), expected[7:8])
+
+
+@pytest.mark.parametrize("params", [
+    {"sigma": 0.45, "wavelet": "db1", "wavelet_levels": 1, "cycle_shifts": 2},
+    {"sigma": 0.1, "wavelet": "sym4", "wavelet_levels": 2, "cycle_shifts": 2},
+    {"sigma": 0.3, "wavelet": "db1", "wavelet_levels": 2, "cycle_shifts": 1},
+], ids=["db1_1", "sym4_2", "db1_2_unshifted"])
+def test_batched_wavelet_is_skimage_bit_for_bit(mnist, params):
+  noisy, _ = mnist
+  planes = noisy[:60, ..., 0]
+  np.testing.assert_array_equal(baselines._wavelet(planes, **params),
+                                _skimage_wavelet(planes, **params))
+
+
+def test_hill_climb_finds_the_first_maximum_of_a_full_sweep():
+  def climb(values, start):
+    evaluated = []
+
+    def score(index):
+      evaluated.append(index)
+      return values[index]
+
+    return tuning._climb(list(range(len(values))), start, score), len(set(evaluated))
+
+  assert climb([1, 2, 5, 3, 1], 0) == (2, 4)
+  assert climb([1, 2, 5, 3, 1], 4) == (2, 4)
+  assert climb([1, 2, 5, 3, 1], 2) == (2, 3)
+  assert climb([9, 2, 1], 1) == (0, 2)  # Lower first: the upper one is never needed.
+  assert climb([1, 2, 9], 0) == (2, 3)
+  # A tie goes to the lower index, the one a sweep (strict >, in order) keeps.
+  assert climb([1, 4, 4, 2], 2) == (1, 3)
+  assert climb([1, 4, 4, 2], 1) == (1, 3)
+
+
+@pytest.mark.parametrize("name", sorted(tuning.ORDERED_AXES))
+def test_hill_climbed_tuning_chooses_what_the_full_sweep_chooses(name, mnist):
+  noisy, clean = mnist
+  # Clean, lightly and heavily noisy tuning images: the peak moves along the axis.
+  size = 6 if name == "bm3d" else 30
+  for noisy_tune in (noisy[:size], np.clip(clean[:size] + (noisy[:size] - clean[:size]) / 4, 0, 1)):
+    climbed = tuning.tune_baseline(name, noisy_tune, clean[:size])
+    swept = tuning.tune_baseline(name, noisy_tune, clean[:size], exhaustive=True)
+    assert climbed.params == swept.params
+    assert climbed.tuning_psnr_db == swept.tuning_psnr_db

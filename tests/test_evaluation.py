@@ -30,6 +30,7 @@ MISSING_MODULES = evaluation_fakes.install_if_missing()
 from configs import evaluate as evaluate_config
 from configs import test as test_config
 from input_pipeline import data_source
+from trainer.evaluation import levels
 from trainer.evaluation import loading
 from trainer.evaluation import report as report_lib
 from trainer.evaluation import runner
@@ -47,8 +48,12 @@ NUM_EXAMPLES = 24
 SLOW_SUBSET = 10
 
 
-def _small_config():
+def _small_config(cache_dir=None, num_workers=1):
+  """Four levels on 24 images; the baseline cache in `cache_dir` (off without one)."""
   config = evaluate_config.get_config()
+  config.num_workers = num_workers
+  config.use_cache = cache_dir is not None
+  config.cache_dir = str(cache_dir or "")
   config.num_examples = NUM_EXAMPLES
   config.levels.gaussian = (0.2, 0.4)
   config.levels.salt_and_pepper = (0.1,)
@@ -102,19 +107,24 @@ def fakes():
   """The stand-in modules, in place of whatever the evaluation's runner imported."""
   with pytest.MonkeyPatch.context() as patch:
     fake_baselines = evaluation_fakes.baselines_module()
-    for module in (runner, settings, loading):
+    for module in (runner, settings, loading, levels):
       patch.setattr(module, "baselines", fake_baselines)
-    patch.setattr(runner, "tuning", evaluation_fakes.tuning_module())
+    patch.setattr(levels, "tuning", evaluation_fakes.tuning_module())
     patch.setattr(runner, "representation", evaluation_fakes.representation_module())
     yield
 
 
 @pytest.fixture(scope="module")
-def evaluated(saved_models, fakes, tmp_path_factory):
-  """(report, output_dir) of one evaluation of both models."""
+def cache_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def evaluated(saved_models, fakes, cache_dir, tmp_path_factory):
+  """(report, output_dir) of one evaluation of both models, with an empty baseline cache."""
   del fakes
   output_dir = str(tmp_path_factory.mktemp("eval") / "out")
-  report = runner.evaluate_and_report(_small_config(), saved_models, output_dir)
+  report = runner.evaluate_and_report(_small_config(cache_dir), saved_models, output_dir)
   return report, output_dir
 
 
@@ -274,6 +284,116 @@ def test_report_plots_and_tensorboard_are_written(evaluated):
   assert "examples/gaussian" in root.Tags()["tensors"]
 
 
+def _baseline_results(report):
+  """{(type, level): {baseline: (its metrics, its subset metrics, its params)}}."""
+  return {(noise_type, key): {
+      name: (result["metrics"][name], result.get("subset", {}).get("metrics", {}).get(name),
+             result["baselines"][name]["params"], result["baselines"][name]["tuning_psnr_db"])
+      for name in result["baselines"]} for noise_type, key, result in _all_level_results(report)}
+
+
+def _from_cache(report):
+  return {(noise_type, key): {name: entry["from_cache"]
+                              for name, entry in result["baselines"].items()}
+          for noise_type, key, result in _all_level_results(report)}
+
+
+def _one_type(config, gaussian_levels):
+  config.levels.gaussian = gaussian_levels
+  config.levels.salt_and_pepper = ()
+  config.levels.masking = ()
+  return config
+
+
+def test_first_evaluation_computes_and_caches_every_baseline(evaluated, cache_dir):
+  report, _ = evaluated
+  assert report["baseline_cache"] == {"directory": str(cache_dir), "enabled": True,
+                                      "from_cache": 0, "computed": 12, "invalid": 0}
+  assert all(not flag for flags in _from_cache(report).values() for flag in flags.values())
+  assert report["representation"]["raw_pixels_from_cache"] is False
+  for name in ("noisy", "median", "bm3d"):
+    assert len(list((cache_dir / f"baseline-{name}").glob("*.npz"))) == 4
+
+
+def test_second_evaluation_with_another_model_computes_no_baseline(
+    evaluated, saved_models, cache_dir, tmp_path, caplog):
+  report, _ = evaluated
+  with caplog.at_level("INFO", logger="absl"):
+    second = runner.evaluate_and_report(_small_config(cache_dir),
+                                        {"identity": saved_models["identity"]},
+                                        str(tmp_path / "out"))
+  assert second["baseline_cache"]["computed"] == 0
+  assert second["baseline_cache"]["from_cache"] == 12
+  assert all(flag for flags in _from_cache(second).values() for flag in flags.values())
+  assert not [stage for stage in second["timings_seconds"] if ": tune " in stage]
+  # The very numbers of the first evaluation, and the models' scores on top of them.
+  assert _baseline_results(second) == _baseline_results(report)
+  for _, key, result in _all_level_results(second):
+    assert result["metrics"]["identity"] == result["metrics"]["noisy"], key
+  assert second["representation"]["raw_pixels_from_cache"] is True
+  assert (second["representation"]["features"][scoring.RAW_PIXELS]
+          == report["representation"]["features"][scoring.RAW_PIXELS])
+  # One progress line per level, with the time left.
+  lines = [line for line in caplog.text.splitlines() if " done in " in line]
+  assert len(lines) == 4, caplog.text
+  assert "Level 1/4 gaussian 0.2 done in" in lines[0] and "3 baselines from the cache" in lines[0]
+  assert all(" elapsed, " in line and " left." in line for line in lines[1:]), lines
+
+
+def test_changed_level_or_seed_recomputes(evaluated, saved_models, cache_dir, tmp_path):
+  del evaluated  # It filled the cache.
+  models = {"identity": saved_models["identity"]}
+  # 0.3 is new; 0.2 and the reference 0.4 are in the cache.
+  levels_changed = runner.evaluate_and_report(
+      _one_type(_small_config(cache_dir), (0.2, 0.3)), models, str(tmp_path / "levels"))
+  assert {key: set(flags.values()) for key, flags in _from_cache(levels_changed).items()} == {
+      ("gaussian", "0.2"): {True}, ("gaussian", "0.3"): {False}, ("gaussian", "0.4"): {True}}
+  assert levels_changed["baseline_cache"]["computed"] == 3
+  config = _one_type(_small_config(cache_dir), (0.4,))
+  config.seed = 1
+  seed_changed = runner.evaluate_and_report(config, models, str(tmp_path / "seed"))
+  assert seed_changed["baseline_cache"]["computed"] == 3
+  assert seed_changed["representation"]["raw_pixels_from_cache"] is False
+
+
+def test_truncated_cache_entry_is_recomputed_with_a_warning(evaluated, saved_models, cache_dir,
+                                                           tmp_path, caplog):
+  report, _ = evaluated
+  def noise(path):
+    with np.load(path) as contents:
+      key_noise = json.loads(str(contents["meta"][()]))["key"]["noise"]
+    return key_noise["type"], key_noise["level"], key_noise["seed"]
+
+  paths = [path for path in (cache_dir / "baseline-median").glob("*.npz")
+           if noise(path) == ("gaussian", 0.4, 0)]
+  assert len(paths) == 1
+  content = paths[0].read_bytes()
+  paths[0].write_bytes(content[:len(content) // 3])
+  with caplog.at_level("WARNING"):
+    again = runner.evaluate_and_report(_one_type(_small_config(cache_dir), (0.4,)),
+                                       {"identity": saved_models["identity"]},
+                                       str(tmp_path / "out"))
+  assert f"Ignoring the unusable cache entry {paths[0]}" in caplog.text
+  assert again["baseline_cache"]["invalid"] == 1
+  assert _from_cache(again) == {("gaussian", "0.4"): {"noisy": True, "median": False,
+                                                      "bm3d": True}}
+  assert (_baseline_results(again)[("gaussian", "0.4")]
+          == _baseline_results(report)[("gaussian", "0.4")])
+  assert paths[0].read_bytes() != content[:len(content) // 3]  # Whole again.
+
+
+def test_evaluation_in_two_worker_processes_reports_the_same_numbers(evaluated, saved_models,
+                                                                     tmp_path):
+  report, _ = evaluated
+  in_parallel = runner.evaluate_and_report(_small_config(num_workers=2), saved_models,
+                                           str(tmp_path / "out"))
+  assert in_parallel["workers"] == 2
+  assert in_parallel["baseline_cache"]["enabled"] is False
+  assert in_parallel["results"] == report["results"]
+  assert in_parallel["representation"] == {**report["representation"],
+                                           "raw_pixels_from_cache": False}
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda config: setattr(config, "baselines", ("noisy", "bilateral")),
      "Unknown baseline 'bilateral' in baselines; valid baselines are noisy, median, bm3d"),
@@ -354,9 +474,12 @@ def test_command_line_end_to_end_reproduces_the_numbers(saved_models, evaluated,
   assert last_line.startswith("dae-trainer evaluate: Unknown baseline 'bilateral'"), bad.stderr
   assert not os.path.exists(output_dir)
 
-  good = _run_cli(common + ["--config.baselines=noisy,median"])
+  good = _run_cli(common + ["--config.baselines=noisy,median",
+                            f"--config.cache_dir={tmp_path / 'cache'}"])
   assert good.returncode == 0, good.stderr[-3000:]
-  assert "gaussian/0.4: tune median:" in good.stderr  # The progress lines.
+  # The progress line (no bar: stderr is not a terminal).
+  assert "Level 1/1 gaussian 0.4 done in" in good.stderr
+  assert "2 baselines computed" in good.stderr
   with open(os.path.join(output_dir, report_lib.REPORT_JSON)) as file:
     cli_report = json.load(file)
   # The same noisy images in another process: the very same scores.

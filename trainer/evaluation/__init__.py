@@ -3,7 +3,10 @@
 - `settings`: the evaluate config's checks (baselines, noise levels, counts);
 - `loading`: the SavedModels to score and the clean test, tuning and fitting images;
 - `scoring`: fixed noise per (type, level) and the per-image metrics, in numpy;
-- `runner`: the orchestrator `evaluate_and_report`: every level, method and representation;
+- `runner`: the orchestrator `evaluate_and_report`: the levels, the representation, the report;
+- `levels`: every (noise type, level): models here, baselines from the cache or the workers;
+- `cache`: the model-independent results kept on disk; `parallel`: the worker processes;
+- `progress`: stage timings, one line per level with the time left, the bar on a terminal;
 - `baselines`: the classical denoisers; `tuning`: their parameter grids and the search;
 - `representation`: the linear probe and k-means on the encoders' codes;
 - `report`: report.json, report.md, plots and TensorBoard runs.

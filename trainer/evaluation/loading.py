@@ -246,6 +246,7 @@ class EvalData:
       representation probes.
     num_classes: label classes (k-means clusters); 0 when the dataset has no labels.
     splits: the TFDS split of each of the above.
+    dataset_version: the TFDS dataset's version (part of the cached baselines' keys).
   """
   test_images: np.ndarray
   test_labels: np.ndarray | None
@@ -255,6 +256,7 @@ class EvalData:
   probe_labels: np.ndarray | None
   num_classes: int
   splits: dict[str, str]
+  dataset_version: str = ""
 
 
 def _read_split(builder, split: str, num_examples: int = 0):
@@ -319,4 +321,5 @@ def load_data(config: ml_collections.ConfigDict) -> EvalData:
   label = builder.info.features["label"] if "label" in builder.info.features else None
   return EvalData(test_images=test_images, test_labels=test_labels, tune_images=tune_images,
                   fit_images=fit_images, probe_images=probe_images, probe_labels=probe_labels,
-                  num_classes=getattr(label, "num_classes", 0) or 0, splits=splits)
+                  num_classes=getattr(label, "num_classes", 0) or 0, splits=splits,
+                  dataset_version=str(builder.info.version))

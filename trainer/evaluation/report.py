@@ -149,8 +149,15 @@ def format_markdown(report: dict) -> str:
     if subset < report["dataset"]["num_examples"]:
       lines.append(f"- {name} is slow: it denoised only the first {subset} test images.")
   lines += ["", *_headline_table(report), *_level_tables(report), *_representation_table(report)]
+  cache = report.get("baseline_cache") or {}
+  reused = (f"; {cache.get('computed', 0)} baseline results computed and "
+            f"{cache.get('from_cache', 0)} read from the cache" if cache.get("enabled") else
+            "; the baseline cache was off")
+  wall = report.get("wall_seconds")
   total = sum(seconds for seconds in report["timings_seconds"].values())
-  lines += ["", f"Stages took {total:.0f} s in all (each in report.json's timings_seconds). "
+  lines += ["", (f"The evaluation took {wall:.0f} s" if wall is not None else
+                 f"Stages took {total:.0f} s in all") + f"{reused} (each stage's seconds, in "
+            "this process or a worker's, are in report.json's timings_seconds). "
             "TensorBoard: one run per method, tags `<type>/<metric>`, step = noise level x 1000.",
             ""]
   return "\n".join(lines)

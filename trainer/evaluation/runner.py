@@ -27,6 +27,13 @@ How the numbers are made comparable and reproducible:
 - Baselines in `baselines.SLOW_BASELINES` denoise only the first
   `slow_baseline_max_images` test images; every method is also scored on that
   subset, for a side-by-side on the same images.
+- What does not depend on the models, each baseline's result at each level
+  and the raw-pixel representation scores, is kept in a cache
+  (trainer/evaluation/cache.py; `config.cache_dir`, `config.use_cache`) and
+  reused by the next evaluation with the same inputs; report.json says which
+  results came from it. The baselines' work runs in `config.num_workers`
+  processes (trainer/evaluation/levels.py, parallel.py), with the same numbers
+  as a serial run.
 
 Outputs in `output_dir` (by default `<first workdir>/eval`, next to the
 training run's TensorBoard eval events, so `tensorboard --logdir <workdir>`
@@ -38,7 +45,7 @@ so each chart draws the metric against the level). Everything is checked
 to a temporary name and renamed.
 """
 
-import contextlib
+import os
 import time
 
 from absl import logging
@@ -48,94 +55,15 @@ import tensorflow as tf
 
 from trainer import reports
 from trainer.evaluation import baselines
+from trainer.evaluation import cache as cache_lib
+from trainer.evaluation import levels as levels_lib
 from trainer.evaluation import loading
+from trainer.evaluation import parallel
+from trainer.evaluation import progress as progress_lib
 from trainer.evaluation import report as report_lib
 from trainer.evaluation import representation
 from trainer.evaluation import scoring
 from trainer.evaluation import settings
-from trainer.evaluation import tuning
-
-
-class _Progress:
-  """Logs one line per stage with its elapsed seconds and keeps them for report.json."""
-
-  def __init__(self):
-    self.start = time.perf_counter()
-    self.timings = {}
-
-  @contextlib.contextmanager
-  def stage(self, name: str):
-    start = time.perf_counter()
-    yield
-    elapsed = time.perf_counter() - start
-    self.timings[name] = round(elapsed, 3)
-    logging.info("%s: %.1f s (%.0f s since the start).", name, elapsed,
-                 time.perf_counter() - self.start)
-
-
-def _subset_size(config, baseline_names, num_examples: int) -> int:
-  """Test images every method denoised: the slow baselines' share, else all of them."""
-  if any(name in baselines.SLOW_BASELINES for name in baseline_names):
-    return min(config.slow_baseline_max_images, num_examples)
-  return num_examples
-
-
-def _evaluate_level(config, data: loading.EvalData, models: list[loading.Model], baseline_names,
-                    noise_type: str, level: float, progress: _Progress, shown: int):
-  """Scores every method at one (type, level); returns (result, noisy, outputs[:shown])."""
-  stage = f"{noise_type}/{scoring.level_key(level)}"
-  num_examples = len(data.test_images)
-  subset_size = _subset_size(config, baseline_names, num_examples)
-  with progress.stage(f"{stage}: noise"):
-    noisy, tune_noisy, fit_noisy = (
-        scoring.add_fixed_noise(images, noise_type, level,
-                                scoring.noise_seed(config.seed, noise_type, level, stream))
-        for images, stream in ((data.test_images, scoring.TEST_STREAM),
-                               (data.tune_images, scoring.TUNE_STREAM),
-                               (data.fit_images, scoring.FIT_STREAM)))
-  per_example, outputs, tuned_baselines = {}, {}, {}
-  for model in models:
-    with progress.stage(f"{stage}: model {model.name}"):
-      denoised = model.denoise(noisy, config.batch_size)
-      per_example[model.name] = _score(data.test_images, denoised, model.name, config)
-      outputs[model.name] = denoised[:shown]
-  for name in baseline_names:
-    with progress.stage(f"{stage}: tune {name}"):
-      tuned = tuning.tune_baseline(
-          name, tune_noisy, data.tune_images,
-          fit_noisy=fit_noisy if len(fit_noisy) else None,
-          fit_clean=data.fit_images if len(fit_noisy) else None)
-    images = noisy[:subset_size] if name in baselines.SLOW_BASELINES else noisy
-    with progress.stage(f"{stage}: baseline {name} ({len(images)} images)"):
-      denoised = tuned.denoise(images)
-      per_example[name] = _score(data.test_images[:len(images)], denoised, name, config)
-      outputs[name] = np.asarray(denoised[:shown], np.float32)
-    tuned_baselines[name] = {"params": scoring.to_builtin(dict(tuned.params)),
-                             "tuning_psnr_db": float(tuned.tuning_psnr_db),
-                             "num_examples": len(images)}
-  result = {
-      "level": level,
-      "num_examples": num_examples,
-      "metrics": {name: scoring.summarize(values) for name, values in per_example.items()},
-      "baselines": tuned_baselines,
-  }
-  if subset_size < num_examples:
-    result["subset"] = {
-        "num_examples": subset_size,
-        "metrics": {name: scoring.summarize(values, subset_size)
-                    for name, values in per_example.items()},
-    }
-  result["margin_over_best_baseline"] = {
-      model.name: scoring.margin_over_best_baseline(result, model.name) for model in models}
-  return result, noisy, outputs
-
-
-def _score(clean, denoised, method: str, config) -> dict[str, np.ndarray]:
-  try:
-    return scoring.per_example_metrics(clean, denoised, config.batch_size)
-  except ValueError as error:
-    raise settings.EvaluationError(
-        f"Method {method!r} returned unusable images: {error}.") from error
 
 
 def _flat(features) -> np.ndarray:
@@ -172,9 +100,50 @@ def _feature_scores(train_clean, train_noisy, test_clean, test_noisy, data: load
   }
 
 
+_FEATURE_SCORES = ("dim", "probe_accuracy_clean", "probe_accuracy_noisy", "kmeans_accuracy_clean",
+                   "kmeans_nmi_clean", "kmeans_accuracy_noisy", "kmeans_nmi_noisy")
+
+
+def _raw_pixels_key(config, data: loading.EvalData) -> dict:
+  """The cache key of the raw-pixel representation scores: everything they depend on."""
+  reference_type, reference_level = config.reference.type, float(config.reference.level)
+  files = [__file__, scoring.__file__,
+           *cache_lib.module_files(representation, "linear_probe_accuracy", "kmeans_scores")]
+  labels = (data.probe_labels, data.test_labels)
+  return {
+      "kind": "representation",
+      "features": scoring.RAW_PIXELS,
+      "code": {"sources": cache_lib.source_digest(files),
+               "libraries": {**cache_lib.library_versions(("numpy", "scipy", "scikit-learn")),
+                             "tensorflow": tf.__version__}},
+      "dataset": {"name": config.dataset, "version": data.dataset_version,
+                  "split": config.split, "train_split": config.train_split},
+      "probe": {"split": data.splits["representation_train"],
+                "images": cache_lib.array_digest(data.probe_images),
+                "labels": cache_lib.array_digest(*labels)},
+      "test": {"num_images": len(data.test_images),
+               "images": cache_lib.array_digest(data.test_images)},
+      "noise": {"type": reference_type, "level": reference_level, "seed": int(config.seed),
+                "stream_seeds": {stream: scoring.noise_seed(
+                    config.seed, reference_type, reference_level, stream).tolist()
+                                 for stream in (scoring.TEST_STREAM, "representation_train")}},
+      "num_classes": int(data.num_classes),
+  }
+
+
+def _check_feature_scores(entry: cache_lib.Entry) -> None:
+  if set(entry.value) != set(_FEATURE_SCORES):
+    raise ValueError(f"it holds {sorted(entry.value)}, not the feature scores")
+
+
 def _evaluate_representation(config, data: loading.EvalData, models: list[loading.Model],
-                             reference_noisy: np.ndarray, progress: _Progress) -> dict:
-  """Linear probe and k-means scores of each encoder's features, and of the raw pixels."""
+                             reference_noisy: np.ndarray, progress: progress_lib.Progress,
+                             cache: cache_lib.Cache) -> dict:
+  """Linear probe and k-means scores of each encoder's features, and of the raw pixels.
+
+  The raw pixels' scores do not depend on the models: they come from the cache
+  when an earlier evaluation computed them with the same inputs.
+  """
   if not config.representation.train_examples:
     return {"skipped": "representation.train_examples is 0"}
   if data.test_labels is None or not data.num_classes:
@@ -195,13 +164,30 @@ def _evaluate_representation(config, data: loading.EvalData, models: list[loadin
       data.probe_images, reference_type, reference_level,
       scoring.noise_seed(config.seed, reference_type, reference_level, "representation_train"))
   images = (data.probe_images, probe_noisy, data.test_images, reference_noisy)
-  with progress.stage(f"representation: {scoring.RAW_PIXELS}"):
-    result["features"][scoring.RAW_PIXELS] = _feature_scores(*images, data, config.seed)
+  key = _raw_pixels_key(config, data)
+  cached = cache.load("representation", key, _check_feature_scores)
+  result["raw_pixels_from_cache"] = cached is not None
+  if cached is not None:
+    result["features"][scoring.RAW_PIXELS] = cached.value
+  else:
+    with progress.stage(f"representation: {scoring.RAW_PIXELS}"):
+      result["features"][scoring.RAW_PIXELS] = _feature_scores(*images, data, config.seed)
+    cache.store("representation", key, result["features"][scoring.RAW_PIXELS])
   for model in models:
     with progress.stage(f"representation: {model.name}"):
       features = [model.encode(batch, config.batch_size) for batch in images]
       result["features"][model.name] = _feature_scores(*features, data, config.seed)
   return result
+
+
+def _representation_cost(config, data: loading.EvalData, models, cache: cache_lib.Cache) -> float:
+  """Prior cost of `_evaluate_representation`, for the time-left estimate."""
+  if not config.representation.train_examples or data.test_labels is None:
+    return 0.0
+  raw_cached = cache.enabled and os.path.exists(
+      cache.path("representation", _raw_pixels_key(config, data)))
+  return (progress_lib.cached_cost() if raw_cached else progress_lib.REPRESENTATION_RAW_COST) + (
+      progress_lib.REPRESENTATION_MODEL_COST * len(models))
 
 
 def evaluate_and_report(config: ml_collections.ConfigDict, model_paths_by_name: dict[str, str],
@@ -221,7 +207,7 @@ def evaluate_and_report(config: ml_collections.ConfigDict, model_paths_by_name: 
       anything is written; or the report could not be written.
     data_source.DatasetUnavailableError: the dataset is neither prepared nor downloadable.
   """
-  progress = _Progress()
+  progress = progress_lib.Progress()
   settings.validate_config(config)
   try:
     reports.check_workdir(output_dir, flag="--output_dir")
@@ -231,40 +217,30 @@ def evaluate_and_report(config: ml_collections.ConfigDict, model_paths_by_name: 
     loading.check_model_name(name)
   baseline_names = settings.selected_baselines(config)
   levels = settings.noise_levels(config)
+  cache = cache_lib.Cache(config.cache_dir or None, enabled=config.use_cache)
+  workers = parallel.worker_count(config.num_workers)
   with progress.stage("load models"):
     models = [loading.load_model(name, path) for name, path in model_paths_by_name.items()]
   with progress.stage("load data"):
     data = loading.load_data(config)
-  logging.info("Evaluating %s and baselines %s on %d images of %s.",
+  logging.info("Evaluating %s and baselines %s on %d images of %s, at %d noise levels, with %d "
+               "worker process%s; baseline cache: %s.",
                ", ".join(model.name for model in models), ", ".join(baseline_names),
-               len(data.test_images), config.split)
+               len(data.test_images), config.split, sum(map(len, levels.values())), workers,
+               "" if workers == 1 else "es", cache.directory if cache.enabled else "off")
 
   shown = min(config.num_images_to_show,
-              _subset_size(config, baseline_names, len(data.test_images)))
-  results, examples, reference_noisy = {}, {}, None
-  for noise_type, type_levels in levels.items():
-    results[noise_type] = {}
-    shown_level = type_levels[len(type_levels) // 2]
-    for level in type_levels:
-      result, noisy, outputs = _evaluate_level(config, data, models, baseline_names,
-                                               noise_type, level, progress, shown)
-      results[noise_type][scoring.level_key(level)] = result
-      if level == shown_level:
-        examples[noise_type] = {
-            "level": level,
-            # The "noisy" baseline's output is the noisy row itself.
-            "rows": [("original", data.test_images[:shown]), ("noisy input", noisy[:shown]),
-                     *((name, images) for name, images in outputs.items() if name != "noisy")],
-        }
-      if (noise_type, level) == (config.reference.type, float(config.reference.level)):
-        reference_noisy = noisy
-  representation_result = _evaluate_representation(config, data, models, reference_noisy,
-                                                   progress)
+              levels_lib.subset_size(config, baseline_names, len(data.test_images)))
+  evaluated = levels_lib.evaluate_levels(
+      config, data, models, baseline_names, levels, progress, shown, cache, workers,
+      later_cost=_representation_cost(config, data, models, cache))
+  representation_result = _evaluate_representation(config, data, models,
+                                                   evaluated.reference_noisy, progress, cache)
 
   slow = [name for name in baseline_names if name in baselines.SLOW_BASELINES]
   report = {
       "dataset": {"name": config.dataset, "num_examples": len(data.test_images),
-                  "splits": data.splits},
+                  "splits": data.splits, "version": data.dataset_version},
       "config": config.to_dict(),
       "models": {model.name: model.path for model in models},
       "training_runs": {model.name: model.training_run for model in models},
@@ -274,18 +250,23 @@ def evaluate_and_report(config: ml_collections.ConfigDict, model_paths_by_name: 
       "reference": {"type": config.reference.type, "level": float(config.reference.level)},
       "psnr_conventions": {**scoring.PSNR_CONVENTIONS, "max_psnr_db": scoring.MAX_PSNR_DB,
                            "min_mse": scoring.MIN_MSE},
-      "results": results,
+      "results": evaluated.results,
       "representation": representation_result,
+      "baseline_cache": {"directory": cache.directory, "enabled": cache.enabled,
+                         **evaluated.cache},
+      "workers": workers,
       "timings_seconds": dict(progress.timings),
+      "wall_seconds": round(time.perf_counter() - progress.start, 1),
   }
   with progress.stage("write report"):
     try:
-      report_lib.write_outputs(report, examples, output_dir)
+      report_lib.write_outputs(report, evaluated.examples, output_dir)
     except (OSError, tf.errors.OpError) as error:
       raise settings.EvaluationError(
           f"Cannot write the report to {output_dir} ({type(error).__name__}: "
           f"{' '.join(str(error).split())[:300]}); choose another --output_dir or fix its "
           "permissions.") from error
-  logging.info("Wrote the evaluation report to %s in %.0f s.", output_dir,
-               time.perf_counter() - progress.start)
+  logging.info("Wrote the evaluation report to %s in %.0f s (%d baseline results computed, %d "
+               "from the cache).", output_dir, time.perf_counter() - progress.start,
+               evaluated.cache["computed"], evaluated.cache["from_cache"])
   return report

@@ -80,8 +80,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise EvaluationError(
           f"Unknown baseline {name!r} in baselines; valid baselines are "
           f"{', '.join(baselines.BASELINE_NAMES)} (e.g. --config.baselines=noisy,median).")
-  for field in ("num_examples", "wiener_fit_examples", "representation.train_examples"):
+  for field in ("num_examples", "wiener_fit_examples", "representation.train_examples",
+                "num_workers"):
     _check_count(config, field, 0)
+  if not isinstance(config.use_cache, bool):
+    raise EvaluationError(f"use_cache={config.use_cache!r} must be true or false "
+                          "(--config.use_cache=false computes every baseline afresh).")
+  if not isinstance(config.cache_dir, str) or "://" in config.cache_dir:
+    raise EvaluationError(f"cache_dir={config.cache_dir!r} must be a local directory, or '' for "
+                          "the default ~/.cache/dae-trainer/evaluation (set --config.cache_dir=...).")
   if "wiener" in selected_baselines(config) and not config.wiener_fit_examples:
     raise EvaluationError("The wiener baseline is fitted on wiener_fit_examples training images, "
                           "but wiener_fit_examples=0; set --config.wiener_fit_examples=5000 or "
