@@ -669,3 +669,13 @@ def test_missing_eval_extra_is_one_line_naming_it(tmp_path):
       "dae-trainer evaluate: the evaluation needs sklearn, which is not installed; install the "
       "eval extra: pip install '.[eval]' (or 'dae-trainer[eval]').")
   assert "Traceback" not in result.stderr
+
+
+def test_more_examples_than_the_split_score_the_whole_split_with_a_warning(caplog):
+  config = _small_config()
+  config.split = "test[:40]"
+  config.num_examples = 100_000
+  data = loading.load_data(config)
+  assert len(data.test_images) == 40 and data.splits["test"] == "test[:40]"
+  assert any("num_examples=100000 is more than the 40 images of split 'test[:40]': scoring all 40"
+             in record.getMessage() for record in caplog.records)

@@ -302,17 +302,23 @@ def load_data(config: ml_collections.ConfigDict) -> EvalData:
   if num_test < 1:
     raise settings.EvaluationError(
         f"split {config.split!r} is empty; choose another --config.split.")
+  num_examples = config.num_examples
+  if num_examples > num_test:
+    # Scored as the whole split, and reported as such (not as "first N").
+    logging.warning("num_examples=%d is more than the %d images of split %r: scoring all %d.",
+                    num_examples, num_test, config.split, num_test)
+    num_examples = 0
   train = config.train_split
   tune_start = num_train - config.tuning_examples
   fit_start = tune_start - config.wiener_fit_examples
   probe_count = min(config.representation.train_examples, num_train)
   splits = {
-      "test": config.split + (f" (first {config.num_examples})" if config.num_examples else ""),
+      "test": config.split + (f" (first {num_examples})" if num_examples else ""),
       "tuning": f"{train}[{tune_start}:{num_train}]",
       "wiener_fit": f"{train}[{fit_start}:{tune_start}]",
       "representation_train": f"{train}[:{probe_count}]",
   }
-  test_images, test_labels = _read_split(builder, config.split, config.num_examples)
+  test_images, test_labels = _read_split(builder, config.split, num_examples)
   tune_images, _ = _read_split(builder, splits["tuning"])
   fit_images, _ = (_read_split(builder, splits["wiener_fit"]) if config.wiener_fit_examples
                    else (np.zeros((0, *data_source.IMAGE_SHAPE), np.float32), None))
