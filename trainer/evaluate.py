@@ -6,6 +6,10 @@ plots and TensorBoard events to --output_dir (default
 `<first workdir>/eval`).
 The only module of the evaluation that defines flags; the config is
 configs/evaluate.py, any field overridable, e.g. `--config.num_examples=1000`.
+The classical baselines run in one worker process per core
+(`--config.num_workers`) and their results are cached for the next
+evaluation in ~/.cache/dae-trainer/evaluation (`--config.cache_dir`;
+`--config.use_cache=false` ignores the cache): see docs/evaluation.md.
 
 Every expected failure (a bad flag, config or SavedModel, unusable data or
 output directory) ends with one line starting "dae-trainer evaluate:" and exit

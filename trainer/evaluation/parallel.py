@@ -63,6 +63,7 @@ def _initialize_worker(verbosity: int) -> None:
   from absl import flags
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
+  logging.use_absl_handler()
   logging.set_verbosity(verbosity)
 
 
