@@ -122,6 +122,9 @@ def get_config() -> ml_collections.ConfigDict:
   # train/ directory (the Profile tab), e.g. '(100, 110)'; rounded out to whole chunks of
   # train.steps_per_loop; chief only. () = off.
   config.runtime.profile_steps = ()
+  # On object stores (gs://) a second trainer finding a live run marker stops; true skips that
+  # check (local workdirs always have their lock). See docs/reliability.md.
+  config.runtime.ignore_run_marker = False
 
   config.lock()
   return config

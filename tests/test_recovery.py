@@ -12,6 +12,7 @@ import time
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 import tensorflow as tf
@@ -634,3 +635,69 @@ def test_a_disk_that_fills_during_the_first_checkpoint_is_one_line_and_a_rerun_c
   assert result.returncode == 0, result.stderr[-2000:]
   assert not os.path.exists(moved / "checkpoints" / "ckpt-32_temp")
   assert [entry["step"] for entry in reports.load_history(str(moved))] == [32]
+
+
+_BEAT = 0.2  # Seconds between a test marker's renewals.
+
+
+def test_a_run_marker_is_renewed_while_held_and_removed_on_release(tmp_path):
+  marker = workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT)
+  path = tmp_path / workdir_lock.MARKER_FILENAME
+  first = json.loads(path.read_text())
+  assert first["pid"] == os.getpid() and first["owner"] == marker.owner
+  time.sleep(3 * _BEAT)
+  assert json.loads(path.read_text())["heartbeat"] > first["heartbeat"]
+  marker.release()
+  assert not path.exists()
+
+
+def test_a_second_trainer_stops_at_a_live_run_marker_naming_its_owner(tmp_path):
+  marker = workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT)
+  try:
+    start = time.monotonic()
+    with pytest.raises(validation.ConfigError, match=rf"is in use by another trainer \(host "
+                       rf".*, PID {os.getpid()} renews trainer.marker.json there\).*"
+                       r"ignore_run_marker=true"):
+      workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT)
+    assert time.monotonic() - start < workdir_lock.STALE_AFTER_HEARTBEATS * _BEAT + 1
+    # The owner's marker is untouched, and the check can be skipped.
+    assert json.loads((tmp_path / workdir_lock.MARKER_FILENAME).read_text())["owner"] == (
+        marker.owner)
+    workdir_lock.claim_marker(str(tmp_path), ignore_marker=True, heartbeat_seconds=_BEAT).release()
+  finally:
+    marker.release()
+
+
+@pytest.mark.parametrize("left_behind", [
+    '{"owner": "gone", "host": "lost-machine", "pid": 7, "heartbeat": 12}',  # kill -9, lost VM
+    "{not json",  # A torn or foreign file.
+])
+def test_a_marker_that_is_not_renewed_is_taken_over(tmp_path, caplog, left_behind):
+  (tmp_path / workdir_lock.MARKER_FILENAME).write_text(left_behind)
+  marker = workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT)
+  try:
+    content = json.loads((tmp_path / workdir_lock.MARKER_FILENAME).read_text())
+    assert content["owner"] == marker.owner
+    assert any("Taking over" in record.getMessage() or "is not a run marker" in record.getMessage()
+               for record in caplog.records)
+  finally:
+    marker.release()
+
+
+def test_of_two_trainers_claiming_at_once_exactly_one_gets_the_workdir(tmp_path):
+  outcomes = []
+
+  def claim():
+    try:
+      outcomes.append(workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT))
+    except validation.ConfigError as error:
+      outcomes.append(error)
+
+  threads = [threading.Thread(target=claim) for _ in range(2)]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  markers = [outcome for outcome in outcomes if isinstance(outcome, workdir_lock.RunMarker)]
+  assert len(markers) == 1 and len(outcomes) == 2, outcomes
+  markers[0].release()
