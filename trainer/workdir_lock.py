@@ -99,9 +99,14 @@ class RunMarker:
     self._stop.set()
     if self._thread.is_alive():
       self._thread.join()
-    current = read_marker(self.path)
-    if current is not None and current.get("owner") == self.owner:
-      tf.io.gfile.remove(self.path)
+    try:
+      current = read_marker(self.path)
+      if current is not None and current.get("owner") == self.owner:
+        tf.io.gfile.remove(self.path)
+    except tf.errors.OpError as error:
+      # Runs as the run ends, often after another failure: never hide that one.
+      logging.warning("Could not remove the run marker %s (%s); the next trainer takes it "
+                      "over once it sees no renewal.", self.path, error)
 
 
 def read_marker(path: str) -> dict | None:
