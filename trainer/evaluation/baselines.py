@@ -64,24 +64,7 @@ The baselines (`BASELINE_NAMES`):
     MNIST; 18.3 dB pooled from 5,000 images here). The levels map's clip
     would make it nonlinear (a soft threshold), worth about 1 dB more.
 
-Cost, measured on 2 CPU cores shared with other work (load about 7), 28x28
-images: `denoise` on 10,000 images takes 0.1 s (gaussian_blur), 0.4 s
-(wiener), 1.3 s (median), 5 s (nl_means, 0.4 ms per image), 8 s (wavelet,
-0.8 ms) and 9 s (total_variation, 1 ms); bm3d about 20 ms per image (one C call
-per image; 3 to 4 minutes per 10,000), hence `SLOW_BASELINES`. `tune_baseline`
-on 200 images takes under 1 s (median, gaussian_blur), 2-7 s (total_variation,
-nl_means, wavelet, wiener with 5,000 fitting images) and 30 s (bm3d). Since
-then (2026-12-03): total variation and wavelet are batched over the images
-(2-3x and 10-20x faster: wavelet's 10,000 images now take under 1 s), and the
-tuning hill-climbs total variation's, non-local means' and BM3D's noise
-parameter (`tuning.ORDERED_AXES`), about half the evaluations for the same
-choice. The evaluation runs the baselines in worker processes and caches
-their results (trainer/evaluation/levels.py).
-
-Measured at gaussian 0.4, tuned on 200 training images, scored on 200 other
-ones (per-image mean PSNR): noisy 11.0, median 17.2, nl_means 18.1,
-total_variation 18.2, wiener (5,000 fitting images) 18.5, gaussian_blur 19.2,
-wavelet 19.3, bm3d 19.5 dB.
+What each baseline costs and scores: docs/evaluation.md, "The baselines' cost and quality".
 
 scipy, scikit-image, PyWavelets and bm3d are imported when a baseline needs
 them, so this module imports without them.
