@@ -128,8 +128,7 @@ def _print_table(results) -> None:
   ]
   for name, rate in results["pipeline_examples_per_sec_by_generator"].items():
     core_us = results["pipeline_core_us_per_example_by_generator"][name]
-    rows.append((f"(c) input pipeline alone, noise.generator={name} ({core_us:.2f} core us/ex)",
-                 rate))
+    rows.append((f"(c) alone, noise.generator={name}: {core_us:.2f} core us/example", rate))
   if "data_service_examples_per_sec" in results:
     rows.append((f"(c) via a tf.data service, {results['data_service_workers']} local workers",
                  results["data_service_examples_per_sec"]))
