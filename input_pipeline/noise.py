@@ -206,14 +206,16 @@ def gaussian_table(noise_config: ml_collections.ConfigDict, seed: tf.Tensor,
 def table_normal(shape: tf.Tensor, seed: tf.Tensor, table: tf.Tensor) -> tf.Tensor:
   """Standard normal values of `shape` ([..., height, width, channels]) made from `table` rows.
 
-  Each image's values are the sum of two different rows of the table (one row
-  per image: height * width * channels values), scaled by 1/sqrt(2): every
-  value is still exactly N(0, 1), and a table of R rows gives R (R - 1) / 2
-  different noise images (14 million for the default table and MNIST). It
-  costs two row gathers and an add per image instead of Philox uniforms, a
-  log, a square root, a sine and a cosine per pixel pair. What is given up is
-  independence between images that share a row. Evaluation never uses it;
-  its effect on a full training run is measured in docs/performance.md.
+  Each image's values are (+-a +-b) / sqrt(2) for two different rows a, b of
+  the table (a row holds one image: height * width * channels values), with a
+  sign per row and image, both rows rotated by shifts drawn per call: every
+  value is still exactly N(0, 1). A table of R rows gives 2 R (R - 1) signed
+  pairs (about 900 million for the default table and MNIST), each at any of
+  784 x 784 rotations. It costs two row gathers, two rotations and a few
+  multiply-adds per image instead of Philox uniforms, a log, a square root, a
+  sine and a cosine per pixel pair. What is given up is independence between
+  images that share a row. Evaluation never uses it; its effect on a full
+  training run is measured in docs/performance.md.
   """
   num_images = tf.reduce_prod(shape[:-3])
   num_rows, row_size = tf.unstack(tf.shape(table))
@@ -225,9 +227,9 @@ def table_normal(shape: tf.Tensor, seed: tf.Tensor, table: tf.Tensor) -> tf.Tens
   skip = tf.random.stateless_uniform([num_images], seed=second_seed, maxval=num_rows - 1,
                                      dtype=tf.int32)
   second = (first + 1 + skip) % num_rows
-  # Each call rotates the first rows and the second rows by shifts of its own:
-  # a row then never lines up with the pixels the same way twice in a row,
-  # so a model cannot learn the table's rows as fixed patterns to subtract.
+  # Each call rotates the first rows and the second rows by shifts of its own,
+  # so a row seldom meets the same pixels twice: without this, a model learnt
+  # the table's rows as fixed patterns to subtract (docs/performance.md).
   shifts = tf.unstack(tf.random.stateless_uniform([2], seed=shift_seed, maxval=row_size,
                                                   dtype=tf.int32))
   # And each row of each image gets a sign of its own: (+-a +-b) / sqrt(2).
