@@ -509,10 +509,16 @@ def _start_main(tmp_path):
 def test_a_second_trainer_on_a_locked_workdir_stops_at_once_naming_the_holder(tmp_path,
                                                                              trained_run):
   first = _start_main(tmp_path)
-  started = time.monotonic()
-  second = _run_main(tmp_path, "--config=configs/test.py")
-  assert first.poll() is None, "the first trainer ended before the second was refused"
-  assert time.monotonic() - started < 60
+  # Paused while holding the lock, so that it cannot finish its short run before
+  # the second trainer has started (on an idle machine it would).
+  os.kill(first.pid, signal.SIGSTOP)
+  try:
+    started = time.monotonic()
+    second = _run_main(tmp_path, "--config=configs/test.py")
+    assert first.poll() is None, "the first trainer ended before the second was refused"
+    assert time.monotonic() - started < 60
+  finally:
+    os.kill(first.pid, signal.SIGCONT)
   assert second.returncode == 1 and "Traceback" not in second.stderr
   assert re.search(f"^dae-trainer: --workdir=.* is in use by another trainer \\(PID {first.pid} "
                    "holds", second.stderr.strip().splitlines()[-1])
