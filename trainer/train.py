@@ -93,7 +93,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, dirs: output_dirs.Ou
     raise validation.ConfigError(str(error)) from error
   # The chief locks the workdir before reading anything in it: a second
   # trainer on it would interleave checkpoints and reports.
-  lock = (workdir_lock.acquire(workdir, config.runtime.get("ignore_run_marker", False))
+  lock = (workdir_lock.acquire(workdir, config.runtime.ignore_run_marker)
           if strategy_lib.is_chief(strategy) else workdir_lock.WorkdirLock())
   try:
     previous = reports.read_config(workdir)

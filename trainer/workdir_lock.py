@@ -30,6 +30,7 @@ import uuid
 from absl import logging
 import tensorflow as tf
 
+from input_pipeline import storage
 from trainer import validation
 
 LOCK_FILENAME = "trainer.lock"
@@ -171,7 +172,7 @@ def acquire(workdir: str, ignore_marker: bool = False) -> WorkdirLock:
     validation.ConfigError: another live trainer holds the workdir; the
       message names it.
   """
-  if "://" in workdir:
+  if storage.is_remote(workdir):
     return WorkdirLock(marker=claim_marker(workdir, ignore_marker))
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILENAME)
@@ -202,7 +203,7 @@ def holder(workdir: str) -> str | None:
   exclusive one, and never creates the file. A trainer starting within that
   instant would stop as if another trainer held the workdir; its rerun starts.
   """
-  if "://" in workdir:
+  if storage.is_remote(workdir):
     return None
   path = os.path.join(workdir, LOCK_FILENAME)
   try:
