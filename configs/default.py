@@ -62,6 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.unet_filters = (32, 64, 128)
   # 3x3 convolutions per U-Net level.
   config.model.unet_convs_per_level = 2
+  # False: a bias-free U-Net (no additive constant in any layer; configs/blind_unet.py).
+  config.model.unet_use_bias = True
 
   config.train = ml_collections.ConfigDict()
   # Passes over the training split.

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from configs import blind_unet as blind_unet_config
 from configs import conv as conv_config
 from configs import default as default_config
 from configs import unet as unet_config
@@ -110,6 +111,35 @@ def test_unet_shapes_parameters_and_deepest_features():
   deepest.set_weights([kernel, bias + 1.0])
   assert float(tf.reduce_min(encoder(images) - features)) >= 0.0
   assert float(tf.reduce_max(encoder(images) - features)) > 0.5
+
+
+def _logits(probabilities):
+  probabilities = np.asarray(probabilities, np.float64)
+  return np.log(probabilities) - np.log1p(-probabilities)
+
+
+def test_bias_free_unet_has_no_bias_and_its_logits_scale_with_the_input():
+  config = blind_unet_config.get_config().model
+  config.unet_use_bias = False
+  model = models.create_model(config, IMAGE_SHAPE)
+  assert not [weight.path for weight in model.weights if "bias" in weight.path]
+  with_bias = models.create_model(blind_unet_config.get_config().model, IMAGE_SHAPE)
+  bias_count = sum(int(np.prod(weight.shape)) for weight in with_bias.weights
+                   if "bias" in weight.path)
+  # 48 and 96 filters: 4 convolutions and 1 transposed one each; 192: 2; the output: 1.
+  assert bias_count == 5 * 48 + 5 * 96 + 2 * 192 + 1 == 1_105
+  assert model.count_params() == 1_047_601 - bias_count
+  images = tf.random.stateless_uniform((3, 28, 28, 1), seed=[0, 4])
+  denoised = model(images)
+  assert denoised.shape == (3, 28, 28, 1)
+  # Positive homogeneity: the logits of twice the input are twice the logits.
+  np.testing.assert_allclose(_logits(model(2.0 * images)), 2.0 * _logits(denoised),
+                             rtol=1e-3, atol=1e-3)
+  # The check tells a model with biases apart once they are not zero (they start at zero).
+  with_bias.get_layer("deepest_features").bias.assign(tf.ones(192))
+  biased = _logits(with_bias(2.0 * images)) - 2.0 * _logits(with_bias(images))
+  assert np.max(np.abs(biased)) > 1e-2
+  assert models.get_encoder(model)(images).shape == (3, 7 * 7 * 192)
 
 
 @pytest.mark.parametrize("filters, features", [((8,), 28 * 28 * 8), ((8, 16), 14 * 14 * 16)])

@@ -73,3 +73,63 @@ def test_a_model_missing_from_the_report_fails_its_targets(tmp_path):
   report["training_runs"]["unet"] = None
   results = _check(report)
   assert results[1][2] is False and "not measured" in results[1][1]
+
+
+_LEVELS = {"gaussian": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 0.9),
+           "salt_and_pepper": (0.05, 0.1, 0.2, 0.3, 0.5), "masking": (0.1, 0.25, 0.5, 0.75)}
+_BLIND_UNETS = ("blind_unet", "blind_unet_mixture")
+
+
+def _blind_unet_report(margin=1.0, psnr_at_reference=23.0):
+  """Every blind U-Net `margin` dB over the best baseline (BM3D) at every level."""
+  results = {noise_type: {str(level): {
+      "metrics": {name: {"psnr_mean_db": psnr_at_reference} for name in _BLIND_UNETS},
+      "margin_over_best_baseline": {name: {"best_baseline": "bm3d", "margin_db": margin}
+                                    for name in _BLIND_UNETS}}
+      for level in levels} for noise_type, levels in _LEVELS.items()}
+  noise = {"type": "gaussian", "factor": 0.4, "factor_range": [0.0, 0.8], "mixture_types": []}
+  return {"reference": {"type": "gaussian", "level": 0.4}, "results": results,
+          "training_runs": {
+              "blind_unet": {"epochs": 20, "num_parameters": 1, "noise": noise},
+              "blind_unet_mixture": {"epochs": 20, "num_parameters": 1, "noise": {
+                  **noise, "mixture_types": ["gaussian", "salt_and_pepper", "masking"]}}}}
+
+
+def _check_blind_unets(report):
+  return check_quality_targets.check_blind_unet_targets(report, *_BLIND_UNETS)
+
+
+def test_blind_unet_targets_pass():
+  results = _check_blind_unets(_blind_unet_report())
+  assert len(results) == 5 and all(passed for _, _, passed in results), results
+  assert results[2][1] == "trained on [0, 0.8]; gaussian 0.9: +1.00 vs bm3d"
+
+
+def test_each_blind_unet_target_can_fail():
+  report = _blind_unet_report()
+  report["results"]["gaussian"]["0.2"]["margin_over_best_baseline"]["blind_unet"][
+      "margin_db"] = -0.1
+  assert [passed for _, _, passed in _check_blind_unets(report)] == [
+      False, True, True, True, True]
+  assert [passed for _, _, passed in _check_blind_unets(
+      _blind_unet_report(psnr_at_reference=22.76))] == [True, False, True, True, True]
+  report = _blind_unet_report()
+  report["results"]["masking"]["0.75"]["margin_over_best_baseline"]["blind_unet_mixture"][
+      "margin_db"] = -0.5
+  assert [passed for _, _, passed in _check_blind_unets(report)] == [
+      True, True, True, False, True]
+  report = _blind_unet_report()
+  for name in _BLIND_UNETS:
+    report["results"]["gaussian"]["0.9"]["margin_over_best_baseline"][name]["margin_db"] = -2.0
+  assert [passed for _, _, passed in _check_blind_unets(report)] == [
+      True, True, False, True, False]
+
+
+def test_a_blind_unet_target_without_its_levels_is_not_measured():
+  report = _blind_unet_report()
+  del report["results"]["gaussian"]["0.9"]  # No level outside the training range [0, 0.8].
+  del report["results"]["salt_and_pepper"]["0.3"]
+  results = _check_blind_unets(report)
+  assert [passed for _, _, passed in results] == [True, True, False, False, False]
+  assert "no evaluated level of gaussian is outside blind_unet's training range" in results[2][1]
+  assert "salt_and_pepper level(s) 0.3 not in the report" in results[3][1]

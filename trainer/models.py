@@ -69,10 +69,10 @@ def _dense_decoder(model_config, image_shape, initializers):
 
 
 def _conv(filters, initializers, strides=1, activation="relu", kernel_size=3, name=None,
-          dtype=None):
+          dtype=None, use_bias=True):
   return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
                              activation=activation, kernel_initializer=next(initializers),
-                             name=name, dtype=dtype)
+                             name=name, dtype=dtype, use_bias=use_bias)
 
 
 def _conv_side(model_config, image_side: int) -> int:
@@ -129,27 +129,37 @@ def _conv_decoder(model_config, image_shape, initializers):
 def _unet(model_config, image_shape, initializers):
   """U-Net: per level `unet_convs_per_level` 3x3 convolutions, 2x2 max-pooling
   down, 2x2 transposed convolutions up, and the features of each level
-  concatenated into the decoder at the same resolution (no bottleneck)."""
+  concatenated into the decoder at the same resolution (no bottleneck).
+
+  With `unet_use_bias=False` no layer adds a constant (bias-free, as in Mohan
+  et al., ICLR 2020): ReLU, max-pooling and concatenation are positively
+  homogeneous, so the output's logits scale with the input, logits(a * x) =
+  a * logits(x) for a > 0, and the network cannot fit its biases to the noise
+  levels it was trained on.
+  """
+  use_bias = model_config.unet_use_bias
   images = keras.Input(shape=image_shape, name="images")
   x = images
   skips = []
   *upper_filters, deepest_filters = model_config.unet_filters
   for filters in upper_filters:
     for _ in range(model_config.unet_convs_per_level):
-      x = _conv(filters, initializers)(x)
+      x = _conv(filters, initializers, use_bias=use_bias)(x)
     skips.append(x)
     x = keras.layers.MaxPooling2D(2)(x)
   for index in range(model_config.unet_convs_per_level):
     last = index == model_config.unet_convs_per_level - 1
-    x = _conv(deepest_filters, initializers, name=_UNET_DEEPEST_LAYER if last else None)(x)
+    x = _conv(deepest_filters, initializers, name=_UNET_DEEPEST_LAYER if last else None,
+              use_bias=use_bias)(x)
   for filters, skip in zip(reversed(upper_filters), reversed(skips)):
     x = keras.layers.Conv2DTranspose(filters, 2, strides=2, padding="same", activation="relu",
-                                     kernel_initializer=next(initializers))(x)
+                                     kernel_initializer=next(initializers),
+                                     use_bias=use_bias)(x)
     x = keras.layers.Concatenate()([x, skip])
     for _ in range(model_config.unet_convs_per_level):
-      x = _conv(filters, initializers)(x)
+      x = _conv(filters, initializers, use_bias=use_bias)(x)
   denoised = _conv(image_shape[-1], initializers, activation="sigmoid", kernel_size=1,
-                   dtype=_OUTPUT_DTYPE)(x)
+                   dtype=_OUTPUT_DTYPE, use_bias=use_bias)(x)
   return keras.Model(images, denoised, name="unet_denoiser")
 
 
