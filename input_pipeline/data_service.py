@@ -29,6 +29,8 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
+from trainer import errors
+
 # Every epoch of the training dataset goes to one worker, whole: the dataset's
 # source is the range of epochs (see pipeline._create_train_dataset), which the
 # dispatcher splits between workers, so every image is seen once per epoch.
@@ -40,7 +42,7 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 def _host_port(address: str) -> tuple[str, int]:
   parsed = urllib.parse.urlsplit(address if "://" in address else f"grpc://{address}")
   if not parsed.hostname or not parsed.port:
-    raise ValueError(
+    raise errors.ConfigError(
         f"input.data_service_address={address!r} is not host:port; use e.g. "
         "--config.input.data_service_address=grpc://localhost:5050.")
   return parsed.hostname, parsed.port
@@ -57,7 +59,7 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> N
     with socket.create_connection((host, port), timeout=timeout):
       pass
   except OSError as error:
-    raise ValueError(
+    raise errors.ConfigError(
         f"input.data_service_address={address!r}: no tf.data service dispatcher answers "
         f"({error.strerror or error}); start one with `python -m input_pipeline.data_service "
         "--dispatcher --port=...`, or set --config.input.data_service_address='' to feed "

@@ -27,6 +27,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import downloader as tfds_downloader
 
 from input_pipeline import storage
+from trainer import errors
 
 # TFDS data_dir holding the prepared mnist 3.0.1 shipped with this package.
 BUNDLED_DATA_DIR = os.path.join(os.path.dirname(__file__), "data", "tensorflow_datasets")
@@ -35,9 +36,6 @@ BUNDLED_DATASETS = ("mnist",)
 # Image shape every dataset must have: the models are built for it.
 IMAGE_SHAPE = (28, 28, 1)
 
-
-class DatasetUnavailableError(RuntimeError):
-  """The dataset is neither prepared in the data_dir nor downloadable."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +89,7 @@ def _num_examples(builder: tfds.core.DatasetBuilder, split: str, field: str) -> 
   try:
     return builder.info.splits[split].num_examples
   except (KeyError, ValueError) as error:
-    raise ValueError(
+    raise errors.ConfigError(
         f"{field}={split!r} is not a split of TFDS dataset {builder.name!r} (its splits: "
         f"{', '.join(sorted(builder.info.splits.keys()))}; slices such as 'train[:10%]' "
         f"work); set --config.{field}=...") from error
@@ -103,7 +101,7 @@ def create_data_source(config) -> DataSource:
   Raises:
     ValueError: unknown dataset or split, wrong image shape, or a split with
       fewer examples than one training batch.
-    DatasetUnavailableError: the dataset is not prepared and cannot be downloaded.
+    errors.DatasetUnavailableError: the dataset is not prepared and cannot be downloaded.
   """
   builder = get_builder(config.dataset, config.data_dir)
   # Prepared first: an unprepared dataset's metadata has no splits yet.
@@ -112,11 +110,11 @@ def create_data_source(config) -> DataSource:
   num_eval_examples = _num_examples(builder, config.eval_split, "eval_split")
   steps = steps_per_epoch(num_train_examples, config.train.batch_size)
   if steps < 1:
-    raise ValueError(
+    raise errors.ConfigError(
         f"train_split {config.train_split!r} has {num_train_examples} examples, fewer "
         f"than one batch of train.batch_size={config.train.batch_size}; lower the batch size.")
   if num_eval_examples < 1:
-    raise ValueError(f"eval_split {config.eval_split!r} is empty; choose another eval_split.")
+    raise errors.ConfigError(f"eval_split {config.eval_split!r} is empty; choose another eval_split.")
   verify_records(builder, (config.train_split, config.eval_split))
   if config.train.eval_batch_size > num_eval_examples:
     logging.warning(
@@ -145,22 +143,18 @@ def _create_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuil
   try:
     return tfds.builder(dataset, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as error:
-    raise ValueError(
+    raise errors.ConfigError(
         f"Unknown TFDS dataset {dataset!r}; set --config.dataset to a TFDS dataset "
         "of 28x28x1 images such as mnist, fashion_mnist, kmnist or emnist/digits."
     ) from error
   except Exception as error:  # pylint: disable=broad-except
     # A garbled dataset_info.json or features.json surfaces as one of many
     # parsing errors (protobuf, json, ...); all mean the prepared copy is broken.
-    raise DatasetUnavailableError(
+    raise errors.DatasetUnavailableError(
         f"TFDS dataset {dataset!r} in {data_dir or 'the default data_dir'} is unreadable "
-        f"({_first_line(error)}); rebuild it with `tfds build {dataset} --data_dir=DIR` "
+        f"({errors.describe(error, 300)}); rebuild it with `tfds build {dataset} --data_dir=DIR` "
         "or remove the broken copy.") from error
 
-
-def _first_line(error: BaseException) -> str:
-  text = str(error).strip()
-  return f"{type(error).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
 def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
@@ -176,8 +170,8 @@ def get_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
 
   Raises:
     ValueError: the dataset is unknown to TFDS or its images are not 28x28x1.
-    DatasetUnavailableError: `data_dir` is a local path that does not exist.
-    storage.UnreachableError: `data_dir` is a gs:// (or other non-local) path
+    errors.DatasetUnavailableError: `data_dir` is a local path that does not exist.
+    errors.UnreachableError: `data_dir` is a gs:// (or other non-local) path
       that does not exist or cannot be reached.
   """
   if data_dir and storage.is_remote(data_dir):
@@ -185,7 +179,7 @@ def get_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   elif data_dir and not os.path.isdir(data_dir):
     # TFDS would create it and look for (or download) the data there: a typo
     # would silently leave a stray directory and a download attempt.
-    raise DatasetUnavailableError(
+    raise errors.DatasetUnavailableError(
         f"data_dir={data_dir} does not exist; fix --config.data_dir, or leave it empty for "
         "the default (or the bundled MNIST).")
   builder = _create_builder(dataset, data_dir)
@@ -204,12 +198,12 @@ def check_image_shape(builder: tfds.core.DatasetBuilder) -> None:
   """Raises ValueError naming the shape unless the dataset has 28x28x1 `image`s."""
   features = builder.info.features
   if "image" not in features:
-    raise ValueError(
+    raise errors.ConfigError(
         f"TFDS dataset {builder.name!r} has no 'image' feature (features: "
         f"{', '.join(features.keys())}); choose an image dataset such as mnist.")
   shape = tuple(features["image"].shape)
   if shape != IMAGE_SHAPE:
-    raise ValueError(
+    raise errors.ConfigError(
         f"TFDS dataset {builder.name!r} has images of shape {shape}, but dae-trainer "
         f"needs {IMAGE_SHAPE}; choose a 28x28 grayscale dataset such as mnist, "
         "fashion_mnist, kmnist or emnist/digits.")
@@ -222,7 +216,7 @@ def verify_records(builder: tfds.core.DatasetBuilder, splits) -> None:
   epoch, after the run has started writing. For MNIST this takes about 0.5 s.
 
   Raises:
-    DatasetUnavailableError: a file is unreadable or holds the wrong number of records.
+    errors.DatasetUnavailableError: a file is unreadable or holds the wrong number of records.
   """
   if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
     return
@@ -236,12 +230,12 @@ def verify_records(builder: tfds.core.DatasetBuilder, splits) -> None:
       count = sum(int(size) for size in tf.data.TFRecordDataset(paths).batch(10_000).map(
           lambda records: tf.size(records, out_type=tf.int64)))
     except tf.errors.OpError as error:
-      raise DatasetUnavailableError(
+      raise errors.DatasetUnavailableError(
           f"TFDS dataset {builder.name!r} in {builder.data_dir} has a corrupt {split} file "
-          f"among {', '.join(paths)} ({_first_line(error)}); rebuild it with `tfds build "
+          f"among {', '.join(paths)} ({errors.describe(error, 300)}); rebuild it with `tfds build "
           f"{builder.name} --data_dir=DIR`.") from error
     if count != info.num_examples:
-      raise DatasetUnavailableError(
+      raise errors.DatasetUnavailableError(
           f"TFDS dataset {builder.name!r} in {builder.data_dir}: the {split} files hold "
           f"{count} records, its dataset_info.json says {info.num_examples}; rebuild it "
           f"with `tfds build {builder.name} --data_dir=DIR`.")
@@ -277,7 +271,7 @@ def _listing(directory: str) -> set[str]:
 
 
 def ensure_prepared(builder: tfds.core.DatasetBuilder) -> None:
-  """Downloads and prepares the dataset if needed, or raises DatasetUnavailableError saying how to fix it."""
+  """Downloads and prepares the dataset if needed, or raises errors.DatasetUnavailableError saying how to fix it."""
   if is_prepared(builder):
     return
   logging.info("Preparing TFDS dataset %s in %s.", builder.name, builder.data_dir)
@@ -290,8 +284,8 @@ def ensure_prepared(builder: tfds.core.DatasetBuilder) -> None:
     # Download errors come from many libraries (requests, urllib3, TFDS's own
     # checksum and manual-dir errors); they all mean the same thing to the user.
     _remove_partial_download(data_dir_root, existed)
-    cause = _first_line(error)
-    raise DatasetUnavailableError(
+    cause = errors.describe(error, 300)
+    raise errors.DatasetUnavailableError(
         f"TFDS dataset {builder.name!r} is not prepared in {builder.data_dir} and could "
         f"not be downloaded ({cause[:300]}). Fix: on a machine with internet run "
         f"`tfds build {builder.name} --data_dir=DIR`, copy DIR here and pass "

@@ -23,6 +23,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from trainer import errors
+
 NOISE_TYPES = ("gaussian", "salt_and_pepper", "masking")
 # Noise types whose factor is a fraction of pixels, hence limited to [0, 1].
 FRACTION_NOISE_TYPES = ("salt_and_pepper", "masking")
@@ -69,7 +71,7 @@ def validate_noise_config(noise_config: ml_collections.ConfigDict) -> None:
   factor_range = _factor_range(noise_config)
   if factor_range:
     if len(factor_range) != 2 or not factor_range[0] <= factor_range[1]:
-      raise ValueError(
+      raise errors.ConfigError(
           f"noise.factor_range={factor_range} must be two levels (lo, hi) with lo <= hi, "
           "e.g. --config.noise.factor_range='(0.1, 0.8)'.")
     for noise_type in _mixture_types(noise_config) or (noise_config.type,):
@@ -81,41 +83,41 @@ def validate_noise_config(noise_config: ml_collections.ConfigDict) -> None:
 def _validate_generator(noise_config: ml_collections.ConfigDict) -> None:
   name = generator(noise_config)
   if name not in GENERATORS:
-    raise ValueError(f"Unknown noise.generator {name!r}; valid generators are "
+    raise errors.ConfigError(f"Unknown noise.generator {name!r}; valid generators are "
                      f"{', '.join(GENERATORS)} (set --config.noise.generator=philox).")
   if name != "table":
     return
   if "gaussian" not in (_mixture_types(noise_config) or (noise_config.type,)):
-    raise ValueError(
+    raise errors.ConfigError(
         f"noise.generator='table' draws Gaussian values, but noise.type={noise_config.type!r} "
         "draws none; use --config.noise.generator=philox.")
   size = noise_config.get("table_num_values", None)
   if (isinstance(size, bool) or not isinstance(size, int)
       or not _MIN_TABLE_VALUES <= size <= _MAX_TABLE_VALUES):
-    raise ValueError(
+    raise errors.ConfigError(
         f"noise.table_num_values={size!r} must be an integer in [{_MIN_TABLE_VALUES:,}, "
         f"{_MAX_TABLE_VALUES:,}] (e.g. --config.noise.table_num_values=4194304).")
 
 
 def _validate_type(noise_type, name: str) -> None:
   if noise_type not in NOISE_TYPES:
-    raise ValueError(
+    raise errors.ConfigError(
         f"Unknown {name} {noise_type!r}; valid types are "
         f"{', '.join(NOISE_TYPES)} (set --config.noise.type=...).")
 
 
 def _validate_factor(noise_type: str, factor, name: str) -> None:
   if not math.isfinite(factor):
-    raise ValueError(
+    raise errors.ConfigError(
         f"{name}={factor} is not a finite number; set --config.{name} to e.g. "
         "0.4 (gaussian std) or 0.2 (fraction of pixels).")
   if noise_type in FRACTION_NOISE_TYPES and not 0.0 <= factor <= 1.0:
-    raise ValueError(
+    raise errors.ConfigError(
         f"{name}={factor} is not a fraction of pixels; for "
         f"{noise_type} noise it must be in [0, 1] "
         f"(e.g. --config.{name}=0.2).")
   if noise_type == "gaussian" and not factor >= 0.0:
-    raise ValueError(
+    raise errors.ConfigError(
         f"{name}={factor} is a negative standard deviation; for gaussian "
         f"noise it must be >= 0 (e.g. --config.{name}=0.4).")
 

@@ -23,6 +23,8 @@ import threading
 
 import tensorflow as tf
 
+from trainer import errors
+
 # How long the first check of a non-local directory may take. A working bucket
 # answers in about a second, credentials included.
 ANSWER_SECONDS = 15.0
@@ -31,18 +33,11 @@ _FIX = ("check this machine's network and its Google Cloud credentials (gcloud a
         "bucket exists, or use a local path")
 
 
-class UnreachableError(ValueError):
-  """A non-local directory cannot be used; the message names it, why, and the fix."""
-
 
 def is_remote(path: str) -> bool:
   """True for a path on a filesystem of TensorFlow's (gs://, ...) rather than a local one."""
   return "://" in path
 
-
-def _reason(error: BaseException) -> str:
-  text = " ".join(str(error).split())
-  return f"{type(error).__name__}: {text[:240]}"
 
 
 def _within_deadline(function, seconds: float):
@@ -79,7 +74,7 @@ def _write_and_remove(directory: str) -> None:
 
 def check_usable(path: str, flag: str, writable: bool,
                  seconds: float = ANSWER_SECONDS) -> None:
-  """Raises UnreachableError unless the non-local directory `path` answers in `seconds`.
+  """Raises errors.UnreachableError unless the non-local directory `path` answers in `seconds`.
 
   Args:
     path: a non-local directory (`is_remote(path)`); local paths are the
@@ -99,25 +94,25 @@ def check_usable(path: str, flag: str, writable: bool,
   try:
     exists = _within_deadline(check, seconds)
   except TimeoutError as error:
-    raise UnreachableError(
+    raise errors.UnreachableError(
         f"{flag}={path} did not answer within {seconds:g} s (TensorFlow's storage client "
         f"keeps retrying); {_FIX}.") from error
   except tf.errors.UnimplementedError as error:
-    raise UnreachableError(
+    raise errors.UnreachableError(
         f"{flag}={path}: TensorFlow has no filesystem for {path.split('://')[0]}:// "
-        f"({_reason(error)}); use a gs:// or local path.") from error
+        f"({errors.describe(error, 240)}); use a gs:// or local path.") from error
   except (tf.errors.PermissionDeniedError, tf.errors.UnauthenticatedError) as error:
-    raise UnreachableError(
+    raise errors.UnreachableError(
         f"{flag}={path} cannot be {'written' if writable else 'read'} with this machine's "
-        f"credentials ({_reason(error)}); log in with gcloud auth application-default login "
+        f"credentials ({errors.describe(error, 240)}); log in with gcloud auth application-default login "
         "(or set GOOGLE_APPLICATION_CREDENTIALS=KEY.json) as an account with access to the "
         f"bucket, or choose another {flag}.") from error
   except tf.errors.NotFoundError as error:
-    raise UnreachableError(
-        f"{flag}={path} cannot be written ({_reason(error)}); check that the bucket exists "
+    raise errors.UnreachableError(
+        f"{flag}={path} cannot be written ({errors.describe(error, 240)}); check that the bucket exists "
         f"and is spelled right, or choose another {flag}.") from error
   except tf.errors.OpError as error:
-    raise UnreachableError(f"{flag}={path} cannot be reached ({_reason(error)}); {_FIX}.") from error
+    raise errors.UnreachableError(f"{flag}={path} cannot be reached ({errors.describe(error, 240)}); {_FIX}.") from error
   if not exists and not writable:
-    raise UnreachableError(
+    raise errors.UnreachableError(
         f"{flag}={path} does not exist; fix {flag}.")

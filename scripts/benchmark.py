@@ -36,16 +36,16 @@ from ml_collections import config_flags
 from configs import default as default_config
 from input_pipeline import data_source
 from input_pipeline import noise
+from trainer.benchmarking import harness
+from trainer.benchmarking import tutorial
 from trainer import cli
+from trainer.cloud import local_cluster
 from trainer import models
 from trainer import reports
 from trainer import resources
 from trainer import strategy as strategy_lib
 from trainer import train
 from trainer import validation
-from trainer.benchmarking import harness
-from trainer.benchmarking import tutorial
-from trainer.cloud import local_cluster
 
 _NUM_EPOCHS = flags.DEFINE_integer("num_epochs", 3, "Epochs to time for each measurement.")
 _ROUNDS = flags.DEFINE_integer(
@@ -177,11 +177,7 @@ def main(argv):
   if num_epochs < 1 or num_rounds < 1:
     raise app.UsageError(f"--num_epochs={num_epochs} and --rounds={num_rounds} must both be "
                          ">= 1, e.g. --num_epochs=3 --rounds=3.")
-  try:
-    strategy, data = _checked_setup(config)
-  except (ValueError, data_source.DatasetUnavailableError) as error:
-    # A bad config value or unusable data: one line, as from trainer.main.
-    cli.fail(str(error))
+  strategy, data = _checked_setup(config)
   trainer = harness.TrainingLoop(strategy, data, config, num_epochs * num_rounds)
   if _TRAINING_ONLY.value:
     trainer_rate = statistics.median(
@@ -261,5 +257,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  # A missing --config file or a misspelled --config.* override: one line.
-  app.run(main, flags_parser=cli.parse_flags)
+  # A missing --config file, a misspelled --config.* override or a bad value: one line.
+  cli.run(main)

@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from input_pipeline import data_source
 from input_pipeline import pipeline
+from trainer import errors
 from trainer import reports
 from trainer import train
-from trainer import validation
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_a_dead_dispatcher_is_one_line_before_training(config, tmp_path):
     port = unused.getsockname()[1]
   config.input.data_service_address = f"grpc://localhost:{port}"
   start = time.time()
-  with pytest.raises(validation.ConfigError, match="no tf.data service dispatcher") as error:
+  with pytest.raises(errors.ConfigError, match="no tf.data service dispatcher") as error:
     train.train_and_evaluate(config, str(tmp_path / "workdir"))
   assert time.time() - start < 60
   assert "\n" not in str(error.value) and f"localhost:{port}" in str(error.value)

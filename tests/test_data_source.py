@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import downloader as tfds_downloader
 
 from input_pipeline import data_source
+from trainer import errors
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,7 +90,7 @@ def test_unavailable_dataset_error_says_how_to_fix_it(tmp_path, monkeypatch):
 
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline_download)
   builder = data_source.get_builder("fashion_mnist", str(tmp_path))
-  with pytest.raises(data_source.DatasetUnavailableError) as error:
+  with pytest.raises(errors.DatasetUnavailableError) as error:
     data_source.ensure_prepared(builder)
   # Few retries (TFDS's own 10 take about 3.5 minutes offline), restored after.
   assert retries_during_download == [2] and tfds_downloader.MAX_RETRIES == 10
@@ -112,6 +113,6 @@ def test_an_unprepared_dataset_is_prepared_before_its_splits_are_read(tmp_path, 
 
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline_download)
   config.dataset, config.data_dir = "fashion_mnist", str(tmp_path)
-  with pytest.raises(data_source.DatasetUnavailableError, match="'fashion_mnist' is not "
+  with pytest.raises(errors.DatasetUnavailableError, match="'fashion_mnist' is not "
                                                                 "prepared in"):
     data_source.create_data_source(config)

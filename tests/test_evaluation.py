@@ -21,6 +21,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from tests import evaluation_fakes
+from trainer import errors
 
 # Where the evaluation's baselines, tuning or representation modules do not exist,
 # configs/evaluate.py and trainer/evaluation/ import the stand-ins.
@@ -30,13 +31,13 @@ MISSING_MODULES = evaluation_fakes.install_if_missing()
 from configs import evaluate as evaluate_config
 from configs import test as test_config
 from input_pipeline import data_source
+from trainer import checkpoints
 from trainer.evaluation import levels
 from trainer.evaluation import loading
 from trainer.evaluation import report as report_lib
 from trainer.evaluation import runner
 from trainer.evaluation import scoring
 from trainer.evaluation import settings
-from trainer import checkpoints
 from trainer import export
 from trainer import models
 from trainer import workdir_lock
@@ -412,7 +413,7 @@ def test_bad_config_fails_with_one_line_and_writes_nothing(fakes, tmp_path, chan
   with config.unlocked():
     change(config)
   output_dir = str(tmp_path / "out")
-  with pytest.raises(settings.EvaluationError, match=message) as error:
+  with pytest.raises(errors.EvaluationError, match=message) as error:
     runner.evaluate_and_report(config, {"m": str(tmp_path / "nowhere")}, output_dir)
   assert "\n" not in str(error.value)
   assert not os.path.exists(output_dir)
@@ -421,7 +422,7 @@ def test_bad_config_fails_with_one_line_and_writes_nothing(fakes, tmp_path, chan
 def test_missing_saved_model_names_the_path_and_the_fix(fakes, tmp_path):
   del fakes
   output_dir = str(tmp_path / "out")
-  with pytest.raises(settings.EvaluationError,
+  with pytest.raises(errors.EvaluationError,
                      match=r"No SavedModel at .*/run/saved_model \(model 'run'\); train first "
                            r"\(python -m trainer.main .*--workdir=.*/run\) or pass "
                            r"--saved_model=PATH"):
@@ -436,13 +437,13 @@ def test_model_paths_name_each_model():
       "dense": "/runs/dense/saved_model", "conv": "gs://b/conv/saved_model", "best": "/x/y",
       "z": "/x/z/saved_model", "plain": "/x/plain"}
   assert loading.default_output_dir(["/runs/dense/", "/runs/conv"]) == "/runs/dense/eval"
-  with pytest.raises(settings.EvaluationError, match="Two models are named 'dense'"):
+  with pytest.raises(errors.EvaluationError, match="Two models are named 'dense'"):
     loading.model_paths(["/a/dense", "/b/dense"], [])
-  with pytest.raises(settings.EvaluationError, match="'median', which is reserved"):
+  with pytest.raises(errors.EvaluationError, match="'median', which is reserved"):
     loading.model_paths([], ["median=/a"])
-  with pytest.raises(settings.EvaluationError, match="No model to evaluate"):
+  with pytest.raises(errors.EvaluationError, match="No model to evaluate"):
     loading.model_paths([], [])
-  with pytest.raises(settings.EvaluationError, match="Pass --output_dir"):
+  with pytest.raises(errors.EvaluationError, match="Pass --output_dir"):
     loading.default_output_dir([])
 
 
@@ -595,7 +596,7 @@ def test_weights_that_do_not_match_the_exports_record_are_one_line(tmp_path):
   record = tmp_path / "saved_model" / export.EXPORT_INFO_PATH
   record.write_text(json.dumps({"weights_fingerprint": "0123456789abcdef",
                                 "training_run": {"step": 32}}))
-  with pytest.raises(settings.EvaluationError,
+  with pytest.raises(errors.EvaluationError,
                      match=r"holds weights [0-9a-f]{16}, but its assets.extra/export.json records "
                            r"0123456789abcdef: it changed while it was loaded"):
     loading.load_model("run", str(tmp_path / "saved_model"))
@@ -604,7 +605,7 @@ def test_weights_that_do_not_match_the_exports_record_are_one_line(tmp_path):
 def test_a_workdir_in_training_without_an_export_yet_names_its_trainer(
     tmp_path, trainer_holding, monkeypatch):
   monkeypatch.setattr(loading, "_RETRY_SECONDS", 0.0)
-  with pytest.raises(settings.EvaluationError,
+  with pytest.raises(errors.EvaluationError,
                      match=rf"No SavedModel at .*saved_model \(model 'run'\) yet: .* is being "
                            rf"trained \(PID {trainer_holding} holds trainer.lock\), and its "
                            r"trainer exports at the end of its run"):

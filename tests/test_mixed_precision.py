@@ -11,6 +11,7 @@ from configs import test as test_config
 from configs import unet as unet_config
 from input_pipeline import data_source
 from input_pipeline import pipeline
+from trainer import errors
 from trainer import models
 from trainer import optimizers
 from trainer import steps as steps_lib
@@ -83,12 +84,12 @@ def test_mixed_bfloat16_run_exports_a_float32_model(tmp_path):
 def test_dtype_policy_is_validated_and_fixed_for_a_workdir():
   config = test_config.get_config()
   config.runtime.dtype_policy = "float64"
-  with pytest.raises(validation.ConfigError, match="'float64'; valid policies are float32, "
+  with pytest.raises(errors.ConfigError, match="'float64'; valid policies are float32, "
                                                    "mixed_bfloat16, mixed_float16"):
     validation.validate_config(config)
   config.runtime.dtype_policy = "float32"
   earlier = json.loads(json.dumps(config.to_dict()))
   config.runtime.dtype_policy = "mixed_float16"
-  with pytest.raises(validation.ConfigError, match="runtime.dtype_policy='float32' -> "
+  with pytest.raises(errors.ConfigError, match="runtime.dtype_policy='float32' -> "
                                                    "'mixed_float16'; its checkpoints cannot"):
     validation.check_resumable(config, earlier, allow_changes=True)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import train
-from trainer import validation
 from trainer.cloud import output_dirs
 from trainer.cloud import tfx_trainer
+from trainer import errors
+from trainer import train
 
 
 def _event_files(directory):
@@ -109,7 +109,7 @@ def test_run_fn_trains_train_steps_and_writes_a_serving_model(tmp_path, monkeypa
 def test_run_fn_rejects_bad_custom_config_in_one_line(tmp_path, custom_config, message):
   fn_args = FnArgs(model_run_dir=str(tmp_path / "run"), custom_config=custom_config,
                    serving_model_dir=str(tmp_path / "serving"))
-  with pytest.raises(validation.ConfigError, match=message) as error:
+  with pytest.raises(errors.ConfigError, match=message) as error:
     tfx_trainer.run_fn(fn_args)
   assert "\n" not in str(error.value)
   assert not (tmp_path / "run").exists()

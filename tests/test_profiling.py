@@ -7,9 +7,9 @@ import os
 import pytest
 
 from trainer import checkpoints
+from trainer import errors
 from trainer import profiling
 from trainer import train
-from trainer import validation
 
 
 @pytest.mark.slow  # A traced run: CI runs it in make test-slow.
@@ -31,7 +31,7 @@ def test_a_window_writes_a_trace_and_leaves_the_weights_unchanged(config, tmp_pa
 ])
 def test_a_bad_window_is_rejected_before_training(config, tmp_path, window, message):
   config.runtime.profile_steps = window
-  with pytest.raises(validation.ConfigError, match=message) as error:
+  with pytest.raises(errors.ConfigError, match=message) as error:
     train.train_and_evaluate(config, str(tmp_path / "workdir"))
   assert "\n" not in str(error.value)
   assert not os.path.exists(tmp_path / "workdir" / "history.json")

@@ -22,8 +22,7 @@ from input_pipeline import data_source
 from input_pipeline import storage
 from trainer import checkpoints
 from trainer import cli
-from trainer import main as main_lib
-from trainer import preemption
+from trainer import errors
 from trainer import reports
 from trainer import steps as steps_lib
 from trainer import train
@@ -89,7 +88,7 @@ def test_a_rerun_with_changed_settings_is_refused_naming_them(short_run, tmp_pat
   before = _snapshot(workdir)
   config = test_config.get_config()
   change(config)
-  with pytest.raises(validation.ConfigError, match=message) as error:
+  with pytest.raises(errors.ConfigError, match=message) as error:
     train.train_and_evaluate(config, workdir)
   assert "\n" not in str(error.value)
   assert _snapshot(workdir) == before
@@ -98,7 +97,7 @@ def test_a_rerun_with_changed_settings_is_refused_naming_them(short_run, tmp_pat
 def test_model_and_batch_changes_are_refused_even_with_the_opt_in(short_run):
   config = test_config.get_config()
   config.train.batch_size = 32
-  with pytest.raises(validation.ConfigError, match="train.batch_size=64 -> 32"):
+  with pytest.raises(errors.ConfigError, match="train.batch_size=64 -> 32"):
     train.train_and_evaluate(config, short_run[0], allow_config_change=True)
 
 
@@ -138,7 +137,7 @@ def test_lowering_num_epochs_below_the_trained_steps_is_refused(short_run, tmp_p
   workdir = _copy(short_run[0], tmp_path)
   config = test_config.get_config()
   config.train.max_steps = 4
-  with pytest.raises(validation.ConfigError, match="ends at step 4, but .* is already "
+  with pytest.raises(errors.ConfigError, match="ends at step 4, but .* is already "
                                                    "trained to step 8"):
     train.train_and_evaluate(config, workdir)
 
@@ -202,7 +201,7 @@ def test_the_checkpoint_manager_keeps_counting_after_a_repaired_state_file(short
 def test_no_readable_checkpoint_is_one_line_naming_the_fix(short_run, tmp_path):
   workdir = _copy(short_run[0], tmp_path)
   _truncate(os.path.join(workdir, "checkpoints", "ckpt-8.data-00000-of-00001"), 100)
-  with pytest.raises(validation.ConfigError, match="no readable checkpoint in .*ckpt-8.*; "
+  with pytest.raises(errors.ConfigError, match="no readable checkpoint in .*ckpt-8.*; "
                                                    "delete that directory"):
     train.train_and_evaluate(test_config.get_config(), workdir)
 
@@ -330,7 +329,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, setup, message):
   config = test_config.get_config()
   workdir = setup(config, tmp_path) or str(tmp_path / "workdir")
   before = _listing(tmp_path)
-  with pytest.raises(main_lib._ONE_LINE_ERRORS, match=message) as error:
+  with pytest.raises(errors.UserError, match=message) as error:
     train.train_and_evaluate(config, workdir)
   assert "\n" not in str(error.value)
   assert _listing(tmp_path) == before
@@ -366,7 +365,7 @@ def test_an_unusable_remote_directory_is_one_line_naming_the_fix(monkeypatch, wr
   for name, replacement in zip(patch[::2], patch[1::2]):
     monkeypatch.setattr(tf.io.gfile, name, replacement)
   start = time.monotonic()
-  with pytest.raises(storage.UnreachableError, match=message) as error:
+  with pytest.raises(errors.UnreachableError, match=message) as error:
     storage.check_usable("gs://b/w", "--workdir", writable=writable, seconds=0.5)
   assert time.monotonic() - start < 5
   assert "\n" not in str(error.value)
@@ -380,7 +379,7 @@ def test_a_reachable_remote_workdir_passes_and_keeps_nothing_of_the_check():
 def test_a_nonexistent_data_dir_is_one_line_and_is_not_created(tmp_path):
   config = test_config.get_config()
   config.data_dir = str(tmp_path / "no" / "such" / "tfds")
-  with pytest.raises(data_source.DatasetUnavailableError,
+  with pytest.raises(errors.DatasetUnavailableError,
                      match="data_dir=.*/no/such/tfds does not exist; fix --config.data_dir"):
     train.train_and_evaluate(config, str(tmp_path / "workdir"))
   assert not (tmp_path / "no").exists() and not (tmp_path / "workdir").exists()
@@ -390,14 +389,14 @@ def test_workdir_that_is_a_file_or_under_a_file_is_one_line(tmp_path):
   (tmp_path / "file").write_text("x")
   for workdir, message in ((tmp_path / "file", "is a file, not a directory"),
                            (tmp_path / "file" / "run", "cannot be created: .* is a file")):
-    with pytest.raises(validation.ConfigError, match=message):
+    with pytest.raises(errors.ConfigError, match=message):
       train.train_and_evaluate(test_config.get_config(), str(workdir))
   assert (tmp_path / "file").read_text() == "x"
 
 
 def test_an_empty_workdir_flag_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
-  with pytest.raises(validation.ConfigError, match="--workdir='' is empty; name a directory"):
+  with pytest.raises(errors.ConfigError, match="--workdir='' is empty; name a directory"):
     train.train_and_evaluate(test_config.get_config(), "")
   assert not os.listdir(tmp_path)
 
@@ -427,7 +426,7 @@ def test_checkpoints_without_a_usable_config_json_keep_the_changed_settings_guar
   before = _snapshot(workdir)
   config = test_config.get_config()
   config.train.learning_rate = 0.01
-  with pytest.raises(validation.ConfigError, match=message) as error:
+  with pytest.raises(errors.ConfigError, match=message) as error:
     train.train_and_evaluate(config, workdir)
   assert "\n" not in str(error.value)
   assert _snapshot(workdir) == before
@@ -452,7 +451,7 @@ def test_a_corrupt_history_is_one_line_and_nothing_is_rewritten(short_run, tmp_p
     file.truncate(20)
   before = _snapshot(workdir)
   config = test_config.get_config()
-  with pytest.raises(reports.CorruptFileError, match="history.json is corrupt"):
+  with pytest.raises(errors.CorruptFileError, match="history.json is corrupt"):
     train.train_and_evaluate(config, workdir)
   assert _snapshot(workdir) == before
 
@@ -469,7 +468,7 @@ def test_a_history_of_the_wrong_type_is_one_line_and_nothing_is_rewritten(
   with open(os.path.join(workdir, "history.json"), "w") as file:
     file.write(history_text)
   before = _snapshot(workdir)
-  with pytest.raises(reports.CorruptFileError,
+  with pytest.raises(errors.CorruptFileError,
                      match="history.json is not a list of epoch entries") as error:
     train.train_and_evaluate(test_config.get_config(), workdir)
   assert "\n" not in str(error.value)
@@ -562,7 +561,7 @@ def test_a_config_file_that_cannot_load_is_one_line(tmp_path, config_text, messa
 
 
 def test_preempted_exit_code_is_documented():
-  assert preemption.EXIT_CODE == 75
+  assert errors.PREEMPTED_EXIT_CODE == 75
 
 
 def test_make_train_quotes_a_workdir_with_spaces():
@@ -661,7 +660,7 @@ def test_a_second_trainer_stops_at_a_live_run_marker_naming_its_owner(tmp_path):
   marker = workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT)
   try:
     start = time.monotonic()
-    with pytest.raises(validation.ConfigError, match=rf"is in use by another trainer \(host "
+    with pytest.raises(errors.ConfigError, match=rf"is in use by another trainer \(host "
                        rf".*, PID {os.getpid()} renews trainer.marker.json there\).*"
                        r"ignore_run_marker=true"):
       workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT)
@@ -696,7 +695,7 @@ def test_of_two_trainers_claiming_at_once_exactly_one_gets_the_workdir(tmp_path)
   def claim():
     try:
       outcomes.append(workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT))
-    except validation.ConfigError as error:
+    except errors.ConfigError as error:
       outcomes.append(error)
 
   threads = [threading.Thread(target=claim) for _ in range(2)]

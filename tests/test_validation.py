@@ -10,6 +10,7 @@ import ml_collections
 import pytest
 
 from input_pipeline import data_source
+from trainer import errors
 from trainer import strategy as strategy_lib
 from trainer import validation
 
@@ -35,7 +36,7 @@ def test_bad_config_is_rejected(config, overrides, message):
   for key, value in overrides.items():
     section, _, field = key.rpartition(".")
     (config[section] if section else config)[field] = value
-  with pytest.raises(validation.ConfigError, match=message):
+  with pytest.raises(errors.ConfigError, match=message):
     validation.validate_config(config)
 
 
@@ -57,7 +58,7 @@ def test_bad_data_is_rejected_when_the_data_source_is_created(config, overrides,
 def test_unknown_key_is_rejected(config):
   unlocked = ml_collections.ConfigDict(config.to_dict())
   unlocked.train.num_epoch = 3
-  with pytest.raises(validation.ConfigError, match="Unknown config key.*train.num_epoch"):
+  with pytest.raises(errors.ConfigError, match="Unknown config key.*train.num_epoch"):
     validation.validate_config(unlocked)
 
 
@@ -68,7 +69,7 @@ def test_locked_config_refuses_misspelled_fields(config):
 
 def test_batch_size_must_split_over_replicas(config):
   config.train.batch_size = 63
-  with pytest.raises(validation.ConfigError, match="train.batch_size=63 is not divisible by "
+  with pytest.raises(errors.ConfigError, match="train.batch_size=63 is not divisible by "
                                                    "the 2 replicas"):
     validation.validate_batch_sizes(config, 2)
   validation.validate_batch_sizes(config, 1)
@@ -141,7 +142,7 @@ def test_resuming_a_workdir_with_another_model_is_rejected(config):
   config.train.num_epochs = 5  # Training longer is what resuming is for.
   validation.check_resumable(config, earlier)
   config.model.latent_dim = 32
-  with pytest.raises(validation.ConfigError, match=r"model.latent_dim=64 -> 32"):
+  with pytest.raises(errors.ConfigError, match=r"model.latent_dim=64 -> 32"):
     validation.check_resumable(config, earlier)
 
 
@@ -160,7 +161,7 @@ def test_with_a_cosine_schedule_training_longer_changes_the_result(config):
   config.train.learning_rate_schedule = "cosine"
   earlier = json.loads(json.dumps(config.to_dict()))
   config.train.num_epochs = 5
-  with pytest.raises(validation.ConfigError, match=r"train.num_epochs=1 -> 5"):
+  with pytest.raises(errors.ConfigError, match=r"train.num_epochs=1 -> 5"):
     validation.check_resumable(config, earlier)
   assert validation.check_resumable(config, earlier, allow_changes=True) == [
       "train.num_epochs=1 -> 5"]

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import validation
+from trainer import errors
 
 
 # The names tf.train.CheckpointManager gives its checkpoints: ckpt-<step>.index + data files.
@@ -127,7 +127,7 @@ class Checkpointer:
     disk filled up) is skipped with one warning naming it, for the one before.
 
     Raises:
-      validation.ConfigError: a checkpoint was written by another model, or
+      errors.ConfigError: a checkpoint was written by another model, or
         none of the checkpoints can be read.
     """
     unreadable = []
@@ -135,7 +135,7 @@ class Checkpointer:
       try:
         self._checkpoint.restore(path).assert_existing_objects_matched()
       except (AssertionError, ValueError) as error:
-        raise validation.ConfigError(
+        raise errors.ConfigError(
             f"checkpoint {path} was written by another model ({type(error).__name__}: "
             f"{str(error).splitlines()[0][:200]}); use a new --workdir, or the config that "
             "wrote it.") from error
@@ -147,7 +147,7 @@ class Checkpointer:
         continue
       return path
     if unreadable:
-      raise validation.ConfigError(
+      raise errors.ConfigError(
           f"no readable checkpoint in {self.directory} (tried {', '.join(unreadable)}); "
           "delete that directory to train from scratch, or use a new --workdir.")
     return None

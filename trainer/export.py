@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from input_pipeline import pipeline
 from trainer import checkpoints
+from trainer import errors
 from trainer import models
 from trainer import reports
 
@@ -129,14 +130,14 @@ def read_export_info(path: str) -> dict | None:
   records none (exported before the record existed, or by other code).
 
   Raises:
-    reports.CorruptFileError: the record is unreadable.
+    errors.CorruptFileError: the record is unreadable.
   """
   info_path = os.path.join(path.rstrip("/"), EXPORT_INFO_PATH)
   if not tf.io.gfile.exists(info_path):
     return None
   info = reports.read_json(info_path)
   if not isinstance(info, dict):
-    raise reports.CorruptFileError(f"{info_path} is not a JSON object; export the model again.")
+    raise errors.CorruptFileError(f"{info_path} is not a JSON object; export the model again.")
   return info
 
 

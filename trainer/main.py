@@ -8,7 +8,8 @@ workdir, a corrupt file of an earlier run, a full disk, a tensor too large for
 memory, a lost worker, a non-finite loss)
 ends with one line starting "dae-trainer:" and exit status 1, with no
 traceback unless --verbosity=1. SIGTERM saves a checkpoint and exits with
-`preemption.EXIT_CODE` (75).
+`errors.PREEMPTED_EXIT_CODE` (75). `cli.run` does the parsing and the one-line
+failures, the same for every tool of the project.
 """
 
 import sys
@@ -20,19 +21,13 @@ from trainer import logs
 logs.silence_tensorflow_startup(sys.argv)
 
 # pylint: disable=wrong-import-position
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 import tensorflow as tf
 
-from input_pipeline import data_source
 from trainer import cli
-from trainer import preemption
-from trainer import reports
-from trainer import strategy as strategy_lib
 from trainer import train
-from trainer import validation
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory (local or gs://) for checkpoints, summaries and reports.")
@@ -45,38 +40,17 @@ config_flags.DEFINE_config_file(
     lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 
-# Failures whose message already says what happened and what to do.
-_ONE_LINE_ERRORS = (validation.ConfigError, data_source.DatasetUnavailableError,
-                    reports.CorruptFileError, strategy_lib.PeerLostError, FloatingPointError)
-
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # `cli.run` refuses positional arguments.
   logs.configure_python_logging()
   logging.info("dae-trainer: TensorFlow %s, config %s, %s (the full config goes to "
                "config.json in the workdir).", tf.__version__,
                config_flags.get_config_filename(flags.FLAGS["config"]),
                logs.format_overrides(config_flags.get_override_values(flags.FLAGS["config"])))
-  try:
-    train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value,
-                             allow_config_change=_ALLOW_CONFIG_CHANGE.value)
-  except _ONE_LINE_ERRORS as error:
-    cli.fail(str(error))
-  except preemption.Preempted as error:
-    cli.fail(str(error), preemption.EXIT_CODE)
-  except tf.errors.DataLossError as error:
-    cli.fail(f"the input data or a checkpoint is corrupt ({cli.describe(error)}); rebuild the "
-             "dataset (tfds build) or restore the file it names.")
-  except (PermissionError, tf.errors.PermissionDeniedError) as error:
-    cli.fail(f"cannot write to the workdir ({cli.describe(error)}); choose another --workdir "
-             "or fix its permissions.")
-  except (OSError, tf.errors.ResourceExhaustedError, tf.errors.UnknownError) as error:
-    message = cli.disk_full_message(error) or cli.out_of_memory_message(error)
-    if message is None:
-      raise
-    cli.fail(message)
+  train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value,
+                           allow_config_change=_ALLOW_CONFIG_CHANGE.value)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

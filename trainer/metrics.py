@@ -6,6 +6,8 @@ replicas and batches of any size and divide once by the number of examples.
 
 import tensorflow as tf
 
+from trainer import errors
+
 LOSSES = ("bce", "mse")
 # Keras's clipping for probabilities in binary cross-entropy.
 _EPSILON = 1e-7
@@ -13,7 +15,7 @@ _EPSILON = 1e-7
 
 def check_loss_name(loss_name: str) -> None:
   if loss_name not in LOSSES:
-    raise ValueError(
+    raise errors.ConfigError(
         f"Unknown train.loss {loss_name!r}; valid losses are {', '.join(LOSSES)} "
         "(set --config.train.loss=...).")
 

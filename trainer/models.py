@@ -19,6 +19,8 @@ import math
 import keras
 import ml_collections
 
+from trainer import errors
+
 MODEL_TYPES = ("dense", "conv", "unet")
 # How the conv autoencoder's encoder maps its last feature map to the code:
 # dense (flatten, then a Dense layer of latent_dim units) or spatial (a 3x3
@@ -166,23 +168,23 @@ def _unet(model_config, image_shape, initializers):
 def check_model_config(model_config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the bad field and the fix if `create_model` cannot build it."""
   if model_config.type not in MODEL_TYPES:
-    raise ValueError(
+    raise errors.ConfigError(
         f"Unknown model.type {model_config.type!r}; valid types are "
         f"{', '.join(MODEL_TYPES)} (set --config.model.type=...).")
   if not 0 < model_config.latent_dim <= MAX_LATENT_DIM:
-    raise ValueError(
+    raise errors.ConfigError(
         f"model.latent_dim={model_config.latent_dim} must be in 1..{MAX_LATENT_DIM:,} (a code "
         "far larger than the 784-pixel image only learns the identity), e.g. "
         "--config.model.latent_dim=64.")
   if model_config.type == "dense" and not all(
       units > 0 for units in model_config.dense_hidden_units):
-    raise ValueError(
+    raise errors.ConfigError(
         f"model.dense_hidden_units={tuple(model_config.dense_hidden_units)} must all be > 0.")
   if model_config.type == "conv":
     # Each stride-2 convolution halves the side; 28 halves at most twice evenly.
     _check_filters("conv_filters", model_config.conv_filters, 2, "(28 -> 14 -> 7)", "(32,64)")
     if model_config.conv_blocks_per_level < 0:
-      raise ValueError(f"model.conv_blocks_per_level={model_config.conv_blocks_per_level} "
+      raise errors.ConfigError(f"model.conv_blocks_per_level={model_config.conv_blocks_per_level} "
                        "must be >= 0.")
     _check_conv_bottleneck(model_config)
   if model_config.type == "unet":
@@ -190,19 +192,19 @@ def check_model_config(model_config: ml_collections.ConfigDict) -> None:
     _check_filters("unet_filters", model_config.unet_filters, 3,
                    "one per level (28, 14, 7)", "(32,64,128)")
     if not model_config.unet_convs_per_level > 0:
-      raise ValueError(f"model.unet_convs_per_level={model_config.unet_convs_per_level} "
+      raise errors.ConfigError(f"model.unet_convs_per_level={model_config.unet_convs_per_level} "
                        "must be > 0.")
 
 
 def _check_conv_bottleneck(model_config) -> None:
   if model_config.conv_bottleneck not in CONV_BOTTLENECKS:
-    raise ValueError(
+    raise errors.ConfigError(
         f"Unknown model.conv_bottleneck {model_config.conv_bottleneck!r}; valid bottlenecks are "
         f"{', '.join(CONV_BOTTLENECKS)} (set --config.model.conv_bottleneck=...).")
   # A spatial code is a side x side map: latent_dim must fill whole channels of it.
   side = _conv_side(model_config, 28)
   if model_config.conv_bottleneck == "spatial" and model_config.latent_dim % side**2:
-    raise ValueError(
+    raise errors.ConfigError(
         f"model.latent_dim={model_config.latent_dim} must be a multiple of {side**2} with "
         f"conv_bottleneck=spatial and {len(model_config.conv_filters)} conv level(s) (a "
         f"{side}x{side} map), e.g. --config.model.latent_dim={side**2 * 8}.")
@@ -210,14 +212,14 @@ def _check_conv_bottleneck(model_config) -> None:
 
 def _check_filters(field: str, filters, max_levels: int, levels: str, example: str) -> None:
   if not (1 <= len(filters) <= max_levels and all(count > 0 for count in filters)):
-    raise ValueError(
+    raise errors.ConfigError(
         f"model.{field}={tuple(filters)} must be 1 to {max_levels} positive filter counts, "
         f"{levels}, e.g. --config.model.{field}={example}.")
 
 
 def check_dtype_policy(name: str) -> None:
   if name not in DTYPE_POLICIES:
-    raise ValueError(
+    raise errors.ConfigError(
         f"Unknown runtime.dtype_policy {name!r}; valid policies are {', '.join(DTYPE_POLICIES)} "
         "(set --config.runtime.dtype_policy=...).")
 

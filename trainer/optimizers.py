@@ -4,12 +4,14 @@ import keras
 import ml_collections
 import tensorflow as tf
 
+from trainer import errors
+
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 
 
 def check_learning_rate_schedule(name: str) -> None:
   if name not in LEARNING_RATE_SCHEDULES:
-    raise ValueError(
+    raise errors.ConfigError(
         f"Unknown train.learning_rate_schedule {name!r}; valid schedules are "
         f"{', '.join(LEARNING_RATE_SCHEDULES)} (set --config.train.learning_rate_schedule=...).")
 

@@ -4,8 +4,8 @@ The handler only sets a flag. The training loop passes the flag into every
 chunk of steps, where it is all-reduced (summed) over every replica of every
 task, so all tasks of a multi-worker job see the same answer after the same
 chunk, even when the signal reached only one of them. They then save a
-checkpoint at that step together and raise `Preempted`; `trainer.main` exits
-with EXIT_CODE. Rerunning the same command continues from that step, mid-epoch
+checkpoint at that step together and raise `errors.Preempted`; the command
+exits with its `exit_code` (75). Rerunning the same command continues from that step, mid-epoch
 if need be, with the data an uninterrupted run would have seen.
 """
 
@@ -13,13 +13,6 @@ import signal
 import threading
 
 from absl import logging
-
-# EX_TEMPFAIL (sysexits.h): a temporary failure, rerun to continue.
-EXIT_CODE = 75
-
-
-class Preempted(Exception):
-  """Training stopped on a signal after saving a checkpoint; rerunning continues."""
 
 
 class StopSignal:

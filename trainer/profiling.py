@@ -15,6 +15,8 @@ import ast
 from absl import logging
 import tensorflow as tf
 
+from trainer import errors
+
 
 def parse_profile_steps(value) -> tuple[int, int] | None:
   """`runtime.profile_steps` as (first, last), or None when off (empty).
@@ -22,7 +24,7 @@ def parse_profile_steps(value) -> tuple[int, int] | None:
   Accepts a tuple or list, or its string form such as '(100, 110)'.
 
   Raises:
-    ValueError: naming the value and the expected form.
+    errors.ConfigError: naming the value and the expected form.
   """
   if value in ("", (), [], None):
     return None
@@ -35,17 +37,17 @@ def parse_profile_steps(value) -> tuple[int, int] | None:
   if not (isinstance(parsed, (tuple, list)) and len(parsed) == 2
           and all(isinstance(step, int) and not isinstance(step, bool) for step in parsed)
           and 0 <= parsed[0] <= parsed[1]):
-    raise ValueError(
+    raise errors.ConfigError(
         f"runtime.profile_steps={value!r} must be two global steps (first, last) with "
         "0 <= first <= last, e.g. --config.runtime.profile_steps='(100, 110)', or () for off.")
   return int(parsed[0]), int(parsed[1])
 
 
 def check_window_in_run(value, last_step: int) -> None:
-  """Raises ValueError if the window does not fall inside the run's steps 0..last_step - 1."""
+  """Raises errors.ConfigError if the window does not fall inside the run's steps 0..last_step - 1."""
   window = parse_profile_steps(value)
   if window is not None and window[1] >= last_step:
-    raise ValueError(
+    raise errors.ConfigError(
         f"runtime.profile_steps={value!r} ends after the run's last step {last_step - 1}; "
         f"choose steps below {last_step}, e.g. --config.runtime.profile_steps="
         f"'({max(0, last_step - 10)}, {last_step - 1})'.")

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline import storage
+from trainer import errors
 
 CONFIG_FILENAME = "config.json"
 CONFIG_HISTORY_FILENAME = "config_history.json"
@@ -36,12 +37,9 @@ DENOISED_PLOT_FILENAME = "denoised.png"
 _TEMPORARY_SUFFIX = ".tmp"
 
 
-class CorruptFileError(ValueError):
-  """A file of an earlier run cannot be read; the message names it and the fix."""
-
 
 def check_workdir(workdir: str, flag: str = "--workdir") -> None:
-  """Raises ValueError naming the fix if `workdir` cannot be a workdir.
+  """Raises errors.ConfigError naming the fix if `workdir` cannot be a workdir.
 
   A local path: a file where the directory should be, or a directory (or its
   nearest existing parent) this process cannot write to. A non-local one
@@ -50,23 +48,23 @@ def check_workdir(workdir: str, flag: str = "--workdir") -> None:
   """
   if not workdir.strip():
     # os.path.abspath("") is the current directory: the run would litter it.
-    raise ValueError(f"{flag}={workdir!r} is empty; name a directory, e.g. {flag}=runs/dae.")
+    raise errors.ConfigError(f"{flag}={workdir!r} is empty; name a directory, e.g. {flag}=runs/dae.")
   if storage.is_remote(workdir):
     _check_object_name_length(workdir, flag)
     storage.check_usable(workdir, flag, writable=True)
     return
   path = os.path.abspath(workdir)
   if os.path.exists(path) and not os.path.isdir(path):
-    raise ValueError(f"{flag}={workdir} is a file, not a directory; choose another {flag}.")
+    raise errors.ConfigError(f"{flag}={workdir} is a file, not a directory; choose another {flag}.")
   existing = path
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
   _check_path_length(workdir, path, existing, flag)
   if not os.path.isdir(existing):
-    raise ValueError(f"{flag}={workdir} cannot be created: {existing} is a file; choose "
+    raise errors.ConfigError(f"{flag}={workdir} cannot be created: {existing} is a file; choose "
                      f"another {flag}.")
   if not os.access(existing, os.W_OK | os.X_OK):
-    raise ValueError(f"{flag}={workdir} cannot be written ({existing} is not writable by "
+    raise errors.ConfigError(f"{flag}={workdir} cannot be written ({existing} is not writable by "
                      f"this user); choose another {flag} or fix its permissions.")
 
 
@@ -79,7 +77,7 @@ _MAX_OBJECT_NAME_BYTES = 1024
 
 
 def _check_path_length(workdir: str, path: str, existing: str, flag: str) -> None:
-  """Raises ValueError if a name in `path` or a file below it would be too long to create.
+  """Raises errors.ConfigError if a name in `path` or a file below it would be too long to create.
 
   Checked before anything is created: os.makedirs would create the parents,
   then fail on the long name, leaving a partial tree.
@@ -87,26 +85,26 @@ def _check_path_length(workdir: str, path: str, existing: str, flag: str) -> Non
   name_max = os.pathconf(existing, "PC_NAME_MAX")
   for name in path.split(os.sep):
     if len(os.fsencode(name)) > name_max:
-      raise ValueError(
+      raise errors.ConfigError(
           f"{flag}={workdir[:80]}... has a name of {len(os.fsencode(name))} bytes "
           f"({name[:40]}...); this filesystem allows {name_max} bytes per name: choose a "
           f"shorter {flag}.")
   path_max = os.pathconf(existing, "PC_PATH_MAX")
   if len(os.fsencode(path)) + _LONGEST_PATH_BELOW_WORKDIR > path_max:
-    raise ValueError(
+    raise errors.ConfigError(
         f"{flag}={workdir[:80]}... is {len(os.fsencode(path))} bytes long (absolute); with "
         f"the files the run writes below it, paths would pass this system's {path_max}-byte "
         f"limit: choose a {flag} of at most {path_max - _LONGEST_PATH_BELOW_WORKDIR} bytes.")
 
 
 def _check_object_name_length(workdir: str, flag: str) -> None:
-  """Raises ValueError if the objects below a gs:// workdir would have names too long for GCS."""
+  """Raises errors.ConfigError if the objects below a gs:// workdir would have names too long for GCS."""
   if not workdir.startswith("gs://"):
     return
   object_name = workdir[len("gs://"):].partition("/")[2]
   limit = _MAX_OBJECT_NAME_BYTES - _LONGEST_PATH_BELOW_WORKDIR
   if len(object_name.encode()) > limit:
-    raise ValueError(
+    raise errors.ConfigError(
         f"{flag}={workdir[:80]}...: its path after the bucket is {len(object_name.encode())} "
         f"bytes; Cloud Storage names are at most {_MAX_OBJECT_NAME_BYTES} bytes with the "
         f"files below it: choose a {flag} whose path is at most {limit} bytes.")
@@ -122,7 +120,7 @@ def report_paths(workdir: str) -> list[str]:
 
 
 def check_path_kinds(directories, files, flag: str = "--workdir") -> None:
-  """Raises ValueError naming the first of `directories` that is a file, or of `files` that is a directory.
+  """Raises errors.ConfigError naming the first of `directories` that is a file, or of `files` that is a directory.
 
   A run checks every path it will write before it starts: otherwise a
   metrics.json that is a directory shows only when the run ends, after all
@@ -130,11 +128,11 @@ def check_path_kinds(directories, files, flag: str = "--workdir") -> None:
   """
   for path in directories:
     if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
-      raise ValueError(f"{path} is a file where the run writes a directory; move it away, or "
+      raise errors.ConfigError(f"{path} is a file where the run writes a directory; move it away, or "
                        f"choose another {flag}.")
   for path in files:
     if tf.io.gfile.isdir(path):
-      raise ValueError(f"{path} is a directory where the run writes a file; move it away, or "
+      raise errors.ConfigError(f"{path} is a directory where the run writes a file; move it away, or "
                        f"choose another {flag}.")
 
 
@@ -189,12 +187,12 @@ def write_json(path: str, value) -> None:
 
 
 def read_json(path: str):
-  """The content of a JSON file of an earlier run; CorruptFileError naming it if unreadable."""
+  """The content of a JSON file of an earlier run; errors.CorruptFileError naming it if unreadable."""
   try:
     with tf.io.gfile.GFile(path, "r") as file:
       return json.load(file)
   except (json.JSONDecodeError, UnicodeDecodeError) as error:
-    raise CorruptFileError(
+    raise errors.CorruptFileError(
         f"{path} is corrupt ({type(error).__name__}: {error}); move it away to continue "
         "without it, or restore it from a backup.") from error
 
@@ -209,7 +207,7 @@ def write_config(config: ml_collections.ConfigDict, workdir: str, from_step: int
   history_path = os.path.join(workdir, CONFIG_HISTORY_FILENAME)
   stretches = read_json(history_path) if tf.io.gfile.exists(history_path) else []
   if not isinstance(stretches, list):
-    raise CorruptFileError(
+    raise errors.CorruptFileError(
         f"{history_path} holds a {type(stretches).__name__}, not a list of config stretches; "
         "move it away to start a new one, or restore it from a backup.")
   write_json(os.path.join(workdir, CONFIG_FILENAME), config.to_dict())
@@ -224,7 +222,7 @@ def read_config(workdir: str) -> dict | None:
 
   config.json if it holds a non-empty JSON object; otherwise (missing, `{}`,
   a list, ...) the config of config_history.json's last stretch if that is
-  one. A file that is not JSON at all raises CorruptFileError.
+  one. A file that is not JSON at all raises errors.CorruptFileError.
   """
   path = os.path.join(workdir, CONFIG_FILENAME)
   config = read_json(path) if tf.io.gfile.exists(path) else None
@@ -255,7 +253,7 @@ def load_history(workdir: str, up_to_step: int | None = None) -> list[dict[str, 
       isinstance(entry, dict) and isinstance(entry.get("step"), int)
       and all(isinstance(value, (int, float)) or value is None
               for name, value in entry.items() if "loss" in name) for entry in history)):
-    raise CorruptFileError(
+    raise errors.CorruptFileError(
         f"{path} is not a list of epoch entries with an integer step and numeric losses; "
         "move it away to continue without it, or restore it from a backup.")
   if up_to_step is None:

@@ -12,15 +12,14 @@ from absl import logging
 import ml_collections
 import tensorflow as tf
 
+from trainer import errors
+
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 # The TPU that `runtime.tpu_address=""` means: a TPU VM's own chips.
 _LOCAL_TPU = "local"
 # How tf.distribute names a task in its errors: /job:worker/replica:0/task:1.
 _TASK_PATTERN = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
 
-
-class PeerLostError(RuntimeError):
-  """Another task of a multi-worker job died or stopped answering."""
 
 
 def _split_cpu(num_cpu_devices: int) -> None:
@@ -32,7 +31,7 @@ def _split_cpu(num_cpu_devices: int) -> None:
   except RuntimeError as error:
     existing = len(tf.config.list_logical_devices("CPU"))
     if existing != num_cpu_devices:
-      raise ValueError(
+      raise errors.ConfigError(
           f"runtime.num_cpu_devices={num_cpu_devices} cannot be applied: TensorFlow "
           f"already initialised {existing} CPU device(s) in this process. Set it in "
           "the first job of a fresh process.") from error
@@ -40,7 +39,7 @@ def _split_cpu(num_cpu_devices: int) -> None:
 
 def check_strategy_name(name: str) -> None:
   if name not in STRATEGIES:
-    raise ValueError(
+    raise errors.ConfigError(
         f"Unknown runtime.strategy {name!r}; valid strategies are "
         f"{', '.join(STRATEGIES)} (set --config.runtime.strategy=...).")
 
@@ -64,7 +63,7 @@ def _tpu_strategy(runtime_config) -> tf.distribute.Strategy:
     tf.tpu.experimental.initialize_tpu_system(resolver)
   except (tf.errors.OpError, ValueError, RuntimeError) as error:
     cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    raise ValueError(
+    raise errors.ConfigError(
         f"runtime.strategy=tpu: no TPU found at {address!r} ({type(error).__name__}: "
         f"{cause[:200]}). Run on a Cloud TPU VM (runtime.tpu_address='' means its own "
         "TPU), or set --config.runtime.tpu_address to the TPU's name or grpc:// address."
@@ -130,8 +129,8 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
       task_type == "worker" and task_id == 0 and "chief" not in cluster)
 
 
-def lost_peer_error(error: tf.errors.OpError, strategy: tf.distribute.Strategy) -> PeerLostError:
-  """A one-line PeerLostError naming the task that `error` (from a collective) lost."""
+def lost_peer_error(error: tf.errors.OpError, strategy: tf.distribute.Strategy) -> errors.PeerLostError:
+  """A one-line errors.PeerLostError naming the task that `error` (from a collective) lost."""
   own_task = "/job:{}/replica:0/task:{}".format(*_task(strategy))
   text = str(error)
   # The coordination service lists the unhealthy tasks on the lines after this phrase.
@@ -140,7 +139,7 @@ def lost_peer_error(error: tf.errors.OpError, strategy: tf.distribute.Strategy) 
            if f"/job:{job}/replica:0/task:{task}" != own_task]
   peer = peers[0] if peers else "another task (unnamed in the error)"
   cause = type(error).__name__
-  return PeerLostError(
+  return errors.PeerLostError(
       f"{task_name(strategy)} lost contact with {peer} ({cause}); the job cannot go on. "
       "Restart every task with the same command: training resumes from the last checkpoint.")
 
@@ -148,7 +147,7 @@ def lost_peer_error(error: tf.errors.OpError, strategy: tf.distribute.Strategy) 
 
 @contextlib.contextmanager
 def watch_peers(strategy: tf.distribute.Strategy):
-  """Turns a collective failing because a peer task died into a one-line PeerLostError.
+  """Turns a collective failing because a peer task died into a one-line errors.PeerLostError.
 
   The coordination service notices a dead task within seconds and aborts the
   collectives of every other task with UnavailableError; a task that hangs

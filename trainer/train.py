@@ -31,6 +31,8 @@ from input_pipeline import data_service
 from input_pipeline import data_source
 from input_pipeline import pipeline
 from trainer import checkpoints
+from trainer.cloud import output_dirs
+from trainer import errors
 from trainer import export
 from trainer import logs
 from trainer import models
@@ -44,7 +46,6 @@ from trainer import strategy as strategy_lib
 from trainer import summaries
 from trainer import validation
 from trainer import workdir_lock
-from trainer.cloud import output_dirs
 
 
 def total_steps(config: ml_collections.ConfigDict, data: data_source.DataSource) -> int:
@@ -76,21 +77,17 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, dirs: output_dirs.Ou
   the chief's `workdir_lock.WorkdirLock`, held until the caller releases it).
   """
   checkpoint_dir = dirs.checkpoints
-  try:
-    validation.validate_config(config)
-    reports.check_workdir(workdir)
-    _check_output_paths(workdir, dirs)
-    # The strategy comes first: splitting the CPU into logical devices only
-    # works before TensorFlow initialises them.
-    strategy = strategy_lib.get_strategy(config.runtime)
-    validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
-    data = data_source.create_data_source(config)
-    if config.input.data_service_address:
-      data_service.check_reachable(config.input.data_service_address)
-  except validation.ConfigError:
-    raise
-  except ValueError as error:
-    raise validation.ConfigError(str(error)) from error
+  validation.validate_config(config)
+  reports.check_workdir(workdir)
+  _check_output_paths(workdir, dirs)
+  # The strategy comes first: splitting the CPU into logical devices only
+  # works before TensorFlow initialises them.
+  strategy = strategy_lib.get_strategy(config.runtime)
+  validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
+  data = data_source.create_data_source(config)
+  profiling.check_window_in_run(config.runtime.profile_steps, total_steps(config, data))
+  if config.input.data_service_address:
+    data_service.check_reachable(config.input.data_service_address)
   # The chief locks the workdir before reading anything in it: a second
   # trainer on it would interleave checkpoints and reports.
   lock = (workdir_lock.acquire(workdir, config.runtime.ignore_run_marker)
@@ -101,7 +98,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, dirs: output_dirs.Ou
       # Without the earlier config the changed-settings guard has nothing to
       # compare with: resuming silently could mix two settings into one run.
       if not allow_config_change:
-        raise validation.ConfigError(
+        raise errors.ConfigError(
             f"{checkpoint_dir} holds checkpoints but "
             f"{os.path.join(workdir, reports.CONFIG_FILENAME)} is missing, empty or not a "
             "JSON object (and config_history.json cannot stand in), so this run's settings "
@@ -110,11 +107,9 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, dirs: output_dirs.Ou
       logging.warning("No earlier config in %s; resuming its checkpoints with this config "
                       "(--allow_config_change).", workdir)
     changes = validation.check_resumable(config, previous, allow_config_change)
-  except ValueError as error:  # Including reports.CorruptFileError.
+  except BaseException:
     lock.release()
-    if isinstance(error, validation.ConfigError):
-      raise
-    raise validation.ConfigError(str(error)) from error
+    raise
   return strategy, data, changes, lock
 
 
@@ -190,7 +185,7 @@ def train_epoch(run: _Run, step: int, stop_signal) -> tuple[int, dict[str, float
   evaluated).
 
   Raises:
-    preemption.Preempted: a stop was requested; a checkpoint at the step reached is saved.
+    errors.Preempted: a stop was requested; a checkpoint at the step reached is saved.
   """
   config, data = run.config, run.data
   # One epoch, or what is left of it when resuming mid-epoch or stopping at max_steps.
@@ -220,7 +215,7 @@ def train_epoch(run: _Run, step: int, stop_signal) -> tuple[int, dict[str, float
     # Preempted: save where we are, now; evaluation would eat the grace period.
     run.checkpoint.step.assign(step)
     run.checkpointer.save(step)
-    raise preemption.Preempted(
+    raise errors.Preempted(
         f"{run.task_name} stopped on {stop_signal.received or 'another task'}'s request at "
         f"step {step} (epoch {epoch + 1}) and saved a checkpoint there; rerun the same "
         "command to continue from that step.")
@@ -279,10 +274,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Returns the trained model.
 
   Raises:
-    validation.ConfigError: a bad config, found before anything is written.
-    strategy_lib.PeerLostError: another task of a multi-worker job was lost.
+    errors.ConfigError: a bad config, found before anything is written.
+    errors.PeerLostError: another task of a multi-worker job was lost.
     FloatingPointError: the training loss stopped being finite.
-    preemption.Preempted: stopped on SIGTERM after saving a checkpoint.
+    errors.Preempted: stopped on SIGTERM after saving a checkpoint.
   """
   dirs = dirs or output_dirs.resolve(workdir)
   strategy, data, changes, lock = _setup(config, workdir, dirs, allow_config_change)
@@ -300,14 +295,10 @@ def _train_locked(config, workdir, dirs, strategy, data, changes) -> keras.Model
   start_step = int(checkpoint.step.numpy())
   last_step = total_steps(config, data)
   if start_step > last_step:
-    raise validation.ConfigError(
+    raise errors.ConfigError(
         f"train.num_epochs={config.train.num_epochs} (train.max_steps="
         f"{config.train.max_steps}) ends at step {last_step}, but {dirs.checkpoints} is "
         f"already trained to step {start_step}; raise it, or use a new --workdir.")
-  try:
-    profiling.check_window_in_run(config.runtime.profile_steps, last_step)
-  except ValueError as error:
-    raise validation.ConfigError(str(error)) from error
   history = reports.load_history(workdir, up_to_step=start_step) if is_chief else []
   if is_chief:
     # Only now, with the checkpoint restored and the config accepted.

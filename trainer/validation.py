@@ -8,15 +8,13 @@ import ml_collections
 from configs import default
 from input_pipeline import noise
 from trainer import config_lib
+from trainer import errors
 from trainer import metrics
 from trainer import models
 from trainer import optimizers
 from trainer import profiling
 from trainer import strategy as strategy_lib
 
-
-class ConfigError(ValueError):
-  """The config cannot train; the message names the bad value and the fix."""
 
 
 def _check_keys(config: ml_collections.ConfigDict) -> None:
@@ -25,12 +23,12 @@ def _check_keys(config: ml_collections.ConfigDict) -> None:
   actual = set(config_lib.flatten_config(config))
   unknown = sorted(actual - expected)
   if unknown:
-    raise ConfigError(
+    raise errors.ConfigError(
         f"Unknown config key(s) {', '.join(unknown)}; valid keys are those of "
         "configs/default.py (check the spelling).")
   missing = sorted(expected - actual)
   if missing:
-    raise ConfigError(
+    raise errors.ConfigError(
         f"Config lacks key(s) {', '.join(missing)}; build configs from "
         "configs.default.get_config() and change fields instead.")
 
@@ -40,24 +38,15 @@ def _check_positive(config: ml_collections.ConfigDict, names: tuple[str, ...]) -
     section, field = name.split(".")
     value = config[section][field]
     if not value > 0:
-      raise ValueError(f"{name}={value} must be > 0 (set --config.{name}=...).")
+      raise errors.ConfigError(f"{name}={value} must be > 0 (set --config.{name}=...).")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError if `config` cannot train; cheap, reads no data.
+  """Raises errors.ConfigError if `config` cannot train; cheap, reads no data.
 
   The dataset and its splits are checked when the run's data source is created
   (`data_source.create_data_source`), once.
   """
-  try:
-    _validate(config)
-  except ConfigError:
-    raise
-  except ValueError as error:
-    raise ConfigError(str(error)) from error
-
-
-def _validate(config: ml_collections.ConfigDict) -> None:
   _check_keys(config)
   noise.validate_noise_config(config.noise)
   models.check_model_config(config.model)
@@ -73,20 +62,20 @@ def _validate(config: ml_collections.ConfigDict) -> None:
       "runtime.collective_timeout_seconds"))
   if not math.isfinite(config.train.learning_rate):
     # inf passes "> 0" but makes every weight non-finite after the first step.
-    raise ValueError(f"train.learning_rate={config.train.learning_rate} must be a finite "
+    raise errors.ConfigError(f"train.learning_rate={config.train.learning_rate} must be a finite "
                      "number > 0 (e.g. --config.train.learning_rate=0.001).")
   if config.train.log_every_steps < 0:
-    raise ValueError(f"train.log_every_steps={config.train.log_every_steps} must be >= 0 "
+    raise errors.ConfigError(f"train.log_every_steps={config.train.log_every_steps} must be >= 0 "
                      "(0: no step-level summaries or progress lines).")
   if config.train.max_steps < 0:
-    raise ValueError(f"train.max_steps={config.train.max_steps} must be >= 0 "
+    raise errors.ConfigError(f"train.max_steps={config.train.max_steps} must be >= 0 "
                      "(0: train.num_epochs decides).")
   if not isinstance(config.runtime.jit_compile, bool):
-    raise ValueError(f"runtime.jit_compile={config.runtime.jit_compile!r} must be True or False.")
+    raise errors.ConfigError(f"runtime.jit_compile={config.runtime.jit_compile!r} must be True or False.")
   # Its end is checked against the run's length once the data is known (train.py).
   profiling.parse_profile_steps(config.runtime.profile_steps)
   if config.runtime.num_cpu_devices < 0:
-    raise ValueError(
+    raise errors.ConfigError(
         f"runtime.num_cpu_devices={config.runtime.num_cpu_devices} must be >= 0 "
         "(0 leaves the CPU as one device).")
 
@@ -133,7 +122,7 @@ def check_resumable(config: ml_collections.ConfigDict, previous: dict | None,
       learning rate, noise, loss, seed, ...), which then take effect.
 
   Raises:
-    ConfigError: a field changed that a checkpoint cannot follow (the model,
+    errors.ConfigError: a field changed that a checkpoint cannot follow (the model,
       dataset, training split or batch size), or one that alters the result
       without `allow_changes`. The message names every such field.
   """
@@ -143,7 +132,7 @@ def check_resumable(config: ml_collections.ConfigDict, previous: dict | None,
   fixed = [change for change in changes if _field(change) in _FIXED_FIELDS
            or _field(change).startswith(_FIXED_PREFIXES)]
   if fixed:
-    raise ConfigError(
+    raise errors.ConfigError(
         f"The workdir holds a run with other {', '.join(fixed)}; its checkpoints cannot be "
         "resumed with these. Use a new --workdir, or the earlier run's values.")
   free_fields = _FREE_FIELDS
@@ -154,7 +143,7 @@ def check_resumable(config: ml_collections.ConfigDict, previous: dict | None,
   altering = [change for change in changes if _field(change) not in free_fields
               and not _field(change).startswith(_FREE_PREFIXES)]
   if altering and not allow_changes:
-    raise ConfigError(
+    raise errors.ConfigError(
         f"The workdir was trained with other settings ({', '.join(altering)}); continuing would "
         "mix them into one run. Pass --allow_config_change to continue with the new values "
         "(recorded in config_history.json), or use a new --workdir.")
@@ -162,11 +151,11 @@ def check_resumable(config: ml_collections.ConfigDict, previous: dict | None,
 
 
 def validate_batch_sizes(config: ml_collections.ConfigDict, num_replicas: int) -> None:
-  """Raises ConfigError unless the global batch sizes split evenly over the replicas."""
+  """Raises errors.ConfigError unless the global batch sizes split evenly over the replicas."""
   for name in ("batch_size", "eval_batch_size"):
     value = config.train[name]
     if value % num_replicas:
-      raise ConfigError(
+      raise errors.ConfigError(
           f"train.{name}={value} is not divisible by the {num_replicas} replicas; "
           f"use a multiple of {num_replicas} (e.g. --config.train.{name}="
           f"{max(num_replicas, value // num_replicas * num_replicas)}).")

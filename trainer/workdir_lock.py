@@ -31,7 +31,7 @@ from absl import logging
 import tensorflow as tf
 
 from input_pipeline import storage
-from trainer import validation
+from trainer import errors
 
 LOCK_FILENAME = "trainer.lock"
 MARKER_FILENAME = "trainer.marker.json"
@@ -128,7 +128,7 @@ def claim_marker(workdir: str, ignore_marker: bool = False,
   """Claims `workdir` with a run marker (see the module docstring), renewed until released.
 
   Raises:
-    validation.ConfigError: a live trainer's marker is there (it was renewed
+    errors.ConfigError: a live trainer's marker is there (it was renewed
       while this one watched), or another trainer claimed the workdir at the
       same moment; the message names it.
   """
@@ -158,8 +158,8 @@ def claim_marker(workdir: str, ignore_marker: bool = False,
   return marker
 
 
-def _in_use(workdir: str, marker: dict) -> validation.ConfigError:
-  return validation.ConfigError(
+def _in_use(workdir: str, marker: dict) -> errors.ConfigError:
+  return errors.ConfigError(
       f"--workdir={workdir} is in use by another trainer (host {marker.get('host')}, PID "
       f"{marker.get('pid')} renews {MARKER_FILENAME} there); wait for it to finish or stop it, "
       "or use another --workdir (--config.runtime.ignore_run_marker=true skips this check).")
@@ -169,7 +169,7 @@ def acquire(workdir: str, ignore_marker: bool = False) -> WorkdirLock:
   """Locks the local `workdir` (creating it) for this process; a run marker on an object store.
 
   Raises:
-    validation.ConfigError: another live trainer holds the workdir; the
+    errors.ConfigError: another live trainer holds the workdir; the
       message names it.
   """
   if storage.is_remote(workdir):
@@ -186,7 +186,7 @@ def acquire(workdir: str, ignore_marker: bool = False) -> WorkdirLock:
     file.close()
     if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
       raise
-    raise validation.ConfigError(
+    raise errors.ConfigError(
         f"--workdir={workdir} is in use by another trainer (PID {holder} holds {path}); wait "
         "for it to finish or stop it, or use another --workdir.") from error
   file.seek(0)

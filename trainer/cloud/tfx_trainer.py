@@ -33,9 +33,9 @@ import importlib
 from absl import logging
 import ml_collections
 
-from trainer import train
-from trainer import validation
 from trainer.cloud import output_dirs
+from trainer import errors
+from trainer import train
 
 DEFAULT_CONFIG_NAME = "default"
 
@@ -48,7 +48,7 @@ def _set_field(config: ml_collections.ConfigDict, dotted_name: str, value) -> No
       node = node[section]
     node[field] = value
   except (AttributeError, KeyError, TypeError) as error:
-    raise validation.ConfigError(
+    raise errors.ConfigError(
         f"TFX run_fn: cannot set config field {dotted_name!r} to {value!r} ({error}); use "
         "the dotted names of configs/default.py, e.g. 'train.learning_rate'.") from error
 
@@ -69,7 +69,7 @@ def config_from_fn_args(fn_args) -> ml_collections.ConfigDict:
   try:
     config = importlib.import_module(f"configs.{name}").get_config()
   except ModuleNotFoundError as error:
-    raise validation.ConfigError(
+    raise errors.ConfigError(
         f"TFX run_fn: custom_config['config']={name!r} is not a module of configs/ "
         "(e.g. 'default', 'conv', 'tpu').") from error
   for dotted_name, value in {**custom_config.get("overrides", {}),

@@ -26,15 +26,15 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline import noise as noise_lib
-from trainer import metrics as metrics_lib
+from trainer import errors
 from trainer.evaluation import baselines
 from trainer.evaluation import cache as cache_lib
 from trainer.evaluation import loading
 from trainer.evaluation import parallel
 from trainer.evaluation import progress as progress_lib
 from trainer.evaluation import scoring
-from trainer.evaluation import settings
 from trainer.evaluation import tuning
+from trainer import metrics as metrics_lib
 
 
 # Example outputs kept per cached baseline result: enough for the default num_images_to_show.
@@ -162,7 +162,7 @@ def _score(clean, denoised, method: str, config) -> dict[str, np.ndarray]:
   try:
     return scoring.per_example_metrics(clean, denoised, config.batch_size)
   except ValueError as error:
-    raise settings.EvaluationError(
+    raise errors.EvaluationError(
         f"Method {method!r} returned unusable images: {error}.") from error
 
 

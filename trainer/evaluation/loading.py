@@ -25,12 +25,12 @@ import tensorflow_datasets as tfds
 from input_pipeline import data_source
 from input_pipeline import pipeline
 from trainer import checkpoints
+from trainer import errors
+from trainer.evaluation import baselines
+from trainer.evaluation import scoring
 from trainer import export
 from trainer import reports
 from trainer import workdir_lock
-from trainer.evaluation import baselines
-from trainer.evaluation import scoring
-from trainer.evaluation import settings
 
 
 # The default output directory inside the first workdir.
@@ -70,13 +70,13 @@ def model_paths(workdirs, saved_models) -> dict[str, str]:
         name = os.path.basename(os.path.dirname(path)) or name
     named.append((name, path.rstrip("/"), value))
   if not named:
-    raise settings.EvaluationError("No model to evaluate; pass --workdir=DIR (a workdir trained by "
+    raise errors.EvaluationError("No model to evaluate; pass --workdir=DIR (a workdir trained by "
                                    "trainer.main) or --saved_model=[NAME=]PATH, either repeatable.")
   paths = {}
   for name, path, given in named:
     check_model_name(name, given)
     if name in paths:
-      raise settings.EvaluationError(
+      raise errors.EvaluationError(
           f"Two models are named {name!r} ({paths[name]} and {path}); name them with "
           "--saved_model=NAME=PATH.")
     paths[name] = path
@@ -91,7 +91,7 @@ def check_model_name(name: str, given: str | None = None) -> None:
     problem = "not made of letters, digits, _ . -"
   else:
     return
-  raise settings.EvaluationError(
+  raise errors.EvaluationError(
       f"{given or name!r} gives the model name {name!r}, which is {problem}; "
                         "choose another name with --saved_model=NAME=PATH.")
 
@@ -102,7 +102,7 @@ def default_output_dir(workdirs) -> str:
   Not `<workdir>/eval`: trainer.main writes its TensorBoard eval run there.
   """
   if not workdirs:
-    raise settings.EvaluationError("Pass --output_dir=DIR: without a --workdir there is no default "
+    raise errors.EvaluationError("Pass --output_dir=DIR: without a --workdir there is no default "
                                    f"(<first workdir>/{DEFAULT_OUTPUT_DIRNAME}).")
   return os.path.join(workdirs[0].rstrip("/"), DEFAULT_OUTPUT_DIRNAME)
 
@@ -145,7 +145,7 @@ def training_run(saved_model_path: str) -> dict | None:
     return None
   try:
     metrics, config = (reports.read_json(path) for path in paths)
-  except ValueError:  # Including reports.CorruptFileError: report without it.
+  except ValueError:  # Including errors.CorruptFileError: report without it.
     return None
   return {"model_type": config.get("model", {}).get("type"),
           "num_parameters": metrics.get("num_parameters"),
@@ -153,7 +153,7 @@ def training_run(saved_model_path: str) -> dict | None:
           "noise": config.get("noise")}
 
 
-class _ExportChanged(Exception):
+class _ExportChanged(errors.EvaluationError):
   """The export was missing, unloadable or not the one its record describes, maybe for a moment."""
 
 
@@ -166,7 +166,7 @@ def _load_once(name: str, path: str, trainer: str | None):
           f"No SavedModel at {path} (model {name!r}) yet: {workdir} is being trained (PID "
           f"{trainer} holds {workdir_lock.LOCK_FILENAME}), and its trainer exports at the end of "
           "its run; evaluate then, or pass --saved_model=PATH of another export.")
-    raise settings.EvaluationError(
+    raise errors.EvaluationError(
         f"No SavedModel at {path} (model {name!r}); train first (python -m trainer.main "
         f"--config=configs/default.py --workdir={workdir}) or pass --saved_model=PATH of an "
         "exported model.")
@@ -178,7 +178,7 @@ def _load_once(name: str, path: str, trainer: str | None):
                f"{' '.join(str(error).split())[:300]}); export it again with trainer.main.")
     if trainer:
       raise _ExportChanged(message) from error
-    raise settings.EvaluationError(message) from error
+    raise errors.EvaluationError(message) from error
   recorded = (info or {}).get("weights_fingerprint")
   variables = getattr(loaded, "variables", None)
   if recorded and variables is not None:
@@ -206,14 +206,14 @@ def load_model(name: str, path: str) -> Model:
     try:
       loaded, info = _load_once(name, path, trainer)
       break
-    except _ExportChanged as changed:
+    except _ExportChanged:
       if not trainer or attempt == _LOAD_ATTEMPTS:
-        raise settings.EvaluationError(str(changed)) from changed
+        raise
       time.sleep(_RETRY_SECONDS)
   missing = [endpoint for endpoint in (export.SERVING_ENDPOINT, export.ENCODE_ENDPOINT)
              if endpoint not in loaded.signatures]
   if missing:
-    raise settings.EvaluationError(
+    raise errors.EvaluationError(
         f"The SavedModel at {path} lacks the signature(s) {', '.join(missing)}; evaluate a "
         "model exported by trainer.main (trainer/export.py).")
   if info is not None:
@@ -279,28 +279,25 @@ def _split_size(builder, split: str, field: str) -> int:
   try:
     return builder.info.splits[split].num_examples
   except (KeyError, ValueError) as error:
-    raise settings.EvaluationError(
+    raise errors.EvaluationError(
         f"{field}={split!r} is not a split of TFDS dataset {builder.name!r} (its splits: "
         f"{', '.join(sorted(builder.info.splits.keys()))}); set --config.{field}=...") from error
 
 
 def load_data(config: ml_collections.ConfigDict) -> EvalData:
   """Reads the test images and the training examples for tuning, fitting and probing."""
-  try:
-    builder = data_source.get_builder(config.dataset, config.data_dir)
-  except ValueError as error:
-    raise settings.EvaluationError(str(error)) from error
+  builder = data_source.get_builder(config.dataset, config.data_dir)
   data_source.ensure_prepared(builder)
   num_test = _split_size(builder, config.split, "split")
   num_train = _split_size(builder, config.train_split, "train_split")
   held_out = config.tuning_examples + config.wiener_fit_examples
   if held_out > num_train:
-    raise settings.EvaluationError(
+    raise errors.EvaluationError(
         f"tuning_examples + wiener_fit_examples = {held_out} exceeds the {num_train} examples "
         f"of train_split {config.train_split!r}; lower --config.tuning_examples or "
         "--config.wiener_fit_examples.")
   if num_test < 1:
-    raise settings.EvaluationError(
+    raise errors.EvaluationError(
         f"split {config.split!r} is empty; choose another --config.split.")
   num_examples = config.num_examples
   if num_examples > num_test:

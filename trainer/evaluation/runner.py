@@ -53,7 +53,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from trainer import reports
+from trainer import errors
 from trainer.evaluation import baselines
 from trainer.evaluation import cache as cache_lib
 from trainer.evaluation import levels as levels_lib
@@ -64,6 +64,7 @@ from trainer.evaluation import report as report_lib
 from trainer.evaluation import representation
 from trainer.evaluation import scoring
 from trainer.evaluation import settings
+from trainer import reports
 
 
 def _flat(features) -> np.ndarray:
@@ -205,14 +206,11 @@ def evaluate_and_report(config: ml_collections.ConfigDict, model_paths_by_name: 
   Raises:
     EvaluationError: a bad config, model, dataset split or output directory, found before
       anything is written; or the report could not be written.
-    data_source.DatasetUnavailableError: the dataset is neither prepared nor downloadable.
+    errors.DatasetUnavailableError: the dataset is neither prepared nor downloadable.
   """
   progress = progress_lib.Progress()
   settings.validate_config(config)
-  try:
-    reports.check_workdir(output_dir, flag="--output_dir")
-  except ValueError as error:
-    raise settings.EvaluationError(str(error)) from error
+  reports.check_workdir(output_dir, flag="--output_dir")
   for name in model_paths_by_name:
     loading.check_model_name(name)
   baseline_names = settings.selected_baselines(config)
@@ -262,7 +260,7 @@ def evaluate_and_report(config: ml_collections.ConfigDict, model_paths_by_name: 
     try:
       report_lib.write_outputs(report, evaluated.examples, output_dir)
     except (OSError, tf.errors.OpError) as error:
-      raise settings.EvaluationError(
+      raise errors.EvaluationError(
           f"Cannot write the report to {output_dir} ({type(error).__name__}: "
           f"{' '.join(str(error).split())[:300]}); choose another --output_dir or fix its "
           "permissions.") from error
