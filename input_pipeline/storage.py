@@ -1,6 +1,6 @@
 """Is a non-local directory (gs://...) usable? Checked in seconds, before a run starts.
 
-The workdir (`trainer.reports.check_workdir`) and a `data_dir`
+The workdir (`trainer.workdir.check_workdir`) and a `data_dir`
 (`data_source.get_builder`) on a filesystem of TensorFlow's (`gs://`, ...) are
 tried once at start: the data_dir must exist, the workdir must take a small
 file (written and removed at once). Without this, an unreachable bucket (no

@@ -34,18 +34,16 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import default as default_config
-from input_pipeline import data_source
 from input_pipeline import noise
 from trainer.benchmarking import harness
 from trainer.benchmarking import tutorial
 from trainer import cli
 from trainer.cloud import local_cluster
 from trainer import models
-from trainer import reports
 from trainer import resources
-from trainer import strategy as strategy_lib
 from trainer import train
 from trainer import validation
+from trainer import run_files
 
 _NUM_EPOCHS = flags.DEFINE_integer("num_epochs", 3, "Epochs to time for each measurement.")
 _ROUNDS = flags.DEFINE_integer(
@@ -103,7 +101,7 @@ def _time_to_quality(data, config, results) -> None:
   target = tutorial.mean_psnr(clean_test, model.predict(noisy_test, verbose=0))
   with tempfile.TemporaryDirectory() as workdir:
     train.train_and_evaluate(config, workdir)
-    history = reports.load_history(workdir)
+    history = run_files.load_history(workdir)
   reached = [entry for entry in history if entry["eval_psnr"] >= target]
   results.update({
       "tutorial_epochs": _TUTORIAL_EPOCHS.value,
@@ -161,13 +159,9 @@ def _print_table(results) -> None:
 
 
 def _checked_setup(config):
-  """(strategy, data source) of `config`, checked as a training run checks them."""
+  """(strategy, data source) of `config`, checked and built as a training run builds them."""
   validation.validate_config(config)
-  # The strategy first: splitting the CPU into logical devices (the Mirrored
-  # laptop recipe) must happen before any other TensorFlow op runs.
-  strategy = strategy_lib.get_strategy(config.runtime)
-  validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
-  return strategy, data_source.create_data_source(config)
+  return train.create_strategy_and_data(config)
 
 
 def main(argv):

@@ -16,8 +16,8 @@ from trainer import models
 from trainer import resources
 from trainer.benchmarking import harness
 from trainer.benchmarking import tutorial
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import tensorflow as tf
 from input_pipeline import data_source
 from input_pipeline import pipeline
 from trainer import errors
-from trainer import reports
 from trainer import train
+from trainer import workdir as workdir_lib
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_a_run_fed_by_the_service_learns(config, service, tmp_path):
   config.input.data_service_job_name = "test-run"
   workdir = str(tmp_path / "workdir")
   train.train_and_evaluate(config, workdir)
-  with open(os.path.join(workdir, reports.HISTORY_FILENAME)) as history_file:
+  with open(os.path.join(workdir, workdir_lib.HISTORY_FILENAME)) as history_file:
     history = json.load(history_file)
   assert [entry["epoch"] for entry in history] == [1, 2]
   assert history[1]["train_loss"] < history[0]["train_loss"]

@@ -12,8 +12,8 @@ from tensorflow_datasets.core.download import downloader as tfds_downloader
 
 from input_pipeline import data_source
 from trainer import errors
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_bundled_mnist_is_prepared_and_complete():

@@ -41,9 +41,9 @@ from trainer.evaluation import settings
 from trainer import export
 from trainer import models
 from trainer import workdir_lock
+from tests.helpers import REPO_ROOT
 # pylint: enable=g-import-not-at-top,g-bad-import-order
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SHAPE = data_source.IMAGE_SHAPE
 NUM_EXAMPLES = 24
 SLOW_SUBSET = 10

@@ -16,8 +16,8 @@ from input_pipeline import pipeline
 from trainer import checkpoints
 from trainer import export
 from trainer import models
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SHAPE = (28, 28, 1)
 EXPECTED_FLOAT = r"expects `images` float32 \[N, 28, 28, 1\] with values in \[0, 1\]"
 # The module's exports slice requests this finely, so that every test's batch

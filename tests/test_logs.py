@@ -1,7 +1,6 @@
 """What a run prints (trainer/logs.py): a short log by default, the detail at --verbosity=1."""
 
 import os
-import pathlib
 import re
 import subprocess
 import sys
@@ -11,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 from trainer import logs
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # TensorFlow's C++ notices, XLA's assert notices and checkpoint-sharding timings.
 _NOISE = re.compile(r"cudart_stub|cuInit|cpu_feature_guard|oneDNN|absl::InitializeLog|"
                     r"Ignoring Assert|Sharding callback|Constructing tf.data.Dataset|"
@@ -89,14 +88,15 @@ def test_progress_writes_scalars_at_each_boundary_and_a_line_at_most_every_10_s(
   clock = _Clock()
   written, lines = [], []
   monkeypatch.setattr(logging, "info", lambda message, *args: lines.append(message % args))
-  progress = logs.Progress(epoch=0, num_epochs=3, first_step=0, epoch_steps=400, batch_size=10,
+  progress = logs.Progress(steps_per_epoch=400, last_step=1200, batch_size=10,
                            log_every_steps=100, write_scalars=lambda scalars, step: written.append(
                                (step, scalars)), clock=clock)
   running = {"loss": 0.5, "psnr": 12.0}
+  progress.before_chunk(0, 50)
   for steps_done, now in ((50, 2.0), (100, 4.0), (150, 6.0), (200, 11.0), (300, 12.0),
                           (400, 25.0)):
     clock.now = now
-    progress.update(steps_done, running)
+    progress.after_chunk(steps_done, running)
   assert [step for step, _ in written] == [100, 200, 300, 400]
   assert written[0][1] == {"step/loss": 0.5, "step/psnr": 12.0, "step/examples_per_second": 250.0}
   # 10 s after the epoch began (step 200), then 10 s after that line (step 400).
@@ -106,17 +106,20 @@ def test_progress_writes_scalars_at_each_boundary_and_a_line_at_most_every_10_s(
 
 def test_progress_starts_counting_boundaries_at_a_resumed_step():
   written = []
-  progress = logs.Progress(epoch=1, num_epochs=2, first_step=150, epoch_steps=50, batch_size=1,
+  progress = logs.Progress(steps_per_epoch=100, last_step=200, batch_size=1,
                            log_every_steps=100,
                            write_scalars=lambda scalars, step: written.append(step))
-  progress.update(40, {"loss": 1.0, "psnr": 1.0})  # Step 190: no boundary passed.
-  progress.update(50, {"loss": 1.0, "psnr": 1.0})  # Step 200.
+  progress.before_chunk(150, 40)
+  progress.after_chunk(190, {"loss": 1.0, "psnr": 1.0})  # No boundary passed.
+  progress.before_chunk(190, 10)
+  progress.after_chunk(200, {"loss": 1.0, "psnr": 1.0})
   assert written == [200]
 
 
 def test_progress_is_off_at_log_every_steps_0():
   written = []
-  progress = logs.Progress(epoch=0, num_epochs=1, first_step=0, epoch_steps=10, batch_size=1,
+  progress = logs.Progress(steps_per_epoch=10, last_step=10, batch_size=1,
                            log_every_steps=0, write_scalars=lambda *args: written.append(args))
-  progress.update(10, {"loss": 1.0, "psnr": 1.0})
+  progress.before_chunk(0, 10)
+  progress.after_chunk(10, {"loss": 1.0, "psnr": 1.0})
   assert not written

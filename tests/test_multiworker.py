@@ -20,8 +20,8 @@ from configs import test as test_config
 from input_pipeline import data_source
 from input_pipeline import pipeline
 from trainer.cloud import local_cluster
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO_ROOT, "scripts", "run_multiworker_local.sh")
 _MULTI_WORKER = "--config.runtime.strategy=multi_worker_mirrored"
 # Everything the chief may leave in its workdir.

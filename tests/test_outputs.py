@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.cloud import output_dirs
 from trainer.cloud import tfx_trainer
 from trainer import errors
 from trainer import train
+from trainer import workdir as workdir_lib
 
 
 def _event_files(directory):
@@ -19,14 +19,14 @@ def _event_files(directory):
 
 
 def test_resolve_defaults_to_the_workdir_and_honours_each_aip_variable():
-  assert output_dirs.resolve("/w", environ={}) == output_dirs.OutputDirs(
+  assert workdir_lib.resolve("/w", environ={}) == workdir_lib.OutputDirs(
       workdir="/w", checkpoints="/w/checkpoints", tensorboard="/w", saved_model="/w/saved_model")
-  dirs = output_dirs.resolve("/w", environ={"AIP_MODEL_DIR": "gs://b/model/",
+  dirs = workdir_lib.resolve("/w", environ={"AIP_MODEL_DIR": "gs://b/model/",
                                             "AIP_CHECKPOINT_DIR": "gs://b/checkpoints/",
                                             "AIP_TENSORBOARD_LOG_DIR": "gs://b/logs/"})
-  assert dirs == output_dirs.OutputDirs(workdir="/w", checkpoints="gs://b/checkpoints/",
+  assert dirs == workdir_lib.OutputDirs(workdir="/w", checkpoints="gs://b/checkpoints/",
                                         tensorboard="gs://b/logs/", saved_model="gs://b/model/")
-  assert output_dirs.resolve("/w", environ={"AIP_MODEL_DIR": "/m"},
+  assert workdir_lib.resolve("/w", environ={"AIP_MODEL_DIR": "/m"},
                              saved_model="/tfx").saved_model == "/tfx"
 
 

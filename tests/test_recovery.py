@@ -23,13 +23,17 @@ from input_pipeline import storage
 from trainer import checkpoints
 from trainer import cli
 from trainer import errors
-from trainer import reports
 from trainer import steps as steps_lib
 from trainer import train
+from trainer import train_state
 from trainer import validation
 from trainer import workdir_lock
+from trainer import fileio
+from trainer import workdir as workdir_lib
+from trainer import run_files
+from tests import helpers
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _snapshot(directory):
@@ -37,7 +41,7 @@ def _snapshot(directory):
   found = {}
   for parent, _, files in os.walk(directory):
     for name in files:
-      if parent == str(directory) and name == workdir_lock.LOCK_FILENAME:
+      if parent == str(directory) and name == workdir_lib.LOCK_FILENAME:
         continue  # The lock's own file: each run writes its PID there, not a result.
       path = os.path.join(parent, name)
       found[os.path.relpath(path, directory)] = (os.path.getsize(path), os.stat(path).st_mtime_ns)
@@ -102,7 +106,7 @@ def test_model_and_batch_changes_are_refused_even_with_the_opt_in(short_run):
 
 
 def test_settings_that_cannot_change_the_result_need_no_opt_in(short_run):
-  earlier = reports.read_config(short_run[0])
+  earlier = run_files.read_config(short_run[0])
   config = test_config.get_config()
   config.train.num_epochs = 5
   config.train.checkpoints_to_keep = 1
@@ -127,10 +131,11 @@ def test_with_the_opt_in_the_new_learning_rate_takes_effect_and_is_recorded(shor
   assert stretches[1]["config"]["train"]["learning_rate"] == 0.01
   # After a restore, the optimizer's learning rate is the config's, not the checkpoint's.
   data = data_source.create_data_source(config)
-  _, optimizer, checkpoint, _ = train._create_train_state(
-      config, data, train.output_dirs.resolve(workdir, environ={}), tf.distribute.get_strategy())
-  assert int(checkpoint.step) == 16
-  assert float(optimizer.learning_rate) == pytest.approx(0.01)
+  state = train_state.create_train_state(
+      config, data, workdir_lib.resolve(workdir, environ={}).checkpoints,
+      tf.distribute.get_strategy(), train.total_steps(config, data))
+  assert state.step == 16
+  assert float(state.optimizer.learning_rate) == pytest.approx(0.01)
 
 
 def test_lowering_num_epochs_below_the_trained_steps_is_refused(short_run, tmp_path):
@@ -152,7 +157,7 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_one_before(short_run, t
   config.train.max_steps = 24
   train.train_and_evaluate(config, workdir)
   assert any("ckpt-16 is unreadable" in record.getMessage() for record in caplog.records)
-  history = reports.load_history(workdir)
+  history = run_files.load_history(workdir)
   # Resumed at step 8: the entry of the lost step 16 is dropped, 9..24 are one stretch.
   assert [entry["step"] for entry in history] == [8, 24]
   assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-24.index"))
@@ -177,7 +182,7 @@ def test_a_damaged_checkpoint_state_file_resumes_from_the_checkpoint_files(
   train.train_and_evaluate(config, workdir)
   assert any("rewriting it from the files" in record.getMessage() for record in caplog.records)
   # Resumed at step 8 (not retrained from 0 over ckpt-8), and the manager knows both.
-  assert [entry["step"] for entry in reports.load_history(workdir)] == [8, 16]
+  assert [entry["step"] for entry in run_files.load_history(workdir)] == [8, 16]
   assert os.stat(os.path.join(workdir, "checkpoints", "ckpt-8.index")).st_mtime_ns == kept
   state = tf.train.get_checkpoint_state(os.path.join(workdir, "checkpoints"))
   assert [os.path.basename(path) for path in state.all_model_checkpoint_paths] == [
@@ -222,10 +227,7 @@ def test_stale_temporaries_are_removed_on_start(short_run, tmp_path):
   assert not os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-9_temp"))
 
 
-def test_a_stop_request_ends_the_epoch_after_the_current_chunk():
-  class Requested:
-    requested = True
-
+def test_a_chunk_passes_the_stop_request_in_and_returns_the_answer():
   calls = []
 
   def fake_train_steps(iterator, num_steps, stop_requested):
@@ -233,16 +235,17 @@ def test_a_stop_request_ends_the_epoch_after_the_current_chunk():
     calls.append((int(num_steps), float(stop_requested)))
     return {"loss": tf.constant(0.5), "psnr": tf.constant(10.0), "stop": stop_requested}
 
-  metrics, done, stopped = steps_lib.run_epoch_steps(fake_train_steps, None, epoch=0, first_step=0,
-                                            num_steps=32, steps_per_loop=8,
-                                            stop_signal=Requested())
-  assert calls == [(8, 1.0)] and done == 8 and stopped
-  assert metrics == {"loss": 0.5, "psnr": 10.0}
+  chunk = steps_lib.run_chunk(fake_train_steps, None, first_step=0, num_steps=8, epoch=0,
+                              stop_requested=True)
+  assert calls == [(8, 1.0)] and chunk == {"loss": 0.5, "psnr": 10.0, "stop": 1.0}
+  chunk = steps_lib.run_chunk(fake_train_steps, None, first_step=8, num_steps=4, epoch=0,
+                              stop_requested=False)
+  assert calls[-1] == (4, 0.0) and chunk["stop"] == 0.0
 
 
 def test_non_finite_values_never_reach_a_json_file(tmp_path):
   path = str(tmp_path / "metrics.json")
-  reports.write_json(path, {"psnr": float("inf"), "loss": float("nan"), "ok": [1.5, float("-inf")]})
+  fileio.write_json(path, {"psnr": float("inf"), "loss": float("nan"), "ok": [1.5, float("-inf")]})
   assert json.loads((tmp_path / "metrics.json").read_text()) == {
       "psnr": None, "loss": None, "ok": [1.5, None]}
   assert "Infinity" not in (tmp_path / "metrics.json").read_text()
@@ -372,7 +375,7 @@ def test_an_unusable_remote_directory_is_one_line_naming_the_fix(monkeypatch, wr
 
 
 def test_a_reachable_remote_workdir_passes_and_keeps_nothing_of_the_check():
-  reports.check_workdir("ram://dae-check/workdir")
+  workdir_lib.check_workdir("ram://dae-check/workdir")
   assert not tf.io.gfile.exists("ram://dae-check/workdir")
 
 
@@ -441,8 +444,8 @@ def test_with_the_opt_in_checkpoints_without_a_config_resume_and_record_it(short
   config = test_config.get_config()
   config.train.max_steps = 16
   train.train_and_evaluate(config, workdir, allow_config_change=True)
-  assert [entry["step"] for entry in reports.load_history(workdir)] == [8, 16]
-  assert reports.read_config(workdir)["train"]["max_steps"] == 16
+  assert [entry["step"] for entry in run_files.load_history(workdir)] == [8, 16]
+  assert run_files.read_config(workdir)["train"]["max_steps"] == 16
 
 
 def test_a_corrupt_history_is_one_line_and_nothing_is_rewritten(short_run, tmp_path):
@@ -484,10 +487,7 @@ def test_metrics_json_is_written_after_the_saved_model(short_run):
 
 
 def _run_main(tmp_path, *flags):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, "-m", "trainer.main", f"--workdir={tmp_path / 'w'}",
-                         *flags], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                        timeout=120)
+  return helpers.run_trainer(tmp_path / "w", *flags, timeout=120)
 
 
 def _start_main(tmp_path):
@@ -496,7 +496,7 @@ def _start_main(tmp_path):
       [sys.executable, "-m", "trainer.main", "--config=configs/test.py",
        f"--workdir={tmp_path / 'w'}"], cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  lock_file = tmp_path / "w" / workdir_lock.LOCK_FILENAME
+  lock_file = tmp_path / "w" / workdir_lib.LOCK_FILENAME
   deadline = time.monotonic() + 120
   while not (lock_file.exists() and lock_file.read_text().strip() == str(process.pid)):
     assert process.poll() is None and time.monotonic() < deadline, "the trainer never locked"
@@ -639,7 +639,7 @@ def test_a_disk_that_fills_during_the_first_checkpoint_is_one_line_and_a_rerun_c
   result = _run_main(tmp_path, "--config=configs/test.py")
   assert result.returncode == 0, result.stderr[-2000:]
   assert not os.path.exists(moved / "checkpoints" / "ckpt-32_temp")
-  assert [entry["step"] for entry in reports.load_history(str(moved))] == [32]
+  assert [entry["step"] for entry in run_files.load_history(str(moved))] == [32]
 
 
 _BEAT = 0.2  # Seconds between a test marker's renewals.
@@ -647,7 +647,7 @@ _BEAT = 0.2  # Seconds between a test marker's renewals.
 
 def test_a_run_marker_is_renewed_while_held_and_removed_on_release(tmp_path):
   marker = workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT)
-  path = tmp_path / workdir_lock.MARKER_FILENAME
+  path = tmp_path / workdir_lib.MARKER_FILENAME
   first = json.loads(path.read_text())
   assert first["pid"] == os.getpid() and first["owner"] == marker.owner
   time.sleep(3 * _BEAT)
@@ -666,7 +666,7 @@ def test_a_second_trainer_stops_at_a_live_run_marker_naming_its_owner(tmp_path):
       workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT)
     assert time.monotonic() - start < workdir_lock.STALE_AFTER_HEARTBEATS * _BEAT + 1
     # The owner's marker is untouched, and the check can be skipped.
-    assert json.loads((tmp_path / workdir_lock.MARKER_FILENAME).read_text())["owner"] == (
+    assert json.loads((tmp_path / workdir_lib.MARKER_FILENAME).read_text())["owner"] == (
         marker.owner)
     workdir_lock.claim_marker(str(tmp_path), ignore_marker=True, heartbeat_seconds=_BEAT).release()
   finally:
@@ -678,10 +678,10 @@ def test_a_second_trainer_stops_at_a_live_run_marker_naming_its_owner(tmp_path):
     "{not json",  # A torn or foreign file.
 ])
 def test_a_marker_that_is_not_renewed_is_taken_over(tmp_path, caplog, left_behind):
-  (tmp_path / workdir_lock.MARKER_FILENAME).write_text(left_behind)
+  (tmp_path / workdir_lib.MARKER_FILENAME).write_text(left_behind)
   marker = workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT)
   try:
-    content = json.loads((tmp_path / workdir_lock.MARKER_FILENAME).read_text())
+    content = json.loads((tmp_path / workdir_lib.MARKER_FILENAME).read_text())
     assert content["owner"] == marker.owner
     assert any("Taking over" in record.getMessage() or "is not a run marker" in record.getMessage()
                for record in caplog.records)

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from trainer.cloud import local_cluster
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/test.py for 6 epochs: 192 steps of 32 per epoch.
 _FLAGS = ("--config=configs/test.py", "--config.train.num_epochs=6")
 _FINISHED = re.compile(r"finished at step (\d+): .*; weights fingerprint (\w+)")

@@ -18,11 +18,11 @@ from trainer import checkpoints
 from trainer import export
 from trainer import models
 from trainer import optimizers
-from trainer import reports
 from trainer import steps as steps_lib
 from trainer import train
+from trainer import run_files
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run_python(code, timeout=300):
@@ -119,10 +119,12 @@ def test_nan_loss_raises_with_the_step_range():
     return {"loss": tf.constant(next(chunk_losses)), "psnr": tf.constant(10.0),
             "stop": tf.constant(0.0)}
 
+  assert steps_lib.run_chunk(fake_train_steps, None, first_step=100, num_steps=8, epoch=2,
+                             stop_requested=False)["loss"] == 0.5
   with pytest.raises(FloatingPointError, match="became nan between steps 108 and 115 "
                                                r"\(epoch 3\)"):
-    steps_lib.run_epoch_steps(fake_train_steps, None, epoch=2, first_step=100, num_steps=50,
-                     steps_per_loop=8)
+    steps_lib.run_chunk(fake_train_steps, None, first_step=108, num_steps=8, epoch=2,
+                        stop_requested=False)
 
 
 def test_mirrored_two_replicas_match_one_device():
@@ -274,11 +276,11 @@ def test_resumed_runs_end_where_an_uninterrupted_run_does(config, tmp_path, jit_
     config.train.max_steps = max_steps
     train.train_and_evaluate(config, workdir)
     assert os.path.exists(os.path.join(workdir, "checkpoints", f"ckpt-{max_steps}.index"))
-  assert [(entry["epoch"], entry["step"]) for entry in reports.load_history(workdir)] == [
+  assert [(entry["epoch"], entry["step"]) for entry in run_files.load_history(workdir)] == [
       (1, 32), (2, 40)]
   config.train.max_steps = 0
   resumed = train.train_and_evaluate(config, workdir)
-  history = reports.load_history(workdir)
+  history = run_files.load_history(workdir)
   assert [(entry["epoch"], entry["step"]) for entry in history] == [(1, 32), (2, 40), (2, 64)]
   # Seeds depend on the epoch and the batch index, not on iterator state: the
   # resumed run saw the same batches at the same steps.
@@ -286,13 +288,13 @@ def test_resumed_runs_end_where_an_uninterrupted_run_does(config, tmp_path, jit_
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     if jit_compile:  # The same XLA computations, whatever the chunking: bit for bit.
       np.testing.assert_array_equal(a, b)
-  straight_history = reports.load_history(straight_dir)
+  straight_history = run_files.load_history(straight_dir)
   for name in ("eval_loss", "eval_psnr"):
     assert history[-1][name] == pytest.approx(straight_history[-1][name], rel=1e-5), name
 
   # A finished run started again trains nothing and keeps its reports.
   train.train_and_evaluate(config, workdir)
-  assert reports.load_history(workdir) == history
+  assert run_files.load_history(workdir) == history
   assert not os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-96.index"))
   metrics = json.load(open(os.path.join(workdir, "metrics.json")))
   assert metrics["step"] == 64 and metrics["epochs"] == 2
@@ -304,7 +306,7 @@ def test_eval_every_epochs_evaluates_less_often_and_always_at_the_end(config, tm
   config.train.eval_every_epochs = 2
   workdir = str(tmp_path / "workdir")
   train.train_and_evaluate(config, workdir)
-  assert [entry["step"] for entry in reports.load_history(workdir)] == [64, 96]
+  assert [entry["step"] for entry in run_files.load_history(workdir)] == [64, 96]
   for step in (32, 64, 96):  # A checkpoint every epoch all the same.
     assert os.path.exists(os.path.join(workdir, "checkpoints", f"ckpt-{step}.index"))
 

@@ -13,8 +13,9 @@ from input_pipeline import data_source
 from trainer import errors
 from trainer import strategy as strategy_lib
 from trainer import validation
+from tests import helpers
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -76,11 +77,7 @@ def test_batch_size_must_split_over_replicas(config):
 
 
 def _run_main(workdir, *flags):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run(
-      [sys.executable, "-m", "trainer.main", "--config=configs/test.py",
-       f"--workdir={workdir}", *flags],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  return helpers.run_trainer(workdir, "--config=configs/test.py", *flags)
 
 
 @pytest.mark.parametrize("flags, message", [

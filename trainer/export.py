@@ -40,7 +40,7 @@ from input_pipeline import pipeline
 from trainer import checkpoints
 from trainer import errors
 from trainer import models
-from trainer import reports
+from trainer import fileio
 
 SERVING_ENDPOINT = "serving_default"
 ENCODE_ENDPOINT = "encode"
@@ -135,7 +135,7 @@ def read_export_info(path: str) -> dict | None:
   info_path = os.path.join(path.rstrip("/"), EXPORT_INFO_PATH)
   if not tf.io.gfile.exists(info_path):
     return None
-  info = reports.read_json(info_path)
+  info = fileio.read_json(info_path)
   if not isinstance(info, dict):
     raise errors.CorruptFileError(f"{info_path} is not a JSON object; export the model again.")
   return info
@@ -200,7 +200,7 @@ def export_saved_model(model: keras.Model, path: str, training_run: dict | None 
   temporary = f"{path}{_TEMPORARY_INFIX}{os.getpid()}"
   try:
     archive.write_out(temporary, verbose=False)
-    reports.write_json(os.path.join(temporary, EXPORT_INFO_PATH), {
+    fileio.write_json(os.path.join(temporary, EXPORT_INFO_PATH), {
         "weights_fingerprint": checkpoints.weights_fingerprint(model),
         "training_run": training_run,
     })
@@ -208,5 +208,5 @@ def export_saved_model(model: keras.Model, path: str, training_run: dict | None 
     if tf.io.gfile.exists(temporary):
       tf.io.gfile.rmtree(temporary)
     raise
-  reports.replace_directory(temporary, path)
+  fileio.replace_directory(temporary, path)
   logging.info("Exported the SavedModel to %s.", path)

@@ -153,39 +153,51 @@ def log_final(task_name: str, step: int, eval_metrics: dict, fingerprint: str,
 
 
 class Progress:
-  """Within an epoch: step-level scalars every `log_every_steps` steps, and a line now and then.
+  """A training-loop hook: step-level scalars every `log_every_steps` steps, and a line now and then.
 
-  `update` is called after every chunk of steps. When a multiple of
-  `log_every_steps` was passed, the running loss, PSNR and examples/s go to
-  `write_scalars` (TensorBoard, the chief only) and, if `PROGRESS_MIN_SECONDS`
-  have passed since the epoch began or the last line, to the log: an epoch of
-  a few seconds prints nothing extra, a minutes-long one shows signs of life.
+  After every chunk of steps, when a multiple of `log_every_steps` was passed,
+  the epoch's running loss, PSNR and examples/s go to `write_scalars`
+  (TensorBoard; a no-op on tasks other than the chief) and, if
+  `PROGRESS_MIN_SECONDS` have passed since the epoch began or the last line,
+  to the log: an epoch of a few seconds prints nothing extra, a minutes-long
+  one shows signs of life.
   """
 
-  def __init__(self, epoch: int, num_epochs: int, first_step: int, epoch_steps: int,
-               batch_size: int, log_every_steps: int, write_scalars=None,
-               clock=time.time):
-    self._epoch, self._num_epochs = epoch, num_epochs
-    self._first_step, self._epoch_steps = first_step, epoch_steps
+  def __init__(self, steps_per_epoch: int, last_step: int, batch_size: int,
+               log_every_steps: int, write_scalars, clock=time.time):
+    self._steps_per_epoch, self._last_step = steps_per_epoch, last_step
+    self._num_epochs = -(-last_step // steps_per_epoch)
     self._batch_size, self._every = batch_size, log_every_steps
     self._write_scalars, self._clock = write_scalars, clock
-    self._start = self._last_line = clock()
-    self._last_boundary = first_step // log_every_steps if log_every_steps > 0 else 0
+    self._epoch = None
 
-  def update(self, steps_done: int, running: dict[str, float]) -> None:
-    if self._every <= 0:
+  def before_chunk(self, first_step: int, num_steps: int) -> None:
+    """Called before global steps first_step .. first_step + num_steps - 1; starts an epoch's count."""
+    del num_steps
+    epoch = first_step // self._steps_per_epoch
+    if epoch == self._epoch:
       return
-    step = self._first_step + steps_done
-    if step // self._every == self._last_boundary:
+    # The epoch's first step here, or the step a resumed run starts from.
+    self._epoch, self._first_step = epoch, first_step
+    self._epoch_steps = min((epoch + 1) * self._steps_per_epoch, self._last_step) - first_step
+    self._start = self._last_line = self._clock()
+    self._last_boundary = first_step // self._every if self._every > 0 else 0
+
+  def after_chunk(self, step: int, running: dict[str, float]) -> None:
+    """Called after a chunk: `step` global steps are done; `running` holds the epoch's means so far."""
+    if self._every <= 0 or step // self._every == self._last_boundary:
       return
     self._last_boundary = step // self._every
+    steps_done = step - self._first_step
     now = self._clock()
     examples_per_second = steps_done * self._batch_size / max(now - self._start, 1e-9)
-    if self._write_scalars is not None:
-      self._write_scalars({"step/loss": running["loss"], "step/psnr": running["psnr"],
-                           "step/examples_per_second": examples_per_second}, step)
+    self._write_scalars({"step/loss": running["loss"], "step/psnr": running["psnr"],
+                         "step/examples_per_second": examples_per_second}, step)
     if now - self._last_line >= PROGRESS_MIN_SECONDS:
       self._last_line = now
       logging.info("epoch %d/%d, step %d (%d of %d): running loss %.4f PSNR %.2f dB, "
                    "%.0f examples/s", self._epoch + 1, self._num_epochs, step, steps_done,
                    self._epoch_steps, running["loss"], running["psnr"], examples_per_second)
+
+  def close(self) -> None:
+    """Nothing to release; every hook of the loop has it."""

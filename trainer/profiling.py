@@ -72,12 +72,13 @@ class ProfilerWindow:
       tf.profiler.experimental.start(self._logdir)
       self.active = True
 
-  def after_chunk(self, step_reached: int) -> None:
+  def after_chunk(self, step_reached: int, running_means=None) -> None:
     """Called after a chunk; `step_reached` is the number of global steps trained so far."""
+    del running_means
     if self.active and step_reached > self._window[1]:
-      self.stop()
+      self.close()
 
-  def stop(self) -> None:
+  def close(self) -> None:
     """Stops (and writes) the trace if one is running: also when training ends early."""
     if self.active:
       tf.profiler.experimental.stop()

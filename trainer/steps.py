@@ -4,9 +4,9 @@
 `num_steps` global steps in one `tf.function` call, each `strategy.run(train_step)`
 with the loss averaged over the global batch (on one device with XLA the whole
 chunk of steps is one XLA computation instead). `make_eval_function` returns
-the evaluation pass over the noisy eval split. `run_epoch_steps` drives
-`train_steps` chunk by chunk from Python, stopping on a non-finite loss or a
-stop request. `trainer.train` builds them once and hands them the model.
+the evaluation pass over the noisy eval split. `run_chunk` calls `train_steps`
+for one chunk from Python and stops on a non-finite loss. `trainer.train` builds
+them once and hands them the model.
 """
 
 import functools
@@ -177,38 +177,41 @@ def to_floats(tensors: dict[str, tf.Tensor]) -> dict[str, float]:
   return {name: float(value) for name, value in tensors.items()}
 
 
-def run_epoch_steps(train_steps, iterator, epoch: int, first_step: int, num_steps: int,
-                    steps_per_loop: int, stop_signal=None,
-                    on_chunk=None) -> tuple[dict[str, float], int, bool]:
-  """Runs global steps `first_step` .. `first_step + num_steps - 1` of `epoch` in chunks of
-  `steps_per_loop`.
+def run_chunk(train_steps, iterator, first_step: int, num_steps: int, epoch: int,
+              stop_requested: bool) -> dict[str, float]:
+  """Runs global steps `first_step` .. `first_step + num_steps - 1` (of `epoch`) in one call.
 
-  After each chunk, `on_chunk(steps_done, running_means)` is called if given
-  (the progress lines and step-level summaries).
-
-  Returns (mean metrics, steps done, stopped): a stop requested on any task
-  (`stop_signal.requested`) ends the epoch after the current chunk.
+  Returns their mean loss and PSNR, and `stop`: positive if any task asked to
+  stop (`stop_requested` is all-reduced inside the call, so every task of a
+  multi-worker job sees the same answer after the same chunk).
 
   Raises:
     FloatingPointError: the loss stopped being finite, naming the step range.
   """
-  totals = {"loss": 0.0, "psnr": 0.0}
-  done = 0
-  while done < num_steps:
-    chunk_steps = min(steps_per_loop, num_steps - done)
-    stop_requested = float(stop_signal is not None and stop_signal.requested)
-    chunk = to_floats(train_steps(iterator, tf.constant(chunk_steps),
-                                  tf.constant(stop_requested)))
-    if not math.isfinite(chunk["loss"]):
-      raise FloatingPointError(
-          f"Training loss became {chunk['loss']} between steps {first_step + done} and "
-          f"{first_step + done + chunk_steps - 1} (epoch {epoch + 1}); lower "
-          "train.learning_rate or check the input data.")
-    for name in totals:
-      totals[name] += chunk[name] * chunk_steps
-    done += chunk_steps
-    if on_chunk is not None:
-      on_chunk(done, {name: total / done for name, total in totals.items()})
-    if chunk["stop"] > 0:
-      break
-  return {name: total / done for name, total in totals.items()}, done, chunk["stop"] > 0
+  chunk = to_floats(train_steps(iterator, tf.constant(num_steps),
+                                tf.constant(float(stop_requested))))
+  if not math.isfinite(chunk["loss"]):
+    raise FloatingPointError(
+        f"Training loss became {chunk['loss']} between steps {first_step} and "
+        f"{first_step + num_steps - 1} (epoch {epoch + 1}); lower "
+        "train.learning_rate or check the input data.")
+  return chunk
+
+
+class RunningMeans:
+  """The mean loss and PSNR of an epoch's chunks so far, each weighted by its steps."""
+
+  def __init__(self):
+    self._totals, self._steps = {"loss": 0.0, "psnr": 0.0}, 0
+
+  def add(self, chunk: dict[str, float], num_steps: int) -> None:
+    for name in self._totals:
+      self._totals[name] += chunk[name] * num_steps
+    self._steps += num_steps
+
+  @property
+  def steps(self) -> int:
+    return self._steps
+
+  def result(self) -> dict[str, float]:
+    return {name: total / self._steps for name, total in self._totals.items()}

@@ -15,11 +15,8 @@ from tensorboard.plugins.hparams import api as hparams_api
 import tensorflow as tf
 
 from trainer import config_lib
+from trainer import workdir as workdir_lib
 
-# The writers' subdirectories of the TensorBoard root.
-TRAIN_SUBDIRECTORY = "train"
-EVAL_SUBDIRECTORY = "eval"
-SUBDIRECTORIES = (TRAIN_SUBDIRECTORY, EVAL_SUBDIRECTORY)
 # Eval scalars reported as hparams metrics, so runs can be compared in the HParams tab.
 _HPARAMS_METRICS = ("loss", "psnr", "ssim")
 
@@ -30,8 +27,8 @@ class Writers:
   def __init__(self, workdir: str, enabled: bool):
     if enabled:
       self.root = tf.summary.create_file_writer(workdir)
-      self.train = tf.summary.create_file_writer(os.path.join(workdir, TRAIN_SUBDIRECTORY))
-      self.eval = tf.summary.create_file_writer(os.path.join(workdir, EVAL_SUBDIRECTORY))
+      self.train = tf.summary.create_file_writer(os.path.join(workdir, workdir_lib.TRAIN_SUBDIRECTORY))
+      self.eval = tf.summary.create_file_writer(os.path.join(workdir, workdir_lib.EVAL_SUBDIRECTORY))
     else:
       self.root = self.train = self.eval = tf.summary.create_noop_writer()
 

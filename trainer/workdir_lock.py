@@ -32,9 +32,8 @@ import tensorflow as tf
 
 from input_pipeline import storage
 from trainer import errors
+from trainer import workdir as workdir_lib
 
-LOCK_FILENAME = "trainer.lock"
-MARKER_FILENAME = "trainer.marker.json"
 # How often the owner of a run marker renews it, and how many missed renewals
 # make it stale. Object stores answer in tens of milliseconds to a second.
 HEARTBEAT_SECONDS = 20.0
@@ -50,6 +49,12 @@ class WorkdirLock:
   def __init__(self, file=None, marker=None):
     self._file = file
     self._marker = marker
+
+  def __enter__(self) -> "WorkdirLock":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.release()
 
   def release(self) -> None:
     if self._file is not None:
@@ -132,7 +137,7 @@ def claim_marker(workdir: str, ignore_marker: bool = False,
       while this one watched), or another trainer claimed the workdir at the
       same moment; the message names it.
   """
-  marker = RunMarker(os.path.join(workdir, MARKER_FILENAME), heartbeat_seconds)
+  marker = RunMarker(os.path.join(workdir, workdir_lib.MARKER_FILENAME), heartbeat_seconds)
   existing = read_marker(marker.path)
   if existing is not None and not ignore_marker:
     watch_seconds = STALE_AFTER_HEARTBEATS * heartbeat_seconds
@@ -161,7 +166,7 @@ def claim_marker(workdir: str, ignore_marker: bool = False,
 def _in_use(workdir: str, marker: dict) -> errors.ConfigError:
   return errors.ConfigError(
       f"--workdir={workdir} is in use by another trainer (host {marker.get('host')}, PID "
-      f"{marker.get('pid')} renews {MARKER_FILENAME} there); wait for it to finish or stop it, "
+      f"{marker.get('pid')} renews {workdir_lib.MARKER_FILENAME} there); wait for it to finish or stop it, "
       "or use another --workdir (--config.runtime.ignore_run_marker=true skips this check).")
 
 
@@ -175,7 +180,7 @@ def acquire(workdir: str, ignore_marker: bool = False) -> WorkdirLock:
   if storage.is_remote(workdir):
     return WorkdirLock(marker=claim_marker(workdir, ignore_marker))
   os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, LOCK_FILENAME)
+  path = os.path.join(workdir, workdir_lib.LOCK_FILENAME)
   # "a+": never truncates the holder's PID before we own the lock.
   file = open(path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
   try:
@@ -205,7 +210,7 @@ def holder(workdir: str) -> str | None:
   """
   if storage.is_remote(workdir):
     return None
-  path = os.path.join(workdir, LOCK_FILENAME)
+  path = os.path.join(workdir, workdir_lib.LOCK_FILENAME)
   try:
     file = open(path, encoding="utf-8")  # pylint: disable=consider-using-with
   except OSError:  # No lock file, or no such workdir: no trainer there.

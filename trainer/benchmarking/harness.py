@@ -21,9 +21,9 @@ import tensorflow as tf
 from input_pipeline import noise
 from input_pipeline import pipeline
 from trainer import models
-from trainer import optimizers
 from trainer import steps
 from trainer import train
+from trainer import train_state
 
 
 class TrainingLoop:
@@ -38,24 +38,23 @@ class TrainingLoop:
     config = config.copy_and_resolve_references()
     config.train.num_epochs = max_epochs + 1
     self._config, self._data = config, data
-    with strategy.scope():
-      model = models.create_model(config.model, data.image_shape, config.seed,
-                                  config.runtime.dtype_policy)
-      optimizer = optimizers.create_optimizer(config.train, train.total_steps(config, data),
-                                              config.runtime.dtype_policy)
-      optimizer.build(model.trainable_variables)
+    # The trainer's own train state, without a checkpoint directory.
+    state = train_state.create_train_state(config, data, None, strategy,
+                                           train.total_steps(config, data))
     self._iterator = iter(strategy.distribute_datasets_from_function(
         lambda context: pipeline.create_dataset(data, config, "train", context)))
-    self._optimizer = optimizer
-    self._train_steps = steps.make_train_function(strategy, model, optimizer, config)
-    self._chunk = tf.constant(config.train.steps_per_loop)
+    self._optimizer = state.optimizer
+    self._train_steps = steps.make_train_function(strategy, state.model, state.optimizer, config)
+    self._step = 0
     self._run_chunks(1)  # Trace, compile, fill the cache.
 
   def _run_chunks(self, num_chunks: int) -> None:
-    keep_going = tf.constant(0.0)
+    """`num_chunks` chunks through `steps.run_chunk`, as the trainer runs them."""
+    num_steps = self._config.train.steps_per_loop
     for _ in range(num_chunks):
-      loss = self._train_steps(self._iterator, self._chunk, keep_going)["loss"]
-    float(loss)  # Waits for the last call.
+      steps.run_chunk(self._train_steps, self._iterator, self._step, num_steps,
+                      epoch=self._step // self._data.steps_per_epoch, stop_requested=False)
+      self._step += num_steps
 
   @property
   def steps_trained(self) -> int:

@@ -1,6 +1,6 @@
-"""Cloud and cluster glue around the training job.
+"""Cloud and cluster glue around the training job (where a run writes, Vertex AI's AIP_*
+directories included, is `trainer.workdir`).
 
-- `output_dirs`: where a run writes (the workdir, or Vertex AI's AIP_* directories);
 - `tfx_trainer`: a TFX Trainer `run_fn` that maps TFX's FnArgs onto `train_and_evaluate`;
 - `local_cluster`: free localhost ports and TF_CONFIGs for a multi-worker cluster on one
   machine, and the loopback interface of the workers' private network namespace

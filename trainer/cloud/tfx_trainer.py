@@ -33,9 +33,9 @@ import importlib
 from absl import logging
 import ml_collections
 
-from trainer.cloud import output_dirs
 from trainer import errors
 from trainer import train
+from trainer import workdir as workdir_lib
 
 DEFAULT_CONFIG_NAME = "default"
 
@@ -85,6 +85,6 @@ def run_fn(fn_args) -> None:
   config = config_from_fn_args(fn_args)
   logging.info("TFX run_fn: training into %s, SavedModel to %s.", fn_args.model_run_dir,
                fn_args.serving_model_dir)
-  dirs = output_dirs.resolve(fn_args.model_run_dir, environ={},
+  dirs = workdir_lib.resolve(fn_args.model_run_dir, environ={},
                              saved_model=fn_args.serving_model_dir)
   train.train_and_evaluate(config, fn_args.model_run_dir, dirs)

@@ -29,8 +29,9 @@ from trainer import errors
 from trainer.evaluation import baselines
 from trainer.evaluation import scoring
 from trainer import export
-from trainer import reports
 from trainer import workdir_lock
+from trainer import fileio
+from trainer import workdir as workdir_lib
 
 
 # The default output directory inside the first workdir.
@@ -139,12 +140,12 @@ def training_run(saved_model_path: str) -> dict | None:
   metrics.json and config.json that `trainer.main` writes next to saved_model/.
   """
   workdir = os.path.dirname(saved_model_path.rstrip("/"))
-  paths = [os.path.join(workdir, name) for name in (reports.METRICS_FILENAME,
-                                                      reports.CONFIG_FILENAME)]
+  paths = [os.path.join(workdir, name) for name in (workdir_lib.METRICS_FILENAME,
+                                                      workdir_lib.CONFIG_FILENAME)]
   if not all(tf.io.gfile.exists(path) for path in paths):
     return None
   try:
-    metrics, config = (reports.read_json(path) for path in paths)
+    metrics, config = (fileio.read_json(path) for path in paths)
   except ValueError:  # Including errors.CorruptFileError: report without it.
     return None
   return {"model_type": config.get("model", {}).get("type"),
@@ -164,7 +165,7 @@ def _load_once(name: str, path: str, trainer: str | None):
     if trainer:
       raise _ExportChanged(
           f"No SavedModel at {path} (model {name!r}) yet: {workdir} is being trained (PID "
-          f"{trainer} holds {workdir_lock.LOCK_FILENAME}), and its trainer exports at the end of "
+          f"{trainer} holds {workdir_lib.LOCK_FILENAME}), and its trainer exports at the end of "
           "its run; evaluate then, or pass --saved_model=PATH of another export.")
     raise errors.EvaluationError(
         f"No SavedModel at {path} (model {name!r}); train first (python -m trainer.main "
@@ -227,7 +228,7 @@ def load_model(name: str, path: str) -> Model:
     step = (run or {}).get("step")
     logging.warning(
         "%s is being trained (PID %s holds %s): evaluating its last complete export, %s.",
-        workdir, trainer, workdir_lock.LOCK_FILENAME,
+        workdir, trainer, workdir_lib.LOCK_FILENAME,
         f"from step {step} (weights {run['weights_fingerprint']})" if step is not None else
         "which records no step (exported before exports recorded theirs)")
     run = {**(run or {}), "trainer_pid": trainer}

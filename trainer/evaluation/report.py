@@ -9,9 +9,10 @@ import os
 
 import tensorflow as tf
 
-from trainer import reports
 from trainer import summaries
 from trainer.evaluation import scoring
+from trainer import fileio
+from trainer import plots
 
 
 REPORT_JSON = "report.json"
@@ -185,7 +186,7 @@ def _write_tensorboard(report: dict, examples: dict, directory: str) -> None:
   for noise_type, example in examples.items():
     summaries.write_images(
         root, f"examples/{noise_type}",
-        reports.image_rows_grid([images for _, images in example["rows"]]),
+        plots.image_rows_grid([images for _, images in example["rows"]]),
         _tensorboard_step(example["level"]))
     with root.as_default():
       tf.summary.text(f"examples/{noise_type}/rows",
@@ -205,7 +206,7 @@ def write_outputs(report: dict, examples: dict, output_dir: str) -> None:
         [result["metrics"][method]["psnr_mean_db"] for result in by_level.values()])
               for method in _methods(report)}
     name = f"psnr_vs_level_{noise_type}.png"
-    reports.plot_lines(
+    plots.plot_lines(
         series, f"{noise_type} noise level", "PSNR, mean over images (dB)",
         f"Denoising under {noise_type} noise ({report['dataset']['num_examples']} test images)",
         os.path.join(output_dir, name),
@@ -213,7 +214,7 @@ def write_outputs(report: dict, examples: dict, output_dir: str) -> None:
     written.add(name)
   for noise_type, example in examples.items():
     name = f"examples_{noise_type}.png"
-    reports.plot_image_rows(example["rows"], os.path.join(output_dir, name),
+    plots.plot_image_rows(example["rows"], os.path.join(output_dir, name),
                             title=f"{noise_type} noise {scoring.level_key(example['level'])}")
     written.add(name)
   # Plots of noise types this run did not evaluate would contradict report.json.
@@ -227,6 +228,6 @@ def write_outputs(report: dict, examples: dict, output_dir: str) -> None:
   if tf.io.gfile.exists(temporary):
     tf.io.gfile.rmtree(temporary)
   _write_tensorboard(report, examples, temporary)
-  reports.replace_directory(temporary, tensorboard_dir)
-  reports.write_json(os.path.join(output_dir, REPORT_JSON), report)
-  reports.write_text(os.path.join(output_dir, REPORT_MD), format_markdown(report))
+  fileio.replace_directory(temporary, tensorboard_dir)
+  fileio.write_json(os.path.join(output_dir, REPORT_JSON), report)
+  fileio.write_text(os.path.join(output_dir, REPORT_MD), format_markdown(report))

@@ -64,7 +64,7 @@ from trainer.evaluation import report as report_lib
 from trainer.evaluation import representation
 from trainer.evaluation import scoring
 from trainer.evaluation import settings
-from trainer import reports
+from trainer import workdir as workdir_lib
 
 
 def _flat(features) -> np.ndarray:
@@ -210,7 +210,7 @@ def evaluate_and_report(config: ml_collections.ConfigDict, model_paths_by_name: 
   """
   progress = progress_lib.Progress()
   settings.validate_config(config)
-  reports.check_workdir(output_dir, flag="--output_dir")
+  workdir_lib.check_workdir(output_dir, flag="--output_dir")
   for name in model_paths_by_name:
     loading.check_model_name(name)
   baseline_names = settings.selected_baselines(config)
