@@ -20,6 +20,7 @@ from configs import test as test_config
 from input_pipeline import data_source
 from input_pipeline import pipeline
 from trainer.cloud import local_cluster
+from tests import helpers
 from tests.helpers import REPO_ROOT
 
 LAUNCHER = os.path.join(REPO_ROOT, "scripts", "run_multiworker_local.sh")
@@ -228,11 +229,11 @@ def _process_environment(pid):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _private_network_available(),
-                    reason="no network namespace can be created here (unshare --net fails)")
 def test_launcher_workers_are_reachable_over_loopback_only(tmp_path):
   """TensorFlow listens on every interface ([::]:port) whatever TF_CONFIG says; the launcher's
   workers do so in a namespace whose only interface is loopback, invisible from this one."""
+  if not _private_network_available():
+    helpers.skip_unless_ci("no network namespace can be created here (unshare --net fails)")
   launcher = subprocess.Popen(
       [LAUNCHER, "2", "--config=configs/test.py", f"--workdir={tmp_path / 'w'}"],
       cwd=REPO_ROOT, env=dict(_environment(tmp_path), LOCAL_CLUSTER_NETWORK="private"),
