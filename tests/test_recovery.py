@@ -12,7 +12,6 @@ import time
 import shutil
 import subprocess
 import sys
-import threading
 
 import pytest
 import tensorflow as tf
@@ -642,35 +641,58 @@ def test_a_disk_that_fills_during_the_first_checkpoint_is_one_line_and_a_rerun_c
   assert [entry["step"] for entry in run_files.load_history(str(moved))] == [32]
 
 
-_BEAT = 0.2  # Seconds between a test marker's renewals.
+_BEAT = 20.0  # Seconds between a marker's renewals: only the fake clock's seconds pass.
+
+
+class _FakeClock:
+  """Time that passes only when `claim_marker` sleeps; `on_sleep` runs at each sleep."""
+
+  def __init__(self, on_sleep=lambda: None):
+    self.now, self.on_sleep = 0.0, on_sleep
+
+  def monotonic(self):
+    return self.now
+
+  def sleep(self, seconds):
+    self.now += seconds
+    self.on_sleep()
+
+
+def _claim(tmp_path, clock=None, **options):
+  return workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT,
+                                   clock=clock or _FakeClock(), **options)
 
 
 def test_a_run_marker_is_renewed_while_held_and_removed_on_release(tmp_path):
-  marker = workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT)
+  marker = workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=0.05, clock=_FakeClock())
   path = tmp_path / workdir_lib.MARKER_FILENAME
   first = json.loads(path.read_text())
   assert first["pid"] == os.getpid() and first["owner"] == marker.owner
-  time.sleep(3 * _BEAT)
-  assert json.loads(path.read_text())["heartbeat"] > first["heartbeat"]
+  # The renewal thread beats every 0.05 s: wait for a renewal, however busy the machine.
+  deadline = time.monotonic() + 60
+  while json.loads(path.read_text())["heartbeat"] == first["heartbeat"]:
+    assert time.monotonic() < deadline, "the marker was never renewed"
+    time.sleep(0.05)
   marker.release()
   assert not path.exists()
 
 
 def test_a_second_trainer_stops_at_a_live_run_marker_naming_its_owner(tmp_path):
-  marker = workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT)
+  owner = _claim(tmp_path)
   try:
-    start = time.monotonic()
+    # While the second trainer watches, the owner renews as a live one does.
+    clock = _FakeClock(on_sleep=owner.renew_once)
     with pytest.raises(errors.ConfigError, match=rf"is in use by another trainer \(host "
                        rf".*, PID {os.getpid()} renews trainer.marker.json there\).*"
                        r"ignore_run_marker=true"):
-      workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT)
-    assert time.monotonic() - start < workdir_lock.STALE_AFTER_HEARTBEATS * _BEAT + 1
+      _claim(tmp_path, clock)
+    assert clock.now <= workdir_lock.STALE_AFTER_HEARTBEATS * _BEAT
     # The owner's marker is untouched, and the check can be skipped.
     assert json.loads((tmp_path / workdir_lib.MARKER_FILENAME).read_text())["owner"] == (
-        marker.owner)
-    workdir_lock.claim_marker(str(tmp_path), ignore_marker=True, heartbeat_seconds=_BEAT).release()
+        owner.owner)
+    _claim(tmp_path, ignore_marker=True).release()
   finally:
-    marker.release()
+    owner.release()
 
 
 @pytest.mark.parametrize("left_behind", [
@@ -679,7 +701,8 @@ def test_a_second_trainer_stops_at_a_live_run_marker_naming_its_owner(tmp_path):
 ])
 def test_a_marker_that_is_not_renewed_is_taken_over(tmp_path, caplog, left_behind):
   (tmp_path / workdir_lib.MARKER_FILENAME).write_text(left_behind)
-  marker = workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT)
+  clock = _FakeClock()
+  marker = _claim(tmp_path, clock)
   try:
     content = json.loads((tmp_path / workdir_lib.MARKER_FILENAME).read_text())
     assert content["owner"] == marker.owner
@@ -689,20 +712,13 @@ def test_a_marker_that_is_not_renewed_is_taken_over(tmp_path, caplog, left_behin
     marker.release()
 
 
-def test_of_two_trainers_claiming_at_once_exactly_one_gets_the_workdir(tmp_path):
-  outcomes = []
-
-  def claim():
-    try:
-      outcomes.append(workdir_lock.claim_marker(str(tmp_path), heartbeat_seconds=_BEAT))
-    except errors.ConfigError as error:
-      outcomes.append(error)
-
-  threads = [threading.Thread(target=claim) for _ in range(2)]
-  for thread in threads:
-    thread.start()
-  for thread in threads:
-    thread.join()
-  markers = [outcome for outcome in outcomes if isinstance(outcome, workdir_lock.RunMarker)]
-  assert len(markers) == 1 and len(outcomes) == 2, outcomes
-  markers[0].release()
+def test_of_two_trainers_claiming_at_once_only_the_last_writer_gets_the_workdir(tmp_path):
+  rivals = []
+  # While the first claimant settles, a second one writes its marker over it.
+  first_clock = _FakeClock(on_sleep=lambda: rivals.append(_claim(tmp_path)) if not rivals else None)
+  with pytest.raises(errors.ConfigError, match="is in use by another trainer"):
+    _claim(tmp_path, first_clock)
+  assert len(rivals) == 1
+  content = json.loads((tmp_path / workdir_lib.MARKER_FILENAME).read_text())
+  assert content["owner"] == rivals[0].owner
+  rivals[0].release()

@@ -43,6 +43,16 @@ STALE_AFTER_HEARTBEATS = 3
 _SETTLE_SECONDS = 2.0
 
 
+class Clock:
+  """Real time: what `claim_marker` waits with. Tests hand in a fake that advances by itself."""
+
+  def monotonic(self) -> float:
+    return time.monotonic()
+
+  def sleep(self, seconds: float) -> None:
+    time.sleep(seconds)
+
+
 class WorkdirLock:
   """The held lock on one workdir; `release()` (or process exit) frees it."""
 
@@ -90,16 +100,22 @@ class RunMarker:
 
   def _renew(self) -> None:
     while not self._stop.wait(self._heartbeat_seconds):
-      current = read_marker(self.path)
-      if current is not None and current.get("owner") != self.owner:
-        logging.error("%s now names another trainer (host %s, PID %s): two trainers are writing "
-                      "this workdir.", self.path, current.get("host"), current.get("pid"))
+      if not self.renew_once():
         return
-      self._content["heartbeat"] += 1
-      try:
-        self.write()
-      except tf.errors.OpError as error:  # A transient store error: the next beat retries.
-        logging.warning("Could not renew the run marker %s: %s", self.path, error)
+
+  def renew_once(self) -> bool:
+    """One heartbeat: the marker rewritten with the next count; False once another owns it."""
+    current = read_marker(self.path)
+    if current is not None and current.get("owner") != self.owner:
+      logging.error("%s now names another trainer (host %s, PID %s): two trainers are writing "
+                    "this workdir.", self.path, current.get("host"), current.get("pid"))
+      return False
+    self._content["heartbeat"] += 1
+    try:
+      self.write()
+    except tf.errors.OpError as error:  # A transient store error: the next beat retries.
+      logging.warning("Could not renew the run marker %s: %s", self.path, error)
+    return True
 
   def release(self) -> None:
     self._stop.set()
@@ -129,8 +145,11 @@ def read_marker(path: str) -> dict | None:
 
 
 def claim_marker(workdir: str, ignore_marker: bool = False,
-                 heartbeat_seconds: float = HEARTBEAT_SECONDS) -> RunMarker:
+                 heartbeat_seconds: float = HEARTBEAT_SECONDS,
+                 clock: Clock = Clock()) -> RunMarker:
   """Claims `workdir` with a run marker (see the module docstring), renewed until released.
+
+  `clock` times the watch of an existing marker and the settling read-back.
 
   Raises:
     errors.ConfigError: a live trainer's marker is there (it was renewed
@@ -144,9 +163,9 @@ def claim_marker(workdir: str, ignore_marker: bool = False,
     logging.info("%s holds a run marker of host %s, PID %s: watching it for %.0f s to see "
                  "whether that trainer is alive.", workdir, existing.get("host"),
                  existing.get("pid"), watch_seconds)
-    deadline = time.monotonic() + watch_seconds
-    while time.monotonic() < deadline:
-      time.sleep(heartbeat_seconds / 4)
+    deadline = clock.monotonic() + watch_seconds
+    while clock.monotonic() < deadline:
+      clock.sleep(heartbeat_seconds / 4)
       current = read_marker(marker.path)
       if current is not None and current != existing:
         raise _in_use(workdir, current)
@@ -155,7 +174,7 @@ def claim_marker(workdir: str, ignore_marker: bool = False,
                     existing.get("pid"), watch_seconds)
   tf.io.gfile.makedirs(workdir)
   marker.write()
-  time.sleep(min(_SETTLE_SECONDS, heartbeat_seconds))
+  clock.sleep(min(_SETTLE_SECONDS, heartbeat_seconds))
   current = read_marker(marker.path)
   if current is not None and current.get("owner") != marker.owner:
     raise _in_use(workdir, current)
