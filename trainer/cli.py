@@ -13,6 +13,8 @@ import sys
 from absl import flags
 from absl import logging
 
+from trainer.cloud import hypertune
+
 
 def describe(error: BaseException) -> str:
   """`error` as one line: its type and the start of its message."""
@@ -67,7 +69,8 @@ def out_of_memory_message(error: BaseException) -> str | None:
 def parse_flags(argv: list[str]) -> list[str]:
   """Parses flags and loads the config; any problem exits with one line."""
   try:
-    remaining = flags.FLAGS(argv)
+    # Vertex AI tuning trials pass `--config.a.b VALUE`; absl needs `--config.a.b=VALUE`.
+    remaining = flags.FLAGS(hypertune.normalize_vertex_args(argv))
     flags.FLAGS.config.lock()  # Loads the file now, if loading was deferred.
   except flags.Error as error:
     raise SystemExit(f"FATAL Flags parsing error: {error}\n"

@@ -33,6 +33,7 @@ from trainer import reports
 from trainer import strategy as strategy_lib
 from trainer import train
 from trainer import validation
+from trainer.cloud import hypertune
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory (local or gs://) for checkpoints, summaries and reports.")
@@ -59,7 +60,8 @@ def main(argv):
                config_flags.get_config_filename(flags.FLAGS["config"]),
                logs.format_overrides(config_flags.get_override_values(flags.FLAGS["config"])))
   try:
-    train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value,
+    # A tuning trial trains in <workdir>/<trial id> (see hypertune.trial_workdir).
+    train.train_and_evaluate(flags.FLAGS.config, hypertune.trial_workdir(_WORKDIR.value),
                              allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except _ONE_LINE_ERRORS as error:
     cli.fail(str(error))

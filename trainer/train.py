@@ -44,6 +44,7 @@ from trainer import strategy as strategy_lib
 from trainer import summaries
 from trainer import validation
 from trainer import workdir_lock
+from trainer.cloud import hypertune
 from trainer.cloud import output_dirs
 
 
@@ -177,6 +178,8 @@ class _Run:
   # Wall time spent training before this process, so history's elapsed_seconds
   # keeps counting across resumed runs.
   earlier_seconds: float
+  # Vertex AI tuning: reports the eval metric after each evaluation, inside a trial.
+  metric_reporter: hypertune.MetricReporter
 
   @property
   def num_epochs(self) -> int:
@@ -228,6 +231,8 @@ def train_epoch(run: _Run, step: int, stop_signal) -> tuple[int, dict[str, float
   evaluated = step == run.last_step or (step % data.steps_per_epoch == 0 and (
       epoch + 1) % config.train.eval_every_epochs == 0)
   eval_metrics = run.evaluate() if evaluated else None
+  if eval_metrics is not None:
+    run.metric_reporter.report(step, eval_metrics)
   if run.is_chief:
     _write_epoch_summaries(run, step, epoch, train_metrics, examples_per_second, eval_metrics)
   run.checkpoint.step.assign(step)
@@ -337,7 +342,8 @@ def _train_locked(config, workdir, dirs, strategy, data, changes) -> keras.Model
                                         os.path.join(dirs.tensorboard, "train"), is_chief),
       history=history, sample_clean=sample_clean, sample_noisy=sample_noisy,
       start_step=start_step, last_step=last_step, run_start=time.time(),
-      earlier_seconds=history[-1].get("elapsed_seconds", 0.0) if history else 0.0)
+      earlier_seconds=history[-1].get("elapsed_seconds", 0.0) if history else 0.0,
+      metric_reporter=hypertune.MetricReporter(config.runtime.hypertune_metric, enabled=is_chief))
   logs.log_run_header(run.task_name, model, data, start_step, last_step,
                       config.train.batch_size, dirs.workdir)
 
@@ -352,6 +358,7 @@ def _train_locked(config, workdir, dirs, strategy, data, changes) -> keras.Model
       run.profiler.stop()
     if eval_metrics is None:  # Already trained: report on the restored model.
       eval_metrics = run.evaluate()
+      run.metric_reporter.report(step, eval_metrics)
   fingerprint = checkpoints.weights_fingerprint(model)
   if is_chief:
     _write_final_reports(config, data, dirs, model, step, history, eval_metrics,
