@@ -22,13 +22,10 @@ _REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPOSITORY)
 
 # pylint: disable=wrong-import-position
-from trainer import logs
-
-logs.silence_tensorflow_startup(sys.argv)
-
 from absl import app
 from absl import flags
 
+from trainer import logs
 from trainer.tuning import study as study_lib
 
 _STUDY = flags.DEFINE_string("study", None, "The study file (YAML).")
@@ -51,6 +48,8 @@ def main(argv):
     sys.exit(f"tune: --parallel={_PARALLEL.value} must be >= 1")
   try:
     study = study_lib.load_study(_STUDY.value)
+    # The values' checks import TensorFlow: quietly, and only for a well-formed study.
+    logs.silence_tensorflow_startup(sys.argv)
     study_lib.check_against_config(study, _REPOSITORY)
     if _CHECK_ONLY.value:
       print(f"{_STUDY.value}: {len(study.parameters)} parameters, up to "
