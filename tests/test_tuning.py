@@ -165,3 +165,21 @@ def test_a_study_killed_after_its_first_trial_resumes_with_only_the_missing_tria
   assert _hparams_sessions(root / "tensorboard") == {
       row["trial"]: {"train.learning_rate": pytest.approx(row["train.learning_rate"])}
       for row in report["trials"]}
+
+
+@pytest.mark.parametrize("selection, goal, metric, expected", [
+    ("LAST_MEASUREMENT", "MAXIMIZE", "psnr", 13.0),
+    ("BEST_MEASUREMENT", "MAXIMIZE", "psnr", 14.0),
+    ("BEST_MEASUREMENT", "MINIMIZE", "loss", 0.2),
+])
+def test_a_trials_result_is_its_last_or_best_report(tmp_path, selection, goal, metric, expected):
+  job = _study()
+  job["studySpec"] = {**job["studySpec"], "measurementSelectionType": selection,
+                      "metrics": [{"metricId": metric, "goal": goal}]}
+  study = study_lib.parse_study(job)
+  metric_file = tmp_path / "1.metrics"
+  values = {"psnr": (12.0, 14.0, 13.0), "loss": (0.3, 0.2, 0.25)}[metric]
+  metric_file.write_text("".join(json.dumps({metric: str(value), "global_step": str(step)}) + "\n"
+                                 for step, value in zip((8, 16, 24), values)))
+  assert local._result(study, str(metric_file)) == expected  # pylint: disable=protected-access
+  assert local._result(study, str(tmp_path / "missing")) is None  # pylint: disable=protected-access
