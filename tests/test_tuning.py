@@ -89,15 +89,15 @@ def test_bad_study_files_are_refused_with_one_line(job, message):
 
 def test_the_command_refuses_a_bad_study_before_any_trial(tmp_path):
   study_file = tmp_path / "study.yaml"
-  study_file.write_text(yaml.safe_dump(_with_parameter(
-      parameterId="model.latent", discreteValueSpec={"values": [16, 32]})))
+  study_file.write_text(yaml.safe_dump(_study(studySpec={
+      **_study()["studySpec"], "metrics": [{"metricId": "val_loss", "goal": "MINIMIZE"}]})))
   result = subprocess.run([sys.executable, _TUNE, f"--study={study_file}",
                            f"--root={tmp_path / 'root'}"], capture_output=True, text=True,
                           timeout=120, check=False)
   assert result.returncode == 1
-  assert result.stderr.strip().splitlines()[-1] == (
-      "tune: parameter model.latent: 'model.latent' is not a config field; did you mean "
-      "model.latent_dim?")
+  assert result.stderr.strip().splitlines() == [
+      "tune: studySpec.metrics[0]: metricId 'val_loss' is not an eval metric the trainer "
+      "produces; use one of loss, mse, psnr, ssim"]
   assert not (tmp_path / "root").exists()
 
 
