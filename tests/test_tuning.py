@@ -183,3 +183,23 @@ def test_a_trials_result_is_its_last_or_best_report(tmp_path, selection, goal, m
                                  for step, value in zip((8, 16, 24), values)))
   assert local._result(study, str(metric_file)) == expected  # pylint: disable=protected-access
   assert local._result(study, str(tmp_path / "missing")) is None  # pylint: disable=protected-access
+
+
+def test_grid_search_proposes_every_combination_once():
+  job = _study(maxTrialCount=10, studySpec={
+      "metrics": [{"metricId": "loss", "goal": "MINIMIZE"}], "algorithm": "GRID_SEARCH",
+      "parameters": [
+          {"parameterId": "model.latent_dim", "integerValueSpec": {"minValue": 31, "maxValue": 33}},
+          {"parameterId": "train.loss", "categoricalValueSpec": {"values": ["bce", "mse"]}}]})
+  study = _checked(job)
+  optuna_study = local.optuna.create_study(sampler=local._sampler(study, seed=0))  # pylint: disable=protected-access
+  distributions = {parameter.id: local._distribution(parameter)  # pylint: disable=protected-access
+                   for parameter in study.parameters}
+  assert local.max_trials(study) == 6
+  proposed = []
+  for _ in range(6):
+    trial = optuna_study.ask(distributions)
+    proposed.append((trial.params["model.latent_dim"], trial.params["train.loss"]))
+    optuna_study.tell(trial, 1.0)
+  assert sorted(proposed) == [(31, "bce"), (31, "mse"), (32, "bce"), (32, "mse"), (33, "bce"),
+                              (33, "mse")]

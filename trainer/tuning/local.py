@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -82,12 +83,33 @@ def _distribution(parameter: study_lib.Parameter) -> optuna.distributions.BaseDi
   return optuna.distributions.CategoricalDistribution(parameter.values)
 
 
+def _grid(study: study_lib.Study) -> dict[str, list]:
+  return {parameter.id: (list(range(parameter.bounds[0], parameter.bounds[1] + 1))
+                         if parameter.kind == "integer" else list(parameter.values))
+          for parameter in study.parameters}
+
+
+def max_trials(study: study_lib.Study) -> int:
+  """maxTrialCount, or fewer for a grid with fewer points: each point is tried once."""
+  if study.algorithm != "GRID_SEARCH":
+    return study.max_trial_count
+  return min(study.max_trial_count, math.prod(len(values) for values in _grid(study).values()))
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+  """Optuna's grid, without its `study.stop()` once the grid is covered.
+
+  That call works only inside `Study.optimize`; the runner asks and tells
+  itself and stops at `max_trials` instead.
+  """
+
+  def after_trial(self, study, trial, state, values):
+    del study, trial, state, values
+
+
 def _sampler(study: study_lib.Study, seed: int) -> optuna.samplers.BaseSampler:
   if study.algorithm == "GRID_SEARCH":
-    return optuna.samplers.GridSampler(
-        {parameter.id: (list(range(parameter.bounds[0], parameter.bounds[1] + 1))
-                        if parameter.kind == "integer" else list(parameter.values))
-         for parameter in study.parameters}, seed=seed)
+    return _GridSampler(_grid(study), seed=seed)
   if study.algorithm == "RANDOM_SEARCH":
     return optuna.samplers.RandomSampler(seed=seed)
   return optuna.samplers.TPESampler(seed=seed, constant_liar=study.parallel_trial_count > 1)
@@ -183,7 +205,7 @@ def run_study(study: study_lib.Study, root: str, repository: str,
       while len(running) < parallel and not too_many_failures:
         if pending:
           number, params = pending.pop(0)
-        elif len(optuna_study.trials) < study.max_trial_count:
+        elif len(optuna_study.trials) < max_trials(study):
           trial = optuna_study.ask(distributions)
           number, params = trial.number, trial.params
         else:
