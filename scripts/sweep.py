@@ -11,6 +11,12 @@ interrupted sweep resumes where it stopped (finished runs are kept, unfinished
 ones resume from their checkpoints). The table compares each run's final
 evaluation on its own noise (per-image mean PSNR, SSIM, MSE), its parameter
 count and its training time; it goes to ROOT/sweep.md and ROOT/sweep.json.
+
+Why this is not a tuning study (scripts/tune.py, docs/cloud.md#hyperparameter-tuning):
+a study searches values of one config's fields for the best metric; the sweep is a
+fixed ablation whose runs switch config files (conv, unet) or change two fields
+together (a noise type and its level), each compared with the baseline on its own
+noise, not ranked by one metric.
 """
 
 import json

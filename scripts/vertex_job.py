@@ -1,4 +1,4 @@
-"""Builds the Vertex AI CustomJobSpec for a dae-trainer image and prints it as YAML.
+"""Builds the Vertex AI CustomJobSpec (or HyperparameterTuningJob) for a dae-trainer image, as YAML.
 
 `scripts/submit_vertex.sh` writes this module's output to a file and passes it to
 `gcloud ai custom-jobs create --config=FILE`, so the keys are the REST API's
@@ -10,16 +10,26 @@ Three shapes:
   replica), pool 1 holds the other N-1 workers; Vertex sets TF_CONFIG on each;
 - `--tpu`: a TPU v5e slice (ct5lp-hightpu-4t, topology 2x2), TPUStrategy.
 
-Standard library only, so it runs with the Cloud SDK image's python3:
+With `--study=FILE` (studies/*.yaml) it prints a HyperparameterTuningJob for
+`gcloud ai hp-tuning-jobs create --config=FILE` instead: the study file's
+studySpec and trial counts, with each parameterId prefixed `config.` (Vertex
+starts each trial with `--config.train.learning_rate 0.003 ...`, the
+trainer's own override flags), and the job above as its trialJobSpec, running
+the study's trainer config and overrides and reporting its metric
+(`--config.runtime.hypertune_metric`).
+
+Standard library only, so it runs with the Cloud SDK image's python3; `--study`
+needs the project's environment (PyYAML, and TensorFlow for the study's checks):
 
     python3 scripts/vertex_job.py --image=IMAGE --output-dir=gs://BUCKET/run \\
-        [--replicas=3 | --tpu] [-- --config.train.num_epochs=5]
+        [--replicas=3 | --tpu] [--study=studies/X.yaml] [-- --config.train.num_epochs=5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Sequence
 
@@ -31,6 +41,10 @@ TPU_MACHINE_TYPE = "ct5lp-hightpu-4t"
 TPU_TOPOLOGY = "2x2"
 DEFAULT_CONFIG = "configs/default.py"
 TPU_CONFIG = "configs/tpu.py"
+# Vertex AI passes each trial's parameters as `--<parameterId> <value>`: with this
+# prefix they are the trainer's config overrides.
+PARAMETER_ID_PREFIX = "config."
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Under the job's base output directory: Vertex itself uses model/, checkpoints/
 # and logs/ there (AIP_MODEL_DIR, ...), so the trainer's own workdir gets a name
 # of its own.
@@ -117,6 +131,46 @@ def build_job_spec(*,
           "baseOutputDirectory": {"outputUriPrefix": output_dir}}
 
 
+def build_tuning_job_spec(study_file: str, *, image: str, output_dir: str,
+                          trainer_args: Sequence[str] = (), **job_options) -> dict[str, Any]:
+  """Returns a HyperparameterTuningJob (camelCase dict) running `study_file`'s study.
+
+  Every trial is the custom job `build_job_spec` describes, with the study's
+  config, overrides and metric flag; `job_options` are its machine options.
+  Each trial trains in `<output_dir>/workdir/<trial id>` and Vertex AI gives it
+  `<output_dir>/<trial id>/model/` (and checkpoints/, logs/).
+
+  Raises:
+    ValueError: a bad study file or job value; the message names it and the fix.
+  """
+  # The study's module (PyYAML, ml_collections, TensorFlow for the checks) only here, so that
+  # plain custom jobs keep working with the Cloud SDK image's python3.
+  sys.path.insert(0, _REPOSITORY)
+  # pylint: disable=import-outside-toplevel
+  try:
+    from trainer import logs
+    from trainer.tuning import study as study_lib
+  except ImportError as error:
+    raise ValueError(f"--study needs the project's Python environment ({error}); run with "
+                     "PYTHON=.venv/bin/python (make install)") from error
+  study = study_lib.load_study(study_file)
+  # The values' checks import TensorFlow: quietly, and only for a well-formed study.
+  logs.silence_tensorflow_startup(sys.argv)
+  study_lib.check_against_config(study, _REPOSITORY)
+  study_spec = json.loads(json.dumps(study.study_spec))
+  for parameter in study_spec["parameters"]:
+    parameter["parameterId"] = PARAMETER_ID_PREFIX + parameter["parameterId"]
+  trial_job = build_job_spec(image=image, output_dir=output_dir, config=study.config_file,
+                             trainer_args=[*study.trainer_args()[1:], *trainer_args],
+                             **job_options)
+  return {"displayName": study.display_name,
+          "studySpec": study_spec,
+          "maxTrialCount": study.max_trial_count,
+          "parallelTrialCount": study.parallel_trial_count,
+          "maxFailedTrialCount": study.max_failed_trial_count,
+          "trialJobSpec": trial_job}
+
+
 def to_yaml(value: Any, indent: int = 0) -> str:
   """Block-style YAML for dicts, lists, strings, numbers and booleans.
 
@@ -176,6 +230,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--accelerator-type", help=f"GPU type (default {GPU_ACCELERATOR_TYPE})")
   parser.add_argument("--accelerator-count", type=int,
                       help="GPUs per replica (default 1; 0 for CPUs only)")
+  parser.add_argument("--study", help="a study file (studies/*.yaml): print a "
+                      "HyperparameterTuningJob whose trials are this job")
   parser.add_argument("--tpu-topology",
                       help=f"TPU slice topology with --tpu (default {TPU_TOPOLOGY})")
   args = parser.parse_args(argv)
@@ -185,14 +241,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str]) -> int:
   args = parse_args(argv)
+  options = {"replicas": args.replicas, "tpu": args.tpu, "machine_type": args.machine_type,
+             "accelerator_type": args.accelerator_type,
+             "accelerator_count": args.accelerator_count, "tpu_topology": args.tpu_topology}
   try:
-    spec = build_job_spec(image=args.image, output_dir=args.output_dir,
-                          config=args.config, replicas=args.replicas, tpu=args.tpu,
-                          machine_type=args.machine_type,
-                          accelerator_type=args.accelerator_type,
-                          accelerator_count=args.accelerator_count,
-                          tpu_topology=args.tpu_topology,
-                          trainer_args=args.trainer_args)
+    if args.study:
+      if args.config:
+        raise ValueError(f"--config {args.config} with --study: the study file's trainer.config "
+                         "names the config; drop --config")
+      spec = build_tuning_job_spec(args.study, image=args.image, output_dir=args.output_dir,
+                                   trainer_args=args.trainer_args, **options)
+    else:
+      spec = build_job_spec(image=args.image, output_dir=args.output_dir, config=args.config,
+                            trainer_args=args.trainer_args, **options)
   except ValueError as error:
     print(f"submit_vertex: {error}", file=sys.stderr)
     return 2

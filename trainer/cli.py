@@ -22,6 +22,7 @@ from absl import logging
 import tensorflow as tf
 
 from trainer import errors
+from trainer.cloud import hypertune
 
 
 def config_error(error: Exception, argv: list[str], config_fields: str) -> str:
@@ -101,7 +102,8 @@ def parse_flags(argv: list[str], program: str = "dae-trainer", default_config: s
                                 for argument in argv):
     argv = [argv[0], f"--config={default_config}", *argv[1:]]
   try:
-    remaining = flags.FLAGS(argv)
+    # Vertex AI tuning trials pass `--config.a.b VALUE`; absl needs `--config.a.b=VALUE`.
+    remaining = flags.FLAGS(hypertune.normalize_vertex_args(argv))
     flags.FLAGS.config.lock()  # Loads the file now, if loading was deferred.
   except flags.Error as error:
     fail(f"{error}. Pass --helpshort to see the flags.", program=program)

@@ -33,6 +33,10 @@ class UnreachableError(UserError, ValueError):
   """A non-local directory cannot be used; the message names it, why, and the fix."""
 
 
+class StudyError(UserError, ValueError):
+  """A tuning study file cannot run; the message names the bad value and the fix."""
+
+
 class DatasetUnavailableError(UserError, RuntimeError):
   """The dataset is neither prepared in the data_dir nor downloadable."""
 

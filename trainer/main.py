@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from trainer import cli
 from trainer import train
+from trainer.cloud import hypertune
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory (local or gs://) for checkpoints, summaries and reports.")
@@ -48,7 +49,8 @@ def main(argv):
                "config.json in the workdir).", tf.__version__,
                config_flags.get_config_filename(flags.FLAGS["config"]),
                logs.format_overrides(config_flags.get_override_values(flags.FLAGS["config"])))
-  train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value,
+  # A Vertex AI tuning trial trains in <workdir>/<trial id> (see hypertune.trial_workdir).
+  train.train_and_evaluate(flags.FLAGS.config, hypertune.trial_workdir(_WORKDIR.value),
                            allow_config_change=_ALLOW_CONFIG_CHANGE.value)
 
 

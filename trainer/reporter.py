@@ -24,6 +24,7 @@ from trainer import resources
 from trainer import run_files
 from trainer import summaries
 from trainer import workdir as workdir_lib
+from trainer.cloud import hypertune
 
 
 class Reporter:
@@ -41,6 +42,9 @@ class Reporter:
     # keeps counting across resumed runs.
     self._earlier_seconds = 0.0
     self._sample_noisy = self._sample_clean = None
+    # Inside a Vertex AI tuning trial: the study's metric after each evaluation.
+    self._metric_reporter = hypertune.MetricReporter(config.runtime.hypertune_metric,
+                                                     enabled=enabled)
 
   def start(self, from_step: int, changes: list[str]) -> None:
     """Records the run's config and hparams; keeps the history the checkpoint covers.
@@ -77,6 +81,7 @@ class Reporter:
         **train_metrics, "learning_rate": optimizers.current_learning_rate(optimizer),
         "examples_per_second": examples_per_second}, step)
     if eval_metrics is not None:
+      self.report_evaluation(step, eval_metrics)
       summaries.write_scalars(self.writers.eval, eval_metrics, step)
       summaries.write_images(self.writers.eval, "denoising/original_noisy_denoised",
                              plots.image_grid(self._sample_clean, self._sample_noisy,
@@ -93,6 +98,10 @@ class Reporter:
           **{f"eval_{name}": value for name, value in eval_metrics.items()}})
       run_files.write_history(self._dirs.workdir, self.history)
     self.writers.flush()
+
+  def report_evaluation(self, step: int, eval_metrics: dict[str, float]) -> None:
+    """An evaluation's metric to a tuning trial's metric file (nothing outside a trial)."""
+    self._metric_reporter.report(step, eval_metrics)
 
   def write_final(self, model: keras.Model, step: int, eval_metrics: dict[str, float]) -> None:
     """The SavedModel, plots/ and metrics.json, in that order.

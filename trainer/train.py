@@ -240,6 +240,7 @@ def _train(config: ml_collections.ConfigDict, run: Setup) -> keras.Model:
       epoch_means, epoch_start = steps_lib.RunningMeans(), time.time()
     if eval_metrics is None:  # Already trained: report on the restored model.
       eval_metrics = evaluate()
+      reporter.report_evaluation(step, eval_metrics)
   reporter.write_final(state.model, step, eval_metrics)
   logs.log_final(run.task_name, step, eval_metrics, checkpoints.weights_fingerprint(state.model),
                  run.dirs.saved_model if reporter.enabled else None)

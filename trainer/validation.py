@@ -14,6 +14,7 @@ from trainer import models
 from trainer import optimizers
 from trainer import profiling
 from trainer import strategy as strategy_lib
+from trainer.cloud import hypertune
 
 
 
@@ -74,6 +75,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(f"runtime.jit_compile={config.runtime.jit_compile!r} must be True or False.")
   # Its end is checked against the run's length once the data is known (train.py).
   profiling.parse_profile_steps(config.runtime.profile_steps)
+  hypertune.check_metric_name(config.runtime.hypertune_metric)
   if config.runtime.num_cpu_devices < 0:
     raise errors.ConfigError(
         f"runtime.num_cpu_devices={config.runtime.num_cpu_devices} must be >= 0 "
