@@ -10,6 +10,11 @@ import urllib.error
 import urllib.request
 
 import pytest
+import tensorflow as tf
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+from trainer import config_lib
+from trainer import summaries
 
 _TIMEOUT_SECONDS = 120
 
@@ -78,7 +83,37 @@ def test_tensorboard_shows_the_hparams_session(tensorboard_url):
       headers={"Content-Type": "application/json", "X-TensorBoard-Feature-Flags": "{}"})
   with urllib.request.urlopen(request, timeout=10) as response:
     experiment = json.load(response)
-  hparam_names = {info["name"] for info in experiment["hparamInfos"]}
-  assert {"noise.type", "noise.factor", "model.type", "train.learning_rate"} <= hparam_names
+  hparam_names = [info["name"] for info in experiment["hparamInfos"]]
+  # The tab ticks the first five columns the server returns: what tells runs apart.
+  assert hparam_names[:5] == ["model.type", "noise.factor", "noise.factor_range", "noise.type",
+                              "train.learning_rate"]
+  assert len(hparam_names) == len(set(hparam_names)) > 30  # Every config field.
   metric_tags = {info["name"]["tag"] for info in experiment["metricInfos"]}
   assert {"loss", "psnr", "ssim"} <= metric_tags
+
+
+def _hparams_experiment(workdir):
+  """The hparams plugin's experiment, as written into the workdir's own event file."""
+  for path in tf.io.gfile.glob(os.path.join(workdir, "events.out.tfevents*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == hparams_metadata.EXPERIMENT_TAG:
+          return hparams_metadata.parse_experiment_plugin_data(
+              value.metadata.plugin_data.content)
+  raise AssertionError(f"no hparams experiment in {workdir}'s event files")
+
+
+def test_the_hparams_table_opens_on_what_tells_runs_apart(trained_run):
+  workdir, config, _ = trained_run
+  experiment = _hparams_experiment(workdir)
+  names = [info.name for info in experiment.hparam_infos]
+  assert names[:4] == ["model.type", "noise.type", "noise.factor", "noise.factor_range"]
+  assert names[:len(summaries.LEADING_HPARAMS)] == list(summaries.LEADING_HPARAMS)
+  # Every other config field is still declared, once.
+  assert sorted(names) == sorted(config_lib.flatten_config(config))
+  metrics = {info.name.tag: (info.name.group, info.display_name)
+             for info in experiment.metric_infos}
+  assert metrics["psnr"] == ("eval", "eval PSNR (dB)")
+  assert {"loss", "ssim"} <= set(metrics)
+  assert {info.name for info in experiment.hparam_infos if info.differs} == set(
+      summaries.OPENING_HPARAMS)
