@@ -102,6 +102,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Name of the service job, so that restarted trainers reattach to it; empty = a new job.
   config.input.data_service_job_name = ""
 
+  config.export = ml_collections.ConfigDict()
+  # Also write the trained model in these formats at the end of training, beside saved_model/
+  # (saved_model.onnx, saved_model.tflite): comma-separated onnx, litert; empty = none. onnx
+  # needs the `export` extra. A finished workdir: python -m trainer.export_formats.
+  config.export.formats = ""
+
   config.runtime = ml_collections.ConfigDict()
   # One of default, mirrored, multi_worker_mirrored, tpu.
   config.runtime.strategy = "default"

@@ -35,6 +35,7 @@ from trainer import export
 from trainer import logs
 from trainer import models
 from trainer import optimizers
+from trainer import portable_export
 from trainer import preemption
 from trainer import profiling
 from trainer import reports
@@ -382,6 +383,8 @@ def _write_final_reports(config, data, dirs, model, step, history, eval_metrics,
   # later run of this workdir rewrites config.json and metrics.json.
   export.export_saved_model(serving_model, dirs.saved_model, training_run={
       **run_summary, "model_type": config.model.type, "noise": config.noise.to_dict()})
+  portable_export.export_formats(serving_model, dirs.saved_model,
+                                 portable_export.parse_formats(config.export.formats))
   plots_dir = os.path.join(workdir, reports.PLOTS_DIRNAME)
   reports.plot_loss(history, config.train.loss,
                     os.path.join(plots_dir, reports.LOSS_PLOT_FILENAME))
