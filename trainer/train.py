@@ -321,6 +321,8 @@ def _train_locked(config, workdir, dirs, strategy, data, changes) -> keras.Model
   sample_noisy, sample_clean = (
       images.numpy() for images in pipeline.first_eval_examples(
           data, config, config.train.num_images_to_show))
+  profiler = profiling.ProfilerWindow(config.runtime.profile_steps,
+                                      os.path.join(dirs.tensorboard, "train"), is_chief)
   writers = summaries.Writers(dirs.tensorboard, enabled=is_chief)
   summaries.write_run_description(writers, config, trial_id=os.path.basename(
       os.path.normpath(workdir)))
@@ -328,14 +330,14 @@ def _train_locked(config, workdir, dirs, strategy, data, changes) -> keras.Model
       config=config, data=data, workdir=workdir, task_name=strategy_lib.task_name(strategy),
       is_chief=is_chief, model=model, optimizer=optimizer, checkpoint=checkpoint,
       checkpointer=checkpointer,
-      train_steps=steps_lib.make_train_function(strategy, model, optimizer, config),
+      train_steps=profiler.with_step_markers(
+          steps_lib.make_train_function(strategy, model, optimizer, config)),
       train_iterator=iter(strategy.distribute_datasets_from_function(
           lambda context: pipeline.create_dataset(data, config, "train", context, start_step))),
       evaluate=lambda: steps_lib.to_floats(evaluate(iter(eval_dataset),
                                                     tf.constant(data.num_eval_steps))),
       writers=writers,
-      profiler=profiling.ProfilerWindow(config.runtime.profile_steps,
-                                        os.path.join(dirs.tensorboard, "train"), is_chief),
+      profiler=profiler,
       history=history, sample_clean=sample_clean, sample_noisy=sample_noisy,
       start_step=start_step, last_step=last_step, run_start=time.time(),
       earlier_seconds=history[-1].get("elapsed_seconds", 0.0) if history else 0.0)
