@@ -137,7 +137,7 @@ def test_parse_formats(value, expected):
 
 def test_an_unknown_format_is_a_config_error_before_training(config, tmp_path):
   config.export.formats = "onnx,torchscript"
-  with pytest.raises(validation.ConfigError, match="unknown export format.*'torchscript'"):
+  with pytest.raises(validation.ConfigError, match="unknown export format.*'torchscript' in export.formats='onnx,torchscript'"):
     train.train_and_evaluate(config, str(tmp_path / "workdir"))
   assert not os.path.exists(tmp_path / "workdir" / "config.json")
 

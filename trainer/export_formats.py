@@ -36,7 +36,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logs.configure_python_logging()
   try:
-    formats = portable_export.parse_formats(_FORMATS.value)
+    formats = portable_export.parse_formats(_FORMATS.value, "--formats")
     if not formats:
       raise portable_export.ExportFormatError(
           "--formats is empty; pass e.g. --formats=onnx,litert.")

@@ -55,8 +55,10 @@ class ExportFormatError(ValueError):
   """An export format cannot be written; the message names the value and the fix."""
 
 
-def parse_formats(value) -> tuple[str, ...]:
+def parse_formats(value, name_in_errors: str = "export.formats") -> tuple[str, ...]:
   """`export.formats` ('onnx,litert', a list, or '' for none) as a tuple of format names.
+
+  `name_in_errors` is what the errors call the value (a config field or a flag).
 
   Raises:
     ExportFormatError: an unknown format, or one whose converter is not installed.
@@ -66,7 +68,8 @@ def parse_formats(value) -> tuple[str, ...]:
   unknown = [name for name in formats if name not in SUFFIXES]
   if unknown:
     raise ExportFormatError(
-        f"unknown export format(s) {', '.join(map(repr, unknown))} in {value!r}; choose from "
+        f"unknown export format(s) {', '.join(map(repr, unknown))} in "
+        f"{name_in_errors}={value!r}; choose from "
         f"{', '.join(SUFFIXES)}, comma-separated (e.g. onnx,litert), or nothing for none.")
   for name in formats:
     package, module = _CONVERTERS.get(name, (None, None))
