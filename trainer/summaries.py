@@ -2,8 +2,9 @@
 
 Layout under the workdir: `train/` and `eval/` hold the scalars of each phase
 (so TensorBoard overlays train and eval curves of the same tag), `eval/` also
-holds the image summaries, and the workdir itself holds the hparams session
-and the config text. Only the chief writes; other workers get no-op writers.
+holds the image summaries and the hparams session (beside its metrics), and
+the workdir itself holds the hparams experiment (its columns) and the config
+text. Only the chief writes; other workers get no-op writers.
 """
 
 import json
@@ -75,7 +76,7 @@ def _write_hparams_config(names) -> None:
   """`hparams_api.hparams_config` for `names`, with `OPENING_HPARAMS` marked as differing."""
   summary = hparams_api.hparams_config_pb(
       hparams=[hparams_api.HParam(name) for name in names],
-      metrics=[hparams_api.Metric(tag, group=EVAL_SUBDIRECTORY, display_name=title)
+      metrics=[hparams_api.Metric(tag, display_name=title)
                for tag, title in HPARAMS_METRICS.items()])
   value = summary.value[0]
   experiment = hparams_metadata.parse_experiment_plugin_data(value.metadata.plugin_data.content)
@@ -91,9 +92,14 @@ def write_run_description(writers: Writers, config: ml_collections.ConfigDict,
   """Writes the hparams session and the resolved config as text, once per run start."""
   hparams = {name: _hparam_value(value)
              for name, value in config_lib.flatten_config(config).items()}
+  with writers.eval.as_default():
+    # The session lives in the eval run, beside the metrics' scalars: TensorBoard
+    # looks a metric up in the run "<session's run>/<group>", and a session in
+    # the root run "." would send it to "./eval", which is not the eval run's
+    # name ("eval"), and the table's metric columns stayed empty.
+    hparams_api.hparams(hparams, trial_id=trial_id)
   with writers.root.as_default():
     _write_hparams_config(hparams_order(hparams))
-    hparams_api.hparams(hparams, trial_id=trial_id)
     config_json = json.dumps(config.to_dict(), indent=2, sort_keys=True)
     # Indented by four spaces: TensorBoard renders text summaries as Markdown.
     tf.summary.text("config", "\n".join("    " + line for line in config_json.splitlines()),
