@@ -10,6 +10,7 @@ and a TPU VM's `tensorflow-tpu` is never replaced by a second TensorFlow:
     pip install ".[cpu,eval]"   # plus what `python -m trainer.evaluate` needs
     pip install ".[cpu,profile]"   # plus TensorBoard's Profile tab (runtime.profile_steps)
     pip install ".[cpu,tune]"   # plus local hyperparameter tuning (scripts/tune.py)
+    pip install ".[cpu,export]"    # plus the ONNX converter (python -m trainer.export_formats)
 """
 
 import setuptools
@@ -67,6 +68,10 @@ setuptools.setup(
         "tune": ["optuna>=4.0", "pyyaml>=6"],
         # TensorBoard's Profile tab, for traces of runtime.profile_steps (docs/performance.md).
         "profile": ["tensorboard-plugin-profile>=2.20"],
+        # The ONNX export (export.formats, python -m trainer.export_formats): Keras's ONNX
+        # exporter runs tf2onnx. LiteRT needs nothing more (TensorFlow's own converter).
+        # tf2onnx 1.17 asks for protobuf>=3.20, so it keeps TensorFlow's protobuf.
+        "export": ["tf2onnx>=1.17,<2", "onnx>=1.17"],
         "test": [
             "pytest>=8",
             "pytest-xdist>=3.5",
@@ -84,6 +89,9 @@ setuptools.setup(
             # Builds the wheel in tests without an index (pip wheel --no-build-isolation);
             # below 81 for TensorBoard 2.20 in the TensorFlow 2.20 test environment.
             "setuptools>=70.1,<81",
+            # The ONNX and LiteRT exports are run in tests/test_portable_export.py.
+            "onnxruntime>=1.20",
+            "ai-edge-litert>=2.0",
         ],
     },
 )

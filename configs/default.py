@@ -102,6 +102,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Name of the service job, so that restarted trainers reattach to it; empty = a new job.
   config.input.data_service_job_name = ""
 
+  config.export = ml_collections.ConfigDict()
+  # Also write the trained model in these formats at the end of training, beside saved_model/
+  # (saved_model.onnx, saved_model.tflite): comma-separated onnx, litert; empty = none. onnx
+  # needs the `export` extra. A finished workdir: python -m trainer.export_formats.
+  config.export.formats = ""
+
   config.runtime = ml_collections.ConfigDict()
   # One of default, mirrored, multi_worker_mirrored, tpu.
   config.runtime.strategy = "default"
@@ -122,7 +128,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.runtime.collective_timeout_seconds = 300.0
   # Global steps (first, last) to trace with the TensorFlow profiler into the TensorBoard
   # train/ directory (the Profile tab), e.g. '(100, 110)'; rounded out to whole chunks of
-  # train.steps_per_loop; chief only. () = off.
+  # train.steps_per_loop (one profiler step each), moved one chunk later if it overlaps this
+  # run's first chunk (which compiles); chief only. () = off.
   config.runtime.profile_steps = ()
   # On object stores (gs://) a second trainer finding a live run marker stops; true skips that
   # check (local workdirs always have their lock). See docs/reliability.md.

@@ -12,8 +12,8 @@ import pytest
 
 from trainer import train
 from trainer.cloud import hypertune
+from tests.helpers import REPO_ROOT
 
-_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_space_separated_config_flags_are_joined():
@@ -105,7 +105,7 @@ def test_a_trial_run_takes_vertex_arguments_and_reports_each_evaluation(tmp_path
              "--config.train.learning_rate", "0.003", "--config.model.latent_dim", "32.0"]
   env = dict(os.environ, CLOUD_ML_TRIAL_ID="4", CLOUD_ML_HP_METRIC_FILE=str(metric_file),
              TF_CPP_MIN_LOG_LEVEL="3")
-  result = subprocess.run(command, cwd=_REPOSITORY, env=env, capture_output=True, text=True,
+  result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   workdir = tmp_path / "workdir" / "4"  # The trial's own workdir.

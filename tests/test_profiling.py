@@ -2,9 +2,12 @@
 that is malformed or outside the run is a one-line config error before training."""
 
 import glob
+import json
 import os
 
 import pytest
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
+from xprof.convert import raw_to_tool_data
 
 from trainer import checkpoints
 from trainer import errors
@@ -61,3 +64,50 @@ def test_the_window_is_rounded_out_to_whole_chunks(tmp_path, monkeypatch):
     window.after_chunk(first + 8)
   assert calls == [("chunk", 0), ("start", str(tmp_path)), ("chunk", 8), ("chunk", 16),
                    ("stop",), ("chunk", 24), ("chunk", 32)]
+
+
+def test_the_window_skips_the_first_chunk_which_compiles(tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(profiling.tf.profiler.experimental, "start",
+                      lambda logdir: calls.append("start"))
+  monkeypatch.setattr(profiling.tf.profiler.experimental, "stop", lambda: calls.append("stop"))
+  window = profiling.ProfilerWindow((3, 6), str(tmp_path), enabled=True)
+  for first in range(0, 32, 8):
+    window.before_chunk(first, 8)
+    calls.append(first)
+    window.after_chunk(first + 8)
+    window.before_chunk(first + 8, 0)  # The end of an epoch.
+  assert calls == [0, "start", 8, "stop", 16, 24]
+
+
+def _step_markers(xplane_path):
+  """(step_num, duration in ms) of each "train" step marker in the trace."""
+  space = xplane_pb2.XSpace()
+  with open(xplane_path, "rb") as file:
+    space.ParseFromString(file.read())
+  markers = []
+  for plane in space.planes:
+    for line in plane.lines:
+      for event in line.events:
+        if plane.event_metadata[event.metadata_id].name == "train":
+          stats = {plane.stat_metadata[stat.metadata_id].name: stat.int64_value
+                   for stat in event.stats}
+          markers.append((stats["step_num"], event.duration_ps / 1e9))
+  return markers
+
+
+def test_the_profile_tab_measures_the_training_steps(config, tmp_path):
+  # Asked for steps 0-15: the first chunk (0-7) compiles, so 8-23 are traced.
+  config.runtime.profile_steps = (0, 15)
+  train.train_and_evaluate(config, str(tmp_path / "workdir"))
+  (trace,) = glob.glob(str(tmp_path / "workdir" / "train" / "plugins" / "profile" / "*" /
+                           "*.xplane.pb"))
+  markers = _step_markers(trace)
+  assert [step for step, _ in markers] == [8, 16]
+  assert all(milliseconds > 0 for _, milliseconds in markers)
+  # What TensorBoard's Profile tab shows: the profile plugin's own conversion.
+  overview = json.loads(raw_to_tool_data.xspace_to_tool_data([trace], "overview_page", {})[0])
+  step_times = {row["c"][0]["v"]: row["c"][-1]["v"] for row in overview[1]["rows"]}
+  assert len(step_times) == 2 and all(time > 0 for time in step_times.values())
+  assert float(overview[1]["p"]["steptime_ms_average"]) > 0
+  assert "No step time measured" not in overview[1]["p"]["input_conclusion"]

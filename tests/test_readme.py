@@ -14,10 +14,10 @@ import re
 import runpy
 
 import pytest
+from tests.helpers import REPO_ROOT
 
-_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_README = os.path.join(_REPOSITORY, "README.md")
-_MARKDOWN_FILES = [_README] + sorted(glob.glob(os.path.join(_REPOSITORY, "docs", "*.md")))
+_README = os.path.join(REPO_ROOT, "README.md")
+_MARKDOWN_FILES = [_README] + sorted(glob.glob(os.path.join(REPO_ROOT, "docs", "*.md")))
 MAX_README_LINES = 250
 
 _FENCED_BLOCK = re.compile(r"^ *```[^\n]*\n(.*?)^ *```[^\n]*$", re.MULTILINE | re.DOTALL)
@@ -39,7 +39,7 @@ def _read(path: str) -> str:
 
 
 def _name(path: str) -> str:
-  return os.path.relpath(path, _REPOSITORY)
+  return os.path.relpath(path, REPO_ROOT)
 
 
 def _split_code(text: str) -> tuple[list[str], str]:
@@ -91,7 +91,7 @@ def _heading_anchors(path: str) -> set[str]:
 
 @functools.lru_cache(maxsize=None)
 def _config(path: str):
-  return runpy.run_path(os.path.join(_REPOSITORY, path))["get_config"]()
+  return runpy.run_path(os.path.join(REPO_ROOT, path))["get_config"]()
 
 
 def _has_field(config, field: str) -> bool:
@@ -105,7 +105,7 @@ def _has_field(config, field: str) -> bool:
 
 def _makefile_targets() -> set[str]:
   targets = set()
-  for line in _read(os.path.join(_REPOSITORY, "Makefile")).split("\n"):
+  for line in _read(os.path.join(REPO_ROOT, "Makefile")).split("\n"):
     match = re.match(r"^([\w.-][\w.\s-]*?)\s*::?(?!=)", line)
     if match and not match.group(1).startswith("."):
       targets.update(match.group(1).split())
@@ -153,7 +153,7 @@ def test_link_anchors_name_headings(path):
 def test_readme_config_files_exist():
   named = {match for line in _command_lines(_README) for match in _CONFIG_FILE.findall(line)}
   assert named, "README.md names no --config=configs/X.py"
-  missing = sorted(path for path in named if not os.path.isfile(os.path.join(_REPOSITORY, path)))
+  missing = sorted(path for path in named if not os.path.isfile(os.path.join(REPO_ROOT, path)))
   assert not missing, f"README.md names config files that do not exist: {missing}"
 
 
@@ -191,7 +191,7 @@ def test_python_modules_resolve(path):
 def test_scripts_exist(path):
   named = set(_SCRIPT.findall(_read(path)))
   missing = sorted(script for script in named
-                   if not os.path.exists(os.path.join(_REPOSITORY, script)))
+                   if not os.path.exists(os.path.join(REPO_ROOT, script)))
   assert not missing, f"{_name(path)} names scripts that do not exist: {missing}"
 
 

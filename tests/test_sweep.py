@@ -10,8 +10,8 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
 import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tests.helpers import REPO_ROOT
 
-_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_runs_change_one_thing_from_dense_each():
@@ -20,7 +20,7 @@ def test_runs_change_one_thing_from_dense_each():
   assert {"dense_latent16", "dense_latent32", "dense", "dense_latent128", "conv", "unet",
           "dense_mse", "dense_salt_and_pepper", "dense_masking"} == set(names)
   for _, config_file, overrides in sweep.RUNS:
-    assert os.path.exists(os.path.join(_REPOSITORY, config_file))
+    assert os.path.exists(os.path.join(REPO_ROOT, config_file))
     assert len(overrides) <= 2
 
 
@@ -52,7 +52,7 @@ def test_markdown_table_formats_missing_values():
 @pytest.mark.slow
 def test_sweep_trains_runs_and_writes_the_table(tmp_path):
   root = tmp_path / "sweep"
-  command = [sys.executable, os.path.join(_REPOSITORY, "scripts", "sweep.py"),
+  command = [sys.executable, os.path.join(REPO_ROOT, "scripts", "sweep.py"),
              f"--root={root}", "--only=dense,dense_latent16", "--num_epochs=1",
              "--train_split=train[:1024]"]
   result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=240)

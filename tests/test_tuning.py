@@ -17,9 +17,9 @@ import yaml
 from trainer import errors
 from trainer.tuning import local
 from trainer.tuning import study as study_lib
+from tests.helpers import REPO_ROOT
 
-_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_TUNE = os.path.join(_REPOSITORY, "scripts", "tune.py")
+_TUNE = os.path.join(REPO_ROOT, "scripts", "tune.py")
 
 
 def _study(**changes):
@@ -41,13 +41,13 @@ def _study(**changes):
 
 def _checked(job):
   study = study_lib.parse_study(job)
-  study_lib.check_against_config(study, _REPOSITORY)
+  study_lib.check_against_config(study, REPO_ROOT)
   return study
 
 
 def test_the_docs_study_file_is_valid():
-  study = study_lib.load_study(os.path.join(_REPOSITORY, "studies", "dense_lr_latent.yaml"))
-  study_lib.check_against_config(study, _REPOSITORY)
+  study = study_lib.load_study(os.path.join(REPO_ROOT, "studies", "dense_lr_latent.yaml"))
+  study_lib.check_against_config(study, REPO_ROOT)
   assert [parameter.id for parameter in study.parameters] == ["train.learning_rate",
                                                                "model.latent_dim"]
   assert study.parameters[1].values == (16, 32, 64, 128) and study.parameters[0].log_scale

@@ -104,7 +104,8 @@ def parse_flags(argv: list[str], program: str = "dae-trainer", default_config: s
   try:
     # Vertex AI tuning trials pass `--config.a.b VALUE`; absl needs `--config.a.b=VALUE`.
     remaining = flags.FLAGS(hypertune.normalize_vertex_args(argv))
-    flags.FLAGS.config.lock()  # Loads the file now, if loading was deferred.
+    if "config" in flags.FLAGS:
+      flags.FLAGS.config.lock()  # Loads the file now, if loading was deferred.
   except flags.Error as error:
     fail(f"{error}. Pass --helpshort to see the flags.", program=program)
   except Exception as error:  # pylint: disable=broad-except

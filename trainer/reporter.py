@@ -20,6 +20,7 @@ from trainer import fileio
 from trainer import models
 from trainer import optimizers
 from trainer import plots
+from trainer import portable_export
 from trainer import resources
 from trainer import run_files
 from trainer import summaries
@@ -125,6 +126,8 @@ class Reporter:
     # later run of this workdir rewrites config.json and metrics.json.
     export.export_saved_model(serving_model, self._dirs.saved_model, training_run={
         **run_summary, "model_type": config.model.type, "noise": config.noise.to_dict()})
+    portable_export.export_formats(serving_model, self._dirs.saved_model,
+                                   portable_export.parse_formats(config.export.formats))
     plots.plot_loss(self.history, config.train.loss,
                     os.path.join(self._dirs.plots, workdir_lib.LOSS_PLOT_FILENAME))
     plots.plot_denoised(

@@ -187,15 +187,17 @@ def _train(config: ml_collections.ConfigDict, run: Setup) -> keras.Model:
   reporter = reporter_lib.Reporter(config, run.dirs, run.data,
                                    enabled=strategy_lib.is_chief(run.strategy))
   reporter.start(from_step=start_step, changes=list(run.changes))
-  train_steps = steps_lib.make_train_function(run.strategy, state.model, state.optimizer, config)
+  profiler = profiling.ProfilerWindow(
+      config.runtime.profile_steps,
+      run.dirs.tensorboard_subdirectory(workdir_lib.TRAIN_SUBDIRECTORY), reporter.enabled)
+  # Each chunk is one step of TensorBoard's Profile tab while the profiler traces.
+  train_steps = profiler.with_step_markers(
+      steps_lib.make_train_function(run.strategy, state.model, state.optimizer, config))
   train_iterator = iter(run.strategy.distribute_datasets_from_function(
       lambda context: pipeline.create_dataset(run.data, config, "train", context, start_step)))
   evaluate = _make_evaluate(config, run, state.model)
   hooks = [logs.Progress(run.data.steps_per_epoch, run.last_step, config.train.batch_size,
-                         config.train.log_every_steps, reporter.write_step_scalars),
-           profiling.ProfilerWindow(config.runtime.profile_steps,
-                                    run.dirs.tensorboard_subdirectory(workdir_lib.TRAIN_SUBDIRECTORY),
-                                    reporter.enabled)]
+                         config.train.log_every_steps, reporter.write_step_scalars), profiler]
   logs.log_run_header(run.task_name, state.model, run.data, start_step, run.last_step,
                       config.train.batch_size, run.dirs.workdir)
 

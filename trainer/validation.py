@@ -12,6 +12,7 @@ from trainer import errors
 from trainer import metrics
 from trainer import models
 from trainer import optimizers
+from trainer import portable_export
 from trainer import profiling
 from trainer import strategy as strategy_lib
 from trainer.cloud import hypertune
@@ -76,6 +77,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   # Its end is checked against the run's length once the data is known (train.py).
   profiling.parse_profile_steps(config.runtime.profile_steps)
   hypertune.check_metric_name(config.runtime.hypertune_metric)
+  portable_export.parse_formats(config.export.formats)
   if config.runtime.num_cpu_devices < 0:
     raise errors.ConfigError(
         f"runtime.num_cpu_devices={config.runtime.num_cpu_devices} must be >= 0 "
@@ -88,7 +90,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 _FREE_FIELDS = ("data_dir", "train.num_epochs", "train.max_steps", "train.checkpoints_to_keep",
                 "train.num_images_to_show", "train.steps_per_loop", "train.eval_every_epochs",
                 "train.log_every_steps")
-_FREE_PREFIXES = ("runtime.", "input.")
+_FREE_PREFIXES = ("runtime.", "input.", "export.")
 # Fields a resumed run can never change: which variables the checkpoint holds,
 # and what its step counts (batches of one size, of one split).
 _FIXED_FIELDS = ("dataset", "train_split", "train.batch_size",
