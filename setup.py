@@ -9,6 +9,7 @@ and a TPU VM's `tensorflow-tpu` is never replaced by a second TensorFlow:
                            # Cloud TPU VMs: tensorflow-tpu 2.20 with libtpu
     pip install ".[cpu,eval]"   # plus what `python -m trainer.evaluate` needs
     pip install ".[cpu,profile]"   # plus TensorBoard's Profile tab (runtime.profile_steps)
+    pip install ".[cpu,pipeline]"   # plus the Kubeflow pipeline (python -m trainer.pipeline)
 """
 
 import setuptools
@@ -63,6 +64,9 @@ setuptools.setup(
         ],
         # TensorBoard's Profile tab, for traces of runtime.profile_steps (docs/performance.md).
         "profile": ["tensorboard-plugin-profile>=2.20"],
+        # `python -m trainer.pipeline`: the KFP v2 SDK, its local runner and compiler
+        # (docs/pipeline.md). kfp 2.17 needs protobuf below 7, which TensorFlow 2.21 accepts.
+        "pipeline": ["kfp>=2.17,<3"],
         "test": [
             "pytest>=8",
             "pytest-xdist>=3.5",
