@@ -66,7 +66,8 @@ setuptools.setup(
         "profile": ["tensorboard-plugin-profile>=2.20"],
         # `python -m trainer.pipeline`: the KFP v2 SDK, its local runner and compiler
         # (docs/pipeline.md). kfp 2.17 needs protobuf below 7, which TensorFlow 2.21 accepts.
-        "pipeline": ["kfp>=2.17,<3"],
+        # google-cloud-aiplatform submits the compiled pipeline (python -m trainer.pipeline submit).
+        "pipeline": ["kfp>=2.17,<3", "google-cloud-aiplatform>=1.70"],
         "test": [
             "pytest>=8",
             "pytest-xdist>=3.5",

@@ -167,7 +167,7 @@ def test_wheel_extras_are_kept(wheel):
   with zipfile.ZipFile(path) as archive:
     metadata = archive.read("dae_trainer-0.1.0.dist-info/METADATA").decode()
   extras = re.findall(r"^Provides-Extra: (\S+)$", metadata, re.MULTILINE)
-  assert sorted(extras) == ["cpu", "eval", "gpu", "profile", "test", "tpu"]
+  assert sorted(extras) == ["cpu", "eval", "gpu", "pipeline", "profile", "test", "tpu"]
   assert re.search(r"^Requires-Dist: tensorflow-tpu.*extra == \"tpu\"", metadata, re.MULTILINE)
 
 
@@ -184,7 +184,7 @@ def test_dockerfile_builds_a_wheel_and_installs_it_for_the_accelerator():
   runs = [c.value[0] for c in commands if c.cmd == "RUN"]
   assert any(re.search(r"pip wheel \. --no-deps\b", run) for run in runs), runs
   install = next(run for run in runs if "pip install" in run)
-  assert '"${wheel}[${ACCELERATOR}]"' in install
+  assert '"${wheel}[${ACCELERATOR},pipeline]"' in install
   assert "-e " not in install and "--editable" not in install
   for accelerator in ("cpu", "gpu", "tpu"):
     assert re.search(rf"\b{accelerator}\b", install.split("esac")[0]), accelerator

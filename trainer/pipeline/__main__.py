@@ -133,6 +133,16 @@ def _submit() -> None:
   print(f"dae-trainer pipeline: submitted {job.resource_name}", flush=True)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """trainer.main's parsing (one line for a bad config); `compile` needs no --config."""
+  if any(argument.startswith("--config") for argument in argv):
+    return cli.parse_flags(argv)
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    raise SystemExit(f"FATAL Flags parsing error: {error}") from error
+
+
 def main(argv):
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"Pass one command, {' | '.join(COMMANDS)}; got {' '.join(argv[1:])!r}.")
@@ -148,4 +158,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  app.run(main, flags_parser=_parse_flags)

@@ -11,7 +11,7 @@ into components with the image of its choice.
 from kfp import dsl
 
 
-def data(config: str, overrides: dict, dataset: dsl.Output[dsl.Dataset]):
+def data(config: str, overrides: str, dataset: dsl.Output[dsl.Dataset]):
   """Resolves and verifies the dataset; records name, version, split sizes and a digest."""
   from trainer.pipeline import tasks  # pylint: disable=import-outside-toplevel
   record = tasks.data_step(config, overrides, dataset)
@@ -19,7 +19,7 @@ def data(config: str, overrides: dict, dataset: dsl.Output[dsl.Dataset]):
         f"training and {record['num_eval_examples']} test images, sha256 {record['sha256'][:16]}")
 
 
-def train(config: str, overrides: dict, workdir_root: str, dataset: dsl.Input[dsl.Dataset],
+def train(config: str, overrides: str, workdir_root: str, dataset: dsl.Input[dsl.Dataset],
           model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics],
           tensorboard: dsl.Output[dsl.Artifact]):
   """Trains, or resumes, in the config's stable workdir; exports the SavedModel."""
@@ -30,7 +30,7 @@ def train(config: str, overrides: dict, workdir_root: str, dataset: dsl.Input[ds
         f"workdir {record['workdir']}")
 
 
-def evaluate(config: str, overrides: dict, serving_dir: str, min_psnr_db: float,
+def evaluate(config: str, overrides: str, serving_dir: str, min_psnr_db: float,
              max_psnr_drop_db: float, extra_levels: list, dataset: dsl.Input[dsl.Dataset],
              model: dsl.Input[dsl.Model], blessing: dsl.Output[dsl.Artifact]):
   """Scores the candidate and the model in service on the same noisy images; blesses or not."""

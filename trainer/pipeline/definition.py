@@ -37,7 +37,7 @@ def create_pipeline(image: str | None = None, accelerator_type: str = "",
   @dsl.pipeline(name=PIPELINE_NAME,
                 description="Train the denoising autoencoder, evaluate it against the model in "
                             "service, and push it to the serving directory if blessed.")
-  def dae_pipeline(config: str, workdir_root: str, serving_dir: str, overrides: dict = {},  # pylint: disable=dangerous-default-value
+  def dae_pipeline(config: str, workdir_root: str, serving_dir: str, overrides: str = "{}",
                    min_psnr_db: float = blessing.DEFAULT_MIN_PSNR_DB,
                    max_psnr_drop_db: float = blessing.DEFAULT_MAX_PSNR_DROP_DB,
                    extra_levels: list = []) -> dsl.Artifact:  # pylint: disable=dangerous-default-value

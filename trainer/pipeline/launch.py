@@ -12,6 +12,7 @@ Every input is checked here, before any step runs: a bad value ends the
 command with one line and nothing written to the serving directory.
 """
 
+import json
 import os
 
 from input_pipeline import storage
@@ -28,8 +29,8 @@ DEFAULT_REGION = "us-central1"
 
 def parameters(config_path: str, overrides: dict, pipeline_root: str, serving_dir: str,
                min_psnr_db: float, max_psnr_drop_db: float, extra_levels) -> dict:
-  """The pipeline's parameter values."""
-  return {"config": config_path, "overrides": dict(overrides),
+  """The pipeline's parameter values; the overrides as JSON text (exact ints and floats)."""
+  return {"config": config_path, "overrides": json.dumps(overrides, sort_keys=True),
           "workdir_root": os.path.join(pipeline_root, WORKDIRS_DIRNAME),
           "serving_dir": serving_dir, "min_psnr_db": float(min_psnr_db),
           "max_psnr_drop_db": float(max_psnr_drop_db),

@@ -1,6 +1,7 @@
 """What each pipeline step does, in plain Python: the components' bodies call these.
 
-Each `*_step` takes the step's parameters and its KFP artifacts (anything with
+Each `*_step` takes the step's parameters (the config's overrides as JSON text:
+a KFP dict parameter would turn every int into a float) and its KFP artifacts (anything with
 `uri` and `metadata`; `log_metric` for metrics), does the work with the
 project's own code, and writes its record twice: as the artifact's metadata
 (what KFP's lineage and Vertex AI's console show) and as JSON at the
@@ -117,9 +118,9 @@ def _files_digest(paths) -> str:
   return digest.hexdigest()
 
 
-def data_step(config_path: str, overrides: dict, dataset) -> dict:
+def data_step(config_path: str, overrides: str, dataset) -> dict:
   """Resolves and checks the config's dataset; records name, version, split sizes, digest."""
-  config = load_config(config_path, overrides)
+  config = load_config(config_path, json.loads(overrides))
   data = data_source.create_data_source(config)
   info = data.builder.info
   split_names = sorted({split.split("[")[0] for split in (data.train_split, data.eval_split)})
@@ -154,11 +155,11 @@ def _copy_events(workdir: str, destination: str) -> None:
                          overwrite=True)
 
 
-def train_step(config_path: str, overrides: dict, workdir_root: str, dataset, model,
+def train_step(config_path: str, overrides: str, workdir_root: str, dataset, model,
                metrics, tensorboard) -> dict:
   """Trains (or resumes) in the config's stable workdir; the SavedModel goes to `model`."""
   logging.info("Training on %s", read_record(dataset.uri))
-  config = load_config(config_path, overrides)
+  config = load_config(config_path, json.loads(overrides))
   workdir = workdir_for(config, workdir_root)
   dirs = output_dirs.resolve(workdir, environ={}, saved_model=model.uri)
   train.train_and_evaluate(config, workdir, dirs)
@@ -182,11 +183,11 @@ def _fingerprint(path: str) -> str | None:
     return None
 
 
-def evaluate_step(config_path: str, overrides: dict, serving_dir: str, min_psnr_db: float,
+def evaluate_step(config_path: str, overrides: str, serving_dir: str, min_psnr_db: float,
                   max_psnr_drop_db: float, extra_levels: list, dataset, model,
                   blessing_artifact) -> dict:
   """Scores the candidate and the model in service alike; blesses the candidate or not."""
-  config = load_config(config_path, overrides)
+  config = load_config(config_path, json.loads(overrides))
   serving.check_serving_dir(serving_dir)
   noise_type, level = config.noise.type, float(config.noise.factor)
   levels = [level, *(float(extra) for extra in extra_levels if float(extra) != level)]
