@@ -28,7 +28,8 @@ import yaml
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
-SHELL_SCRIPTS = ["submit_vertex.sh", "submit_tpu_vm.sh", "build_wheel.sh", "check_wheel_install.sh"]
+SHELL_SCRIPTS = ["submit_vertex.sh", "submit_tpu_vm.sh", "build_wheel.sh", "check_wheel_install.sh",
+                 "submit_pipeline.sh"]
 IMAGE = "us-central1-docker.pkg.dev/proj/dae-trainer/dae-trainer:v1"
 LIBTPU_INDEX = "https://storage.googleapis.com/libtpu-releases/index.html"
 
@@ -498,7 +499,8 @@ def test_script_bad_flag_is_one_line(script):
   args = {"submit_vertex.sh": ["--project=p", "--image=i", "--output-dir=gs://b", "--bogus"],
           "submit_tpu_vm.sh": ["--zone=z", "--workdir=gs://b", "--bogus"],
           "build_wheel.sh": ["--bogus"],
-          "check_wheel_install.sh": ["--bogus"]}[script]
+          "check_wheel_install.sh": ["--bogus"],
+          "submit_pipeline.sh": ["--project=p", "--bogus"]}[script]
   _one_line_error(_run([str(SCRIPTS / script), *args]), "--bogus", "--help")
 
 
