@@ -352,15 +352,26 @@ def test_submit_script_dry_run_prints_the_pipeline_job(tmp_path):
   assert job.runtime_config.parameter_values["overrides"] == '{"train.num_epochs": 2}'
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--pipeline_root=/tmp/r", "--serving_dir=gs://b/s"], "--pipeline_root='/tmp/r' is not a "
-     "Cloud Storage path"),
-    (["--pipeline_root=gs://b/r", "--serving_dir=gs://b/s", "--config.train.num_epoch=2"],
-     "dae-trainer: unknown config key in a --config.* override: num_epoch."),
+@pytest.mark.parametrize("changes, message", [
+    ({"pipeline_root": "/tmp/r"}, "--pipeline_root='/tmp/r' is not a Cloud Storage path"),
+    ({"serving_dir": "serving"}, "--serving_dir='serving' is not a Cloud Storage path"),
+    ({"project": ""}, "--project is missing"),
+    ({"max_psnr_drop_db": -1.0}, "--max_psnr_drop_db=-1.0 is negative"),
 ])
-def test_submit_bad_values_are_one_line(args, message):
-  result = _pipeline("submit", "--config=configs/test.py", "--project=p", f"--image={IMAGE}",
-                     "--dry_run", *args, timeout=300)
+def test_submit_bad_values_name_the_value(changes, message):
+  kwargs = {"config_path": "configs/test.py", "overrides": {}, "pipeline_root": "gs://b/r",
+            "serving_dir": "gs://b/s", "project": "p", "max_psnr_drop_db": 0.0, "reach": False,
+            **changes}
+  with pytest.raises(ValueError, match=message):
+    launch.check_cloud_inputs(**kwargs)
+
+
+@pytest.mark.slow  # A process importing TensorFlow; the one-line format is main's, tested above.
+def test_submit_bad_override_is_one_line():
+  result = _pipeline("submit", "--config=configs/test.py", "--config.train.num_epoch=2",
+                     "--project=p", f"--image={IMAGE}", "--pipeline_root=gs://b/r",
+                     "--serving_dir=gs://b/s", "--dry_run", timeout=300)
   assert result.returncode == 1
-  lines = result.stderr.strip().splitlines()
-  assert message in lines[-1] and "Traceback" not in result.stderr, result.stderr[-1500:]
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      "dae-trainer: unknown config key in a --config.* override: num_epoch."), result.stderr
+  assert "Traceback" not in result.stderr
