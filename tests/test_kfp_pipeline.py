@@ -228,18 +228,24 @@ def _serves(path):
   return export.read_export_info(str(path))["weights_fingerprint"]
 
 
-def test_pipeline_pushes_blessed_models_only(tmp_path):
+def _run_in_process(capfd, root, serving_dir, **overrides):
+  """One more run, in this process (no second TensorFlow start-up): (its record, its output)."""
+  record = launch.run_locally("configs/test.py", overrides, str(root), str(serving_dir),
+                              blessing.DEFAULT_MIN_PSNR_DB, blessing.DEFAULT_MAX_PSNR_DROP_DB)
+  return record, capfd.readouterr().out
+
+
+def test_pipeline_pushes_blessed_models_only(tmp_path, capfd):
   """Version 1 into an empty directory; a worse model is not pushed; a better one is version 2."""
   root, serving_dir = tmp_path / "root", tmp_path / "serving"
-  first = _run_pipeline(root, serving_dir)
+  first = _run_pipeline(root, serving_dir)  # The command line, as a user runs it.
   assert "push: Pushed version 1. Blessed: nothing is in service" in first.stdout
   assert _last_line(first) == f"dae-trainer pipeline: serving {serving_dir / '1'}"
   assert sorted(os.listdir(serving_dir)) == ["1"]
 
   # A learning rate of 1e-7: the weights barely move from their initial values.
-  worse = _run_pipeline(root, serving_dir, "--config.train.learning_rate=1e-7")
-  assert "push: Nothing pushed. Not blessed:" in worse.stdout
-  assert _last_line(worse).startswith("dae-trainer pipeline: Nothing pushed. Not blessed:")
+  record, output = _run_in_process(capfd, root, serving_dir, **{"train.learning_rate": 1e-7})
+  assert "push: Nothing pushed. Not blessed:" in output
   assert sorted(os.listdir(serving_dir)) == ["1"]
   judged, run = _blessing_of_last_run(root)
   assert judged["blessed"] is False
@@ -249,13 +255,14 @@ def test_pipeline_pushes_blessed_models_only(tmp_path):
   assert candidate_db < serving_db - 1.0
   assert f"{candidate_db:.3f} dB is below the threshold" in judged["reason"]
   assert f"worse than version 1 in service ({serving_db:.3f} dB)" in judged["reason"]
-  pushed = json.loads((run / "push" / "pushed").read_text())
-  assert pushed == {"pushed": False, "version": None, "path": None,
-                    "reason": f"Nothing pushed. {judged['reason']}"}
+  assert record == json.loads((run / "push" / "pushed").read_text()) == {
+      "pushed": False, "version": None, "path": None,
+      "reason": f"Nothing pushed. {judged['reason']}"}
 
   # Three epochs instead of one.
-  better = _run_pipeline(root, serving_dir, "--config.train.num_epochs=3")
-  assert "push: Pushed version 2. Blessed:" in better.stdout
+  record, output = _run_in_process(capfd, root, serving_dir, **{"train.num_epochs": 3})
+  assert "push: Pushed version 2. Blessed:" in output
+  assert record["pushed"] and record["version"] == 2
   judged, _ = _blessing_of_last_run(root)
   assert judged["candidate"]["psnr_db"]["0.4"] > judged["serving"]["psnr_db"]["0.4"]
   assert sorted(os.listdir(serving_dir)) == ["1", "2"]

@@ -24,12 +24,15 @@ from trainer.pipeline import blessing
 from trainer.pipeline import components
 
 PIPELINE_NAME = "dae-trainer"
+# The image named when none is given: the Dockerfile's base. The local runner
+# ignores images; naming one keeps KFP from warning about its default's change.
+LOCAL_BASE_IMAGE = "python:3.11-slim"
 
 
 def create_pipeline(image: str | None = None, accelerator_type: str = "",
                     accelerator_count: int = 0):
   """The `@dsl.pipeline` function, its components on `image`, training on the accelerator."""
-  options = {"install_kfp_package": False, **({"base_image": image} if image else {})}
+  options = {"install_kfp_package": False, "base_image": image or LOCAL_BASE_IMAGE}
   data_op, train_op, evaluate_op, push_op = (
       dsl.component(function, **options) for function in (
           components.data, components.train, components.evaluate, components.push))

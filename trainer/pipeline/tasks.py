@@ -22,7 +22,15 @@ import hashlib
 import importlib.util
 import json
 import os
+import sys
 
+from trainer import logs
+
+# Each step is a fresh process that starts here: TensorFlow's start-up notices
+# would repeat in every step's output (a no-op where TensorFlow is loaded).
+logs.silence_tensorflow_startup(sys.argv)
+
+# pylint: disable=wrong-import-position
 from absl import logging
 import ml_collections
 import tensorflow as tf
