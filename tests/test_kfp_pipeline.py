@@ -287,6 +287,9 @@ def test_killed_training_resumes_on_rerun_with_the_same_weights(tmp_path):
   os.killpg(process.pid, signal.SIGKILL)  # The runner and its train step.
   process.wait()
   assert not (tmp_path / "serving").exists()
+  saved = [int(path.name[len("ckpt-"):-len(".index")])
+           for path in root.glob("workdirs/*/checkpoints/ckpt-*.index")]
+  assert max(saved) < 96, saved  # Killed before the last of 3 x 32 steps.
 
   rerun = _run_pipeline(root, tmp_path / "serving", "--config.train.num_epochs=3")
   assert "resumed from" in rerun.stdout
