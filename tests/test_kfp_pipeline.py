@@ -228,10 +228,11 @@ def _serves(path):
   return export.read_export_info(str(path))["weights_fingerprint"]
 
 
-def _run_in_process(capfd, root, serving_dir, **overrides):
+def _run_in_process(capfd, root, serving_dir, overrides, extra_levels=()):
   """One more run, in this process (no second TensorFlow start-up): (its record, its output)."""
   record = launch.run_locally("configs/test.py", overrides, str(root), str(serving_dir),
-                              blessing.DEFAULT_MIN_PSNR_DB, blessing.DEFAULT_MAX_PSNR_DROP_DB)
+                              blessing.DEFAULT_MIN_PSNR_DB, blessing.DEFAULT_MAX_PSNR_DROP_DB,
+                              extra_levels)
   return record, capfd.readouterr().out
 
 
@@ -244,12 +245,15 @@ def test_pipeline_pushes_blessed_models_only(tmp_path, capfd):
   assert sorted(os.listdir(serving_dir)) == ["1"]
 
   # A learning rate of 1e-7: the weights barely move from their initial values.
-  record, output = _run_in_process(capfd, root, serving_dir, **{"train.learning_rate": 1e-7})
+  record, output = _run_in_process(capfd, root, serving_dir, {"train.learning_rate": 1e-7},
+                                   extra_levels=[0.2])
   assert "push: Nothing pushed. Not blessed:" in output
   assert sorted(os.listdir(serving_dir)) == ["1"]
   judged, run = _blessing_of_last_run(root)
   assert judged["blessed"] is False
   assert judged["serving"]["version"] == 1
+  # The extra level is scored for both models, and recorded; the decision uses 0.4.
+  assert set(judged["candidate"]["psnr_db"]) == set(judged["serving"]["psnr_db"]) == {"0.4", "0.2"}
   candidate_db, serving_db = judged["candidate"]["psnr_db"]["0.4"], judged["serving"]["psnr_db"][
       "0.4"]
   assert candidate_db < serving_db - 1.0
@@ -260,7 +264,7 @@ def test_pipeline_pushes_blessed_models_only(tmp_path, capfd):
       "reason": f"Nothing pushed. {judged['reason']}"}
 
   # Three epochs instead of one.
-  record, output = _run_in_process(capfd, root, serving_dir, **{"train.num_epochs": 3})
+  record, output = _run_in_process(capfd, root, serving_dir, {"train.num_epochs": 3})
   assert "push: Pushed version 2. Blessed:" in output
   assert record["pushed"] and record["version"] == 2
   judged, _ = _blessing_of_last_run(root)
