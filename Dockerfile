@@ -34,7 +34,7 @@ RUN set -eu; \
       *) echo "ACCELERATOR must be cpu, gpu or tpu, not '$ACCELERATOR'" >&2; exit 1 ;; \
     esac; \
     wheel=$(ls /tmp/wheels/dae_trainer-*.whl); \
-    pip install "${wheel}[${ACCELERATOR}]" ${find_links:+-f "$find_links"}; \
+    pip install "${wheel}[${ACCELERATOR},pipeline]" ${find_links:+-f "$find_links"}; \
     rm -rf /tmp/wheels
 # Config paths are relative to /app, as they are to the repository root
 # (--config=configs/default.py, or /app/configs/default.py): /app/configs is

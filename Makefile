@@ -21,7 +21,7 @@ install: $(INSTALLED)
 $(INSTALLED): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_PYTHON) -m pip install --quiet --upgrade pip
-	$(VENV_PYTHON) -m pip install --quiet -e ".[cpu,test,eval,profile,tune,export]"
+	$(VENV_PYTHON) -m pip install --quiet -e ".[cpu,test,eval,profile,tune,export,pipeline]"
 	touch $@
 
 train: $(INSTALLED)
@@ -37,7 +37,7 @@ test-slow: $(INSTALLED)
 $(INSTALLED_TF220): setup.py
 	$(PYTHON) -m venv $(VENV_TF220)
 	$(VENV_TF220)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV_TF220)/bin/python -m pip install --quiet -e ".[cpu,test,eval,profile,tune,export]" "tensorflow==2.20.*"
+	$(VENV_TF220)/bin/python -m pip install --quiet -e ".[cpu,test,eval,profile,tune,export,pipeline]" "tensorflow==2.20.*"
 	touch $@
 
 # The whole suite again on TensorFlow 2.20 (what TPU VMs run).

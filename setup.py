@@ -11,6 +11,7 @@ and a TPU VM's `tensorflow-tpu` is never replaced by a second TensorFlow:
     pip install ".[cpu,profile]"   # plus TensorBoard's Profile tab (runtime.profile_steps)
     pip install ".[cpu,tune]"   # plus local hyperparameter tuning (scripts/tune.py)
     pip install ".[cpu,export]"    # plus the ONNX converter (python -m trainer.export_formats)
+    pip install ".[cpu,pipeline]"   # plus the Kubeflow pipeline (python -m trainer.pipeline)
 """
 
 import setuptools
@@ -72,6 +73,10 @@ setuptools.setup(
         # exporter runs tf2onnx. LiteRT needs nothing more (TensorFlow's own converter).
         # tf2onnx 1.17 asks for protobuf>=3.20, so it keeps TensorFlow's protobuf.
         "export": ["tf2onnx>=1.17,<2", "onnx>=1.17"],
+        # `python -m trainer.pipeline`: the KFP v2 SDK, its local runner and compiler
+        # (docs/pipeline.md). kfp 2.17 needs protobuf below 7, which TensorFlow 2.21 accepts.
+        # google-cloud-aiplatform submits the compiled pipeline (python -m trainer.pipeline submit).
+        "pipeline": ["kfp>=2.17,<3", "google-cloud-aiplatform>=1.70"],
         "test": [
             "pytest>=8",
             "pytest-xdist>=3.5",

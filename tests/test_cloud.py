@@ -28,7 +28,8 @@ import yaml
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
-SHELL_SCRIPTS = ["submit_vertex.sh", "submit_tpu_vm.sh", "build_wheel.sh", "check_wheel_install.sh"]
+SHELL_SCRIPTS = ["submit_vertex.sh", "submit_tpu_vm.sh", "build_wheel.sh", "check_wheel_install.sh",
+                 "submit_pipeline.sh"]
 IMAGE = "us-central1-docker.pkg.dev/proj/dae-trainer/dae-trainer:v1"
 LIBTPU_INDEX = "https://storage.googleapis.com/libtpu-releases/index.html"
 
@@ -167,7 +168,8 @@ def test_wheel_extras_are_kept(wheel):
   with zipfile.ZipFile(path) as archive:
     metadata = archive.read("dae_trainer-0.1.0.dist-info/METADATA").decode()
   extras = re.findall(r"^Provides-Extra: (\S+)$", metadata, re.MULTILINE)
-  assert sorted(extras) == ["cpu", "eval", "gpu", "profile", "test", "tpu"]
+  assert sorted(extras) == ["cpu", "eval", "export", "gpu", "pipeline", "profile", "test", "tpu",
+                            "tune"]
   assert re.search(r"^Requires-Dist: tensorflow-tpu.*extra == \"tpu\"", metadata, re.MULTILINE)
 
 
@@ -184,7 +186,7 @@ def test_dockerfile_builds_a_wheel_and_installs_it_for_the_accelerator():
   runs = [c.value[0] for c in commands if c.cmd == "RUN"]
   assert any(re.search(r"pip wheel \. --no-deps\b", run) for run in runs), runs
   install = next(run for run in runs if "pip install" in run)
-  assert '"${wheel}[${ACCELERATOR}]"' in install
+  assert '"${wheel}[${ACCELERATOR},pipeline]"' in install
   assert "-e " not in install and "--editable" not in install
   for accelerator in ("cpu", "gpu", "tpu"):
     assert re.search(rf"\b{accelerator}\b", install.split("esac")[0]), accelerator
@@ -498,7 +500,8 @@ def test_script_bad_flag_is_one_line(script):
   args = {"submit_vertex.sh": ["--project=p", "--image=i", "--output-dir=gs://b", "--bogus"],
           "submit_tpu_vm.sh": ["--zone=z", "--workdir=gs://b", "--bogus"],
           "build_wheel.sh": ["--bogus"],
-          "check_wheel_install.sh": ["--bogus"]}[script]
+          "check_wheel_install.sh": ["--bogus"],
+          "submit_pipeline.sh": ["--project=p", "--bogus"]}[script]
   _one_line_error(_run([str(SCRIPTS / script), *args]), "--bogus", "--help")
 
 

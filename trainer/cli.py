@@ -104,7 +104,7 @@ def parse_flags(argv: list[str], program: str = "dae-trainer", default_config: s
   try:
     # Vertex AI tuning trials pass `--config.a.b VALUE`; absl needs `--config.a.b=VALUE`.
     remaining = flags.FLAGS(hypertune.normalize_vertex_args(argv))
-    if "config" in flags.FLAGS:
+    if "config" in flags.FLAGS and flags.FLAGS["config"].present:
       flags.FLAGS.config.lock()  # Loads the file now, if loading was deferred.
   except flags.Error as error:
     fail(f"{error}. Pass --helpshort to see the flags.", program=program)
@@ -114,8 +114,9 @@ def parse_flags(argv: list[str], program: str = "dae-trainer", default_config: s
   return remaining
 
 
-def _call_main(main, program: str, output_flag: str, argv: list[str]) -> None:
-  if len(argv) > 1:
+def _call_main(main, program: str, output_flag: str, positional_arguments: int,
+               argv: list[str]) -> None:
+  if len(argv) > 1 + positional_arguments:
     fail(f"unexpected arguments {' '.join(argv[1:])}; every setting is a --flag.",
          program=program)
   try:
@@ -128,7 +129,8 @@ def _call_main(main, program: str, output_flag: str, argv: list[str]) -> None:
 
 
 def run(main, *, program: str = "dae-trainer", default_config: str | None = None,
-        config_fields: str = "configs/default.py", output_flag: str = "--workdir") -> None:
+        config_fields: str = "configs/default.py", output_flag: str = "--workdir",
+        positional_arguments: int = 0) -> None:
   """`absl.app.run(main)` with the config loaded by `parse_flags` and failures as one line.
 
   Args:
@@ -138,8 +140,9 @@ def run(main, *, program: str = "dae-trainer", default_config: str | None = None
     default_config: the config file when no --config is given.
     config_fields: the config file whose fields are the valid overrides, for messages.
     output_flag: the flag naming where the tool writes, for messages.
+    positional_arguments: how many arguments besides flags `main` takes (a command).
   """
-  app.run(functools.partial(_call_main, main, program, output_flag),
+  app.run(functools.partial(_call_main, main, program, output_flag, positional_arguments),
           flags_parser=functools.partial(parse_flags, program=program,
                                          default_config=default_config,
                                          config_fields=config_fields))

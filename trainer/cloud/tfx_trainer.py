@@ -33,6 +33,7 @@ import importlib
 from absl import logging
 import ml_collections
 
+from trainer import config_lib
 from trainer import errors
 from trainer import train
 from trainer import workdir as workdir_lib
@@ -41,12 +42,8 @@ DEFAULT_CONFIG_NAME = "default"
 
 
 def _set_field(config: ml_collections.ConfigDict, dotted_name: str, value) -> None:
-  *sections, field = dotted_name.split(".")
-  node = config
   try:
-    for section in sections:
-      node = node[section]
-    node[field] = value
+    config_lib.set_field(config, dotted_name, value)
   except (AttributeError, KeyError, TypeError) as error:
     raise errors.ConfigError(
         f"TFX run_fn: cannot set config field {dotted_name!r} to {value!r} ({error}); use "
