@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from trainer import errors
+
 
 def flatten_config(config: ml_collections.ConfigDict | dict, prefix: str = "") -> dict:
   """{"train.num_epochs": 50, ...}: every leaf field under its dotted name (configs or dicts)."""
@@ -14,15 +16,21 @@ def flatten_config(config: ml_collections.ConfigDict | dict, prefix: str = "") -
   return flat
 
 
-def set_field(config: ml_collections.ConfigDict, dotted_name: str, value) -> None:
+def set_field(config: ml_collections.ConfigDict, dotted_name: str, value,
+              source: str = "an override") -> None:
   """Sets the field `dotted_name` ("train.learning_rate") of `config` to `value`.
 
-  Raises AttributeError, KeyError or TypeError (from ml_collections) for a
-  field that does not exist or a value of the wrong type: the caller names the
-  source of the override in its message.
+  Raises:
+    errors.ConfigError: no such field, or a value of the wrong type; the
+      message names `source` (where the override came from).
   """
   *sections, field = dotted_name.split(".")
-  node = config
-  for section in sections:
-    node = node[section]
-  node[field] = value
+  try:
+    node = config
+    for section in sections:
+      node = node[section]
+    node[field] = value
+  except (AttributeError, KeyError, TypeError) as error:
+    raise errors.ConfigError(
+        f"{source}: cannot set config field {dotted_name!r} to {value!r} ({error}); use the "
+        "dotted names of configs/default.py, e.g. train.learning_rate.") from error

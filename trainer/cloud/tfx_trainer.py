@@ -41,15 +41,6 @@ from trainer import workdir as workdir_lib
 DEFAULT_CONFIG_NAME = "default"
 
 
-def _set_field(config: ml_collections.ConfigDict, dotted_name: str, value) -> None:
-  try:
-    config_lib.set_field(config, dotted_name, value)
-  except (AttributeError, KeyError, TypeError) as error:
-    raise errors.ConfigError(
-        f"TFX run_fn: cannot set config field {dotted_name!r} to {value!r} ({error}); use "
-        "the dotted names of configs/default.py, e.g. 'train.learning_rate'.") from error
-
-
 def _hyperparameter_values(hyperparameters) -> dict:
   """The values of a keras_tuner HyperParameters config (a dict) or object; {} for None."""
   if hyperparameters is None:
@@ -71,9 +62,9 @@ def config_from_fn_args(fn_args) -> ml_collections.ConfigDict:
         "(e.g. 'default', 'conv', 'tpu').") from error
   for dotted_name, value in {**custom_config.get("overrides", {}),
                              **_hyperparameter_values(fn_args.hyperparameters)}.items():
-    _set_field(config, dotted_name, value)
+    config_lib.set_field(config, dotted_name, value, source="TFX run_fn")
   if fn_args.train_steps:
-    _set_field(config, "train.max_steps", int(fn_args.train_steps))
+    config_lib.set_field(config, "train.max_steps", int(fn_args.train_steps), source="TFX run_fn")
   return config
 
 

@@ -92,12 +92,7 @@ def load_config(path: str, overrides: dict | None = None) -> ml_collections.Conf
   for dotted_name, value in sorted((overrides or {}).items()):
     if isinstance(value, list):  # JSON (a pipeline parameter) has no tuples.
       value = tuple(value)
-    try:
-      config_lib.set_field(config, dotted_name, value)
-    except (AttributeError, KeyError, TypeError) as error:
-      raise errors.ConfigError(
-          f"cannot set config field {dotted_name!r} to {value!r} ({error}); use the dotted "
-          "names of configs/default.py, e.g. train.learning_rate.") from error
+    config_lib.set_field(config, dotted_name, value, source="the pipeline's overrides")
   validation.validate_config(config)
   return config
 

@@ -268,13 +268,13 @@ def check_against_config(study: Study, repository: str) -> None:
                    field_type.__name__, "another field"))
   for name, value in study.overrides.items():
     try:
-      _set_field(config, name, value)
+      config_lib.set_field(config, name, value, source="trainer.overrides")
     except (TypeError, ValueError) as error:
       _fail("trainer.overrides", f"{name}={value!r} does not fit the field ({error})")
   for parameter in study.parameters:
     for value in parameter.values or parameter.bounds:
       trial_config = config.copy_and_resolve_references()
-      _set_field(trial_config, parameter.id, trainer_value(value, fields[parameter.id]))
+      config_lib.set_field(trial_config, parameter.id, trainer_value(value, fields[parameter.id]))
       try:
         validation.validate_config(trial_config)
       except ValueError as error:
@@ -289,10 +289,3 @@ def trainer_value(value, field_value):
     return int(value)
   return value
 
-
-def _set_field(config, name: str, value) -> None:
-  *sections, field = name.split(".")
-  node = config
-  for section in sections:
-    node = node[section]
-  node[field] = value
