@@ -34,7 +34,10 @@ import configs
 try:
   # pylint: disable=g-import-not-at-top
   from trainer.evaluation import loading
+  from trainer.evaluation import registry
   from trainer.evaluation import runner
+  # The baselines and scorers the config picks from; imports their libraries now.
+  _REGISTRY = registry.default_registry()
 except ModuleNotFoundError as missing:
   # scikit-learn, scipy, scikit-image, PyWavelets and bm3d come with the eval extra.
   sys.exit(f"dae-trainer evaluate: the evaluation needs {missing.name}, which is not installed; "
@@ -62,7 +65,7 @@ def main(argv):
   logs.configure_python_logging()
   paths = loading.model_paths(_WORKDIR.value, _SAVED_MODEL.value)
   output_dir = _OUTPUT_DIR.value or loading.default_output_dir(_WORKDIR.value)
-  runner.evaluate_and_report(flags.FLAGS.config, paths, output_dir)
+  runner.evaluate_and_report(flags.FLAGS.config, paths, output_dir, registry=_REGISTRY)
 
 
 if __name__ == "__main__":

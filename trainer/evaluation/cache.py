@@ -5,7 +5,7 @@ type, level) are a function of the data, the noise and the code alone, so a
 second evaluation (another model, the same settings) reads them instead of
 recomputing them; so are the raw-pixel representation scores. `Cache` stores
 each such result as one entry under the key of exactly those inputs (the
-caller builds the key document: see trainer/evaluation/levels.py).
+caller builds the key document: see trainer/evaluation/plan.py).
 
 - Location: `<directory>/<kind>/<sha256 of the key>.npz`; the directory is
   `config.cache_dir`, by default `default_directory()`

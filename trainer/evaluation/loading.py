@@ -25,6 +25,7 @@ import tensorflow_datasets as tfds
 from input_pipeline import data_source
 from input_pipeline import pipeline
 from trainer import checkpoints
+from trainer.cloud import output_dirs
 from trainer import errors
 from trainer.evaluation import baselines
 from trainer.evaluation import scoring
@@ -60,13 +61,14 @@ def model_paths(workdirs, saved_models) -> dict[str, str]:
   named = []
   for workdir in workdirs or ():
     workdir = workdir.rstrip("/")
-    named.append((os.path.basename(workdir), os.path.join(workdir, "saved_model"), workdir))
+    named.append((os.path.basename(workdir),
+                  os.path.join(workdir, output_dirs.SAVED_MODEL_DIRNAME), workdir))
   for value in saved_models or ():
     name, separator, path = value.partition("=")
     if not separator or "/" in name:
       path = value.rstrip("/")
       name = os.path.basename(path)
-      if name == "saved_model":
+      if name == output_dirs.SAVED_MODEL_DIRNAME:
         name = os.path.basename(os.path.dirname(path)) or name
     named.append((name, path.rstrip("/"), value))
   if not named:
@@ -275,21 +277,12 @@ def _read_split(builder, split: str, num_examples: int = 0):
   return np.concatenate(images), (np.concatenate(labels) if has_labels else None)
 
 
-def _split_size(builder, split: str, field: str) -> int:
-  try:
-    return builder.info.splits[split].num_examples
-  except (KeyError, ValueError) as error:
-    raise errors.EvaluationError(
-        f"{field}={split!r} is not a split of TFDS dataset {builder.name!r} (its splits: "
-        f"{', '.join(sorted(builder.info.splits.keys()))}); set --config.{field}=...") from error
-
-
 def load_data(config: ml_collections.ConfigDict) -> EvalData:
   """Reads the test images and the training examples for tuning, fitting and probing."""
   builder = data_source.get_builder(config.dataset, config.data_dir)
   data_source.ensure_prepared(builder)
-  num_test = _split_size(builder, config.split, "split")
-  num_train = _split_size(builder, config.train_split, "train_split")
+  num_test = data_source.split_size(builder, config.split, "split")
+  num_train = data_source.split_size(builder, config.train_split, "train_split")
   held_out = config.tuning_examples + config.wiener_fit_examples
   if held_out > num_train:
     raise errors.EvaluationError(

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from trainer import reports
 from trainer import summaries
+from trainer.evaluation import plan
 from trainer.evaluation import scoring
 
 
@@ -40,9 +41,9 @@ def _number(value, digits: int) -> str:
 
 def _headline_table(report: dict) -> list[str]:
   reference = report["reference"]
-  result = report["results"][reference["type"]][scoring.level_key(reference["level"])]
+  result = report["results"][reference["type"]][plan.level_key(reference["level"])]
   lines = [
-      f"## Headline: {reference['type']} noise {scoring.level_key(reference['level'])}, "
+      f"## Headline: {reference['type']} noise {plan.level_key(reference['level'])}, "
       f"{result['num_examples']} test images",
       "",
       "| method | kind | PSNR mean (dB) | PSNR pooled (dB) | SSIM | BCE | MSE | "
@@ -108,7 +109,7 @@ def _representation_table(report: dict) -> list[str]:
       "", "## Representation", "",
       f"{result['protocol']}; {result['num_train_examples']} training images "
       f"({result['train_split']}), {result['num_test_examples']} test images, noise "
-      f"{result['noise']['type']} {scoring.level_key(result['noise']['level'])}.", "",
+      f"{result['noise']['type']} {plan.level_key(result['noise']['level'])}.", "",
       "| features | dim | probe accuracy clean | probe accuracy noisy | k-means accuracy clean "
       "| k-means NMI clean | k-means accuracy noisy | k-means NMI noisy |",
       "|---|---|---|---|---|---|---|---|",
@@ -214,7 +215,7 @@ def write_outputs(report: dict, examples: dict, output_dir: str) -> None:
   for noise_type, example in examples.items():
     name = f"examples_{noise_type}.png"
     reports.plot_image_rows(example["rows"], os.path.join(output_dir, name),
-                            title=f"{noise_type} noise {scoring.level_key(example['level'])}")
+                            title=f"{noise_type} noise {plan.level_key(example['level'])}")
     written.add(name)
   # Plots of noise types this run did not evaluate would contradict report.json.
   for pattern in ("psnr_vs_level_*.png", "examples_*.png"):
