@@ -77,3 +77,25 @@ def registry() -> registry_lib.Registry:
       baseline_names=BASELINE_NAMES, slow_baselines=SLOW_BASELINES, tune_baseline=tune_baseline,
       baseline_sources=(__file__,), linear_probe_accuracy=linear_probe_accuracy,
       kmeans_scores=kmeans_scores, representation_sources=(__file__,))
+
+
+def save_signatures(path: str, denoise, encode, denoised_key: str = "denoised",
+                    latent_key: str = "latent") -> str:
+  """A SavedModel (no trainer.main export) whose signatures compute `denoise` and `encode`.
+
+  For the models the evaluation must refuse: outputs under another key, NaN or infinity.
+  """
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  from trainer import export
+
+  spec = tf.TensorSpec([None, 28, 28, 1], tf.float32, name="images")
+  module = tf.Module()
+  module.denoise = tf.function(lambda images: {denoised_key: denoise(images)},
+                               input_signature=[spec])
+  module.encode = tf.function(lambda images: {latent_key: encode(images)},
+                              input_signature=[spec])
+  tf.saved_model.save(module, path, signatures={
+      export.SERVING_ENDPOINT: module.denoise.get_concrete_function(),
+      export.ENCODE_ENDPOINT: module.encode.get_concrete_function()})
+  return path

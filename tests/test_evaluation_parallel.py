@@ -107,5 +107,7 @@ def test_a_failing_task_raises_in_the_caller():
 
 
 def test_worker_count_defaults_to_the_cores_this_process_may_use():
-  assert parallel.worker_count(3) == 3
-  assert parallel.worker_count(0) >= 1
+  cores = parallel.worker_count(0)
+  assert cores >= 1
+  assert parallel.worker_count(1) == 1
+  assert parallel.worker_count(cores + 1) == cores  # Bounded: tests/test_evaluation_reliability.py.

@@ -13,19 +13,28 @@ evaluation in ~/.cache/dae-trainer/evaluation (`--config.cache_dir`;
 
 Every expected failure (a bad flag, config or SavedModel, unusable data or
 output directory) ends with one line starting "dae-trainer evaluate:" and exit
-status 1, with no traceback unless --verbosity=1, and writes nothing.
+status 1, with no traceback unless --verbosity=1, and writes nothing. A stop
+signal (SIGTERM, Ctrl-C's SIGINT, SIGHUP) ends its worker processes and the
+evaluation with one line and exit status 128 + the signal's number (143, 130,
+129); the workers also end if it is killed (kill -9).
 """
 
 import os
 import sys
 
+if __name__ == "__mp_main__":
+  # A worker process, which spawn starts by importing this module (and TensorFlow with it, for
+  # seconds): from here on it ends with its parent, even one killed meanwhile.
+  from trainer.evaluation import parallel as worker_lifeline  # pylint: disable=g-import-not-at-top
+  worker_lifeline.die_with_parent(os.getppid())
+
+# pylint: disable=wrong-import-position
 from trainer import cli
 from trainer import logs
 
 # Before TensorFlow is imported: see trainer/logs.py.
 logs.silence_tensorflow_startup(sys.argv)
 
-# pylint: disable=wrong-import-position
 from absl import flags
 from ml_collections import config_flags
 
@@ -34,6 +43,7 @@ import configs
 try:
   # pylint: disable=g-import-not-at-top
   from trainer.evaluation import loading
+  from trainer.evaluation import parallel
   from trainer.evaluation import registry
   from trainer.evaluation import runner
   # The baselines and scorers the config picks from; imports their libraries now.
@@ -63,6 +73,7 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(configs.__file__), "evaluate.py")
 def main(argv):
   del argv  # `cli.run` refuses positional arguments.
   logs.configure_python_logging()
+  parallel.stop_on_signals()
   paths = loading.model_paths(_WORKDIR.value, _SAVED_MODEL.value)
   output_dir = _OUTPUT_DIR.value or loading.default_output_dir(_WORKDIR.value)
   runner.evaluate_and_report(flags.FLAGS.config, paths, output_dir, registry=_REGISTRY)

@@ -6,9 +6,12 @@ never holds a half-written file.
 
 import math
 import os
+import tempfile
 
 import tensorflow as tf
 
+from input_pipeline import storage
+from trainer import errors
 from trainer import reports
 from trainer import summaries
 from trainer.evaluation import plan
@@ -194,6 +197,26 @@ def _write_tensorboard(report: dict, examples: dict, directory: str) -> None:
                       step=_tensorboard_step(example["level"]))
   for writer in (*writers.values(), root):
     writer.close()
+
+
+def check_writable(output_dir: str) -> None:
+  """EvaluationError unless a directory can be made where `output_dir` goes (local paths).
+
+  `reports.check_workdir` asks `os.access`, which says yes to root even where
+  nothing can be created (e.g. /proc); so a directory is made and removed
+  again in the nearest existing parent, before any work.
+  """
+  if storage.is_remote(output_dir):
+    return  # reports.check_workdir wrote and removed a small file there.
+  existing = os.path.abspath(output_dir)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  try:
+    os.rmdir(tempfile.mkdtemp(prefix=".dae-trainer-write-check-", dir=existing))
+  except OSError as error:
+    raise errors.EvaluationError(
+        f"--output_dir={output_dir} cannot be written ({errors.describe(error)}); choose "
+        "another --output_dir or fix its permissions.") from error
 
 
 def write_outputs(report: dict, examples: dict, output_dir: str) -> None:

@@ -215,6 +215,7 @@ def evaluate_and_report(config: ml_collections.ConfigDict, model_paths_by_name: 
   registry = registry or registry_lib.default_registry()
   settings.validate_config(config, registry.baseline_names)
   reports.check_workdir(output_dir, flag="--output_dir")
+  report_lib.check_writable(output_dir)
   for name in model_paths_by_name:
     loading.check_model_name(name)
   baseline_names = settings.selected_baselines(config)
