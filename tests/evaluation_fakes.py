@@ -7,10 +7,15 @@ size is tuned. `registry()` hands them to the evaluation.
 """
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import numpy as np
 
 from trainer.evaluation import registry as registry_lib
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BASELINE_NAMES = ("noisy", "median", "bm3d")
 SLOW_BASELINES = ("bm3d",)
@@ -99,3 +104,13 @@ def save_signatures(path: str, denoise, encode, denoised_key: str = "denoised",
       export.SERVING_ENDPOINT: module.denoise.get_concrete_function(),
       export.ENCODE_ENDPOINT: module.encode.get_concrete_function()})
   return path
+
+
+def assert_python_runs(code: str) -> None:
+  """Runs `code` in a fresh Python at the repository's root; fails with its stderr if it fails.
+
+  For what must hold in a process of its own (e.g. which modules a step imports).
+  """
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=_REPO_ROOT)
+  assert result.returncode == 0, result.stderr[-2000:]

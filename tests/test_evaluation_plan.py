@@ -1,18 +1,15 @@
 """The evaluation's plan (trainer/evaluation/plan.py): levels, keys, costs, cache hits, without TensorFlow."""
 
-import os
-import subprocess
-import sys
 import types
 
 import numpy as np
 
 from configs import evaluate as evaluate_config
+from tests import evaluation_fakes
 from trainer.evaluation import cache as cache_lib
 from trainer.evaluation import plan as plan_lib
 from trainer.evaluation import progress as progress_lib
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CODE = {"sources": "digest", "libraries": {}}
 
 
@@ -98,6 +95,4 @@ def test_planning_imports_no_tensorflow():
           "cache.Cache(enabled=False), {}, 1)\n"
           "assert len(p.levels) == 1\n"
           "assert 'tensorflow' not in sys.modules, 'imported by planning'\n")
-  result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=120)
-  assert result.returncode == 0, result.stderr[-2000:]
+  evaluation_fakes.assert_python_runs(code)

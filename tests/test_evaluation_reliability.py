@@ -166,3 +166,14 @@ def test_sigterm_ends_the_evaluation_and_its_workers_with_one_line(tmp_path):
   assert "Traceback" not in stderr
   assert _gone_within(workers, 5.0) == []
   assert not (tmp_path / "out").exists()
+
+
+def test_a_worker_process_imports_no_tensorflow():
+  # How spawn starts a worker of `python -m trainer.evaluate`: it imports the entry point under
+  # this name. TensorFlow there cost each worker seconds of CPU and hundreds of MiB (item 9).
+  code = ("import runpy, sys\n"
+          "runpy.run_module('trainer.evaluate', run_name='__mp_main__')\n"
+          "from trainer.evaluation import tuning\n"
+          "heavy = [name for name in ('tensorflow', 'sklearn', 'keras') if name in sys.modules]\n"
+          "assert not heavy, heavy\n")
+  evaluation_fakes.assert_python_runs(code)
