@@ -113,8 +113,11 @@ def _alive(pid: int) -> bool:
     return False
 
 
-def _start_evaluation_with_workers(tmp_path):
-  """An evaluation with 2 worker processes, once both are running: (process, worker pids)."""
+def _start_evaluation_with_workers(tmp_path, new_session=False):
+  """An evaluation with 2 worker processes, once both are running: (process, worker pids).
+
+  With `new_session`, it leads a process group of its own, as a command in a terminal does.
+  """
   model = evaluation_fakes.save_signatures(str(tmp_path / "identity"), tf.identity, _flat)
   process = subprocess.Popen(
       [sys.executable, "-m", "trainer.evaluate", f"--saved_model=m={model}",
@@ -124,7 +127,7 @@ def _start_evaluation_with_workers(tmp_path):
        "--config.baselines=bm3d,nl_means", "--config.representation.train_examples=0",
        "--config.wiener_fit_examples=0"],
       cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), start_new_session=new_session)
   deadline = time.monotonic() + 120
   while time.monotonic() < deadline and process.poll() is None:
     # The pool's workers (spawn also starts a resource tracker: it has no "-c ... spawn_main").
@@ -177,3 +180,16 @@ def test_a_worker_process_imports_no_tensorflow():
           "heavy = [name for name in ('tensorflow', 'sklearn', 'keras') if name in sys.modules]\n"
           "assert not heavy, heavy\n")
   evaluation_fakes.assert_python_runs(code)
+
+
+@pytest.mark.slow  # A third evaluation process with workers (about 10 s of CPU).
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_to_the_process_group_is_one_line_and_no_worker_traceback(tmp_path):
+  process, workers = _start_evaluation_with_workers(tmp_path, new_session=True)
+  os.killpg(process.pid, signal.SIGINT)  # What Ctrl-C in a terminal does: the whole group.
+  _, stderr = process.communicate(timeout=60)
+  assert process.returncode == 128 + signal.SIGINT, stderr[-2000:]
+  assert stderr.strip().splitlines()[-1].startswith(
+      "dae-trainer evaluate: stopped by SIGINT before the report was written"), stderr[-2000:]
+  assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+  assert _gone_within(workers, 5.0) == []

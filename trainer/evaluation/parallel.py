@@ -103,7 +103,13 @@ _WATCHDOG = "parent-watchdog"
 
 
 def die_with_parent(parent: int) -> None:
-  """Ends this worker when `parent` ends: at once on Linux, within WATCHDOG_SECONDS elsewhere."""
+  """Ends this worker when `parent` ends: at once on Linux, within WATCHDOG_SECONDS elsewhere.
+
+  Ctrl-C and a closed terminal signal the whole process group: a worker ignores
+  them (no traceback of its own), and its parent, stopping, kills it.
+  """
+  for stop_signal in (signal.SIGINT, signal.SIGHUP):
+    signal.signal(stop_signal, signal.SIG_IGN)
   if sys.platform.startswith("linux"):
     try:
       ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
