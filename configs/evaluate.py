@@ -8,6 +8,7 @@ examples of the TRAINING split, so nothing is tuned on the test images.
 The returned config is locked: a misspelled field in an override fails loudly.
 Override any field on the command line, e.g.
 `--config.num_examples=1000 --config.levels.gaussian=0.2,0.4 --config.baselines=noisy,median`.
+Overriding one type's levels keeps the others' defaults: `--config.levels.masking='()'` skips one.
 """
 
 import ml_collections

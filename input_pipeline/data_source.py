@@ -85,7 +85,8 @@ def num_eval_steps(num_examples: int, global_batch_size: int) -> int:
   return math.ceil(num_examples / global_batch_size)
 
 
-def _num_examples(builder: tfds.core.DatasetBuilder, split: str, field: str) -> int:
+def split_size(builder: tfds.core.DatasetBuilder, split: str, field: str) -> int:
+  """Examples in `split` (a split or slice) of the dataset; ConfigError naming `field` if none."""
   try:
     return builder.info.splits[split].num_examples
   except (KeyError, ValueError) as error:
@@ -106,8 +107,8 @@ def create_data_source(config) -> DataSource:
   builder = get_builder(config.dataset, config.data_dir)
   # Prepared first: an unprepared dataset's metadata has no splits yet.
   ensure_prepared(builder)
-  num_train_examples = _num_examples(builder, config.train_split, "train_split")
-  num_eval_examples = _num_examples(builder, config.eval_split, "eval_split")
+  num_train_examples = split_size(builder, config.train_split, "train_split")
+  num_eval_examples = split_size(builder, config.eval_split, "eval_split")
   steps = steps_per_epoch(num_train_examples, config.train.batch_size)
   if steps < 1:
     raise errors.ConfigError(

@@ -8,8 +8,9 @@ single image [28, 28, 1] or on a batch [batch, 28, 28, 1] alike.
 A noise config has a `type` and a `factor` (the level), and optionally, for
 training blind denoisers, a `factor_range` (lo, hi) from which each image draws
 its own level, and `mixture_types` from which each image draws its own type.
-Evaluation uses the fixed reference noise (`reference_noise`): one type at one
-level, so that its numbers compare across runs.
+Evaluation uses fixed noise, a `NoiseSpec`: one type at one level (the
+training config's reference noise is `reference_noise`), so that its numbers
+compare across runs.
 
 Training may draw its Gaussian values from a fixed table instead (`generator`
 'table', see `table_normal`): each image's values are made of two random rows
@@ -17,6 +18,7 @@ of the table. That costs two row gathers instead of Philox and Box-Muller per
 pixel; evaluation noise is always drawn exactly.
 """
 
+import dataclasses
 import math
 
 import ml_collections
@@ -40,11 +42,12 @@ _MAX_TABLE_VALUES = 2**28
 
 
 def _factor_range(noise_config) -> tuple[float, ...]:
-  return tuple(noise_config.get("factor_range", None) or ())
+  # getattr, not .get: a NoiseSpec has neither field.
+  return tuple(getattr(noise_config, "factor_range", None) or ())
 
 
 def _mixture_types(noise_config) -> tuple[str, ...]:
-  return tuple(noise_config.get("mixture_types", None) or ())
+  return tuple(getattr(noise_config, "mixture_types", None) or ())
 
 
 def is_blind(noise_config: ml_collections.ConfigDict) -> bool:
@@ -55,6 +58,26 @@ def is_blind(noise_config: ml_collections.ConfigDict) -> bool:
 def reference_noise(noise_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The fixed noise of evaluation: `type` at level `factor`, without range or mixture."""
   return ml_collections.ConfigDict({"type": noise_config.type, "factor": noise_config.factor})
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseSpec:
+  """One noise type at one level, validated when made: what evaluation noise is.
+
+  `add_noise` takes it where it takes a noise config (it has no range or mixture).
+  """
+  type: str
+  factor: float
+
+  def __post_init__(self):
+    _validate_type(self.type, "noise.type")
+    _validate_factor(self.type, self.factor, "noise.factor")
+    object.__setattr__(self, "factor", float(self.factor))
+
+  @classmethod
+  def from_config(cls, noise_config) -> "NoiseSpec":
+    """The fixed part (`type`, `factor`) of a noise config, validated."""
+    return cls(noise_config.type, noise_config.factor)
 
 
 def generator(noise_config: ml_collections.ConfigDict) -> str:

@@ -1,17 +1,21 @@
-"""Stand-ins for trainer/evaluation/{baselines,tuning,representation}.py in the evaluation tests.
+"""Stand-ins for the evaluation's registry (trainer/evaluation/registry.py) in its tests.
 
-They follow those modules' API exactly and are cheap and deterministic:
-`noisy` returns its input, `median` is a 3x3 median filter, and `bm3d` (slow,
-as in the real module) a box filter whose size is tuned. `install_if_missing`
-puts them in place of the real modules only where those do not exist yet.
+They follow the real baselines', tuning's and representation's API exactly
+and are cheap and deterministic: `noisy` returns its input, `median` is a 3x3
+median filter, and `bm3d` (slow, as in the real module) a box filter whose
+size is tuned. `registry()` hands them to the evaluation.
 """
 
 import dataclasses
-import importlib
+import os
+import subprocess
 import sys
-import types
 
 import numpy as np
+
+from trainer.evaluation import registry as registry_lib
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BASELINE_NAMES = ("noisy", "median", "bm3d")
 SLOW_BASELINES = ("bm3d",)
@@ -72,50 +76,41 @@ def kmeans_scores(features, labels, num_clusters=10, seed=0):
   return {"accuracy": float(correct / len(labels)), "nmi": float(correct / len(labels) / 2)}
 
 
-def _module(name, attributes):
-  module = types.ModuleType(name, f"Test stand-in for {name}.")
-  for attribute in attributes:
-    setattr(module, attribute, globals()[attribute])
-  return module
+def registry() -> registry_lib.Registry:
+  """A registry of these stand-ins, to hand to `runner.evaluate_and_report`."""
+  return registry_lib.Registry(
+      baseline_names=BASELINE_NAMES, slow_baselines=SLOW_BASELINES, tune_baseline=tune_baseline,
+      baseline_sources=(__file__,), linear_probe_accuracy=linear_probe_accuracy,
+      kmeans_scores=kmeans_scores, representation_sources=(__file__,))
 
 
-def baselines_module():
-  return _module("trainer.evaluation.baselines",
-                 ("BASELINE_NAMES", "SLOW_BASELINES", "TunedBaseline"))
+def save_signatures(path: str, denoise, encode, denoised_key: str = "denoised",
+                    latent_key: str = "latent") -> str:
+  """A SavedModel (no trainer.main export) whose signatures compute `denoise` and `encode`.
+
+  For the models the evaluation must refuse: outputs under another key, NaN or infinity.
+  """
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  from trainer import export
+
+  spec = tf.TensorSpec([None, 28, 28, 1], tf.float32, name="images")
+  module = tf.Module()
+  module.denoise = tf.function(lambda images: {denoised_key: denoise(images)},
+                               input_signature=[spec])
+  module.encode = tf.function(lambda images: {latent_key: encode(images)},
+                              input_signature=[spec])
+  tf.saved_model.save(module, path, signatures={
+      export.SERVING_ENDPOINT: module.denoise.get_concrete_function(),
+      export.ENCODE_ENDPOINT: module.encode.get_concrete_function()})
+  return path
 
 
-def tuning_module():
-  return _module("trainer.evaluation.tuning", ("tune_baseline",))
+def assert_python_runs(code: str) -> None:
+  """Runs `code` in a fresh Python at the repository's root; fails with its stderr if it fails.
 
-
-def representation_module():
-  return _module("trainer.evaluation.representation",
-                 ("linear_probe_accuracy", "kmeans_scores"))
-
-
-_FAKES = {"trainer.evaluation.baselines": baselines_module,
-          "trainer.evaluation.tuning": tuning_module,
-          "trainer.evaluation.representation": representation_module}
-
-
-def missing_modules() -> list[str]:
-  """The modules among the evaluation's baselines, tuning and representation that do not exist."""
-  missing = []
-  for name in _FAKES:
-    try:
-      importlib.import_module(name)
-    except ModuleNotFoundError as error:
-      if error.name != name:
-        raise
-      missing.append(name)
-  return missing
-
-
-def install_if_missing() -> list[str]:
-  """Registers the stand-ins for the missing modules; returns their names."""
-  missing = missing_modules()
-  for name in missing:
-    sys.modules[name] = _FAKES[name]()
-    setattr(importlib.import_module("trainer.evaluation"), name.rsplit(".", 1)[1],
-            sys.modules[name])
-  return missing
+  For what must hold in a process of its own (e.g. which modules a step imports).
+  """
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=_REPO_ROOT)
+  assert result.returncode == 0, result.stderr[-2000:]

@@ -22,25 +22,19 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from tests import evaluation_fakes
 from trainer import errors
-
-# Where the evaluation's baselines, tuning or representation modules do not exist,
-# configs/evaluate.py and trainer/evaluation/ import the stand-ins.
-MISSING_MODULES = evaluation_fakes.install_if_missing()
-
-# pylint: disable=g-import-not-at-top,g-bad-import-order
 from configs import evaluate as evaluate_config
 from configs import test as test_config
 from input_pipeline import data_source
 from trainer import checkpoints
-from trainer.evaluation import levels
 from trainer.evaluation import loading
 from trainer.evaluation import report as report_lib
 from trainer.evaluation import runner
+from trainer.evaluation import plan as plan_lib
 from trainer.evaluation import scoring
-from trainer.evaluation import settings
 from trainer import export
 from trainer import models
 from trainer import workdir_lock
+from input_pipeline import noise as noise_lib
 from tests.helpers import REPO_ROOT
 # pylint: enable=g-import-not-at-top,g-bad-import-order
 
@@ -103,16 +97,12 @@ def saved_models(tmp_path_factory):
   return paths
 
 
-@pytest.fixture(scope="module")
-def fakes():
-  """The stand-in modules, in place of whatever the evaluation's runner imported."""
-  with pytest.MonkeyPatch.context() as patch:
-    fake_baselines = evaluation_fakes.baselines_module()
-    for module in (runner, settings, loading, levels):
-      patch.setattr(module, "baselines", fake_baselines)
-    patch.setattr(levels, "tuning", evaluation_fakes.tuning_module())
-    patch.setattr(runner, "representation", evaluation_fakes.representation_module())
-    yield
+# The stand-ins of the real baselines and scorers, handed to every evaluation here.
+FAKES = evaluation_fakes.registry()
+
+
+def _evaluate(config, model_paths, output_dir):
+  return runner.evaluate_and_report(config, model_paths, output_dir, registry=FAKES)
 
 
 @pytest.fixture(scope="module")
@@ -121,11 +111,10 @@ def cache_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def evaluated(saved_models, fakes, cache_dir, tmp_path_factory):
+def evaluated(saved_models, cache_dir, tmp_path_factory):
   """(report, output_dir) of one evaluation of both models, with an empty baseline cache."""
-  del fakes
   output_dir = str(tmp_path_factory.mktemp("eval") / "out")
-  report = runner.evaluate_and_report(_small_config(cache_dir), saved_models, output_dir)
+  report = _evaluate(_small_config(cache_dir), saved_models, output_dir)
   return report, output_dir
 
 
@@ -198,18 +187,19 @@ def test_metrics_match_a_direct_numpy_computation():
 
 def test_noise_is_fixed_per_type_and_level_and_per_image():
   clean = np.random.default_rng(3).uniform(size=(8, *IMAGE_SHAPE)).astype(np.float32)
-  seed = scoring.noise_seed(0, "gaussian", 0.4, "test")
-  noisy = scoring.add_fixed_noise(clean, "gaussian", 0.4, seed)
-  np.testing.assert_array_equal(noisy, scoring.add_fixed_noise(clean, "gaussian", 0.4, seed))
+  seed = plan_lib.noise_seed(0, "gaussian", 0.4, "test")
+  spec = noise_lib.NoiseSpec("gaussian", 0.4)
+  noisy = scoring.add_fixed_noise(clean, spec, seed)
+  np.testing.assert_array_equal(noisy, scoring.add_fixed_noise(clean, spec, seed))
   # An image's noise does not depend on how many images are scored.
-  np.testing.assert_array_equal(noisy[:3], scoring.add_fixed_noise(clean[:3], "gaussian", 0.4,
+  np.testing.assert_array_equal(noisy[:3], scoring.add_fixed_noise(clean[:3], spec,
                                                                        seed))
   assert noisy.min() >= 0.0 and noisy.max() <= 1.0 and not np.array_equal(noisy, clean)
-  seeds = {tuple(scoring.noise_seed(0, noise_type, level, stream))
+  seeds = {tuple(plan_lib.noise_seed(0, noise_type, level, stream))
            for noise_type, level, stream in [("gaussian", 0.4, "test"), ("gaussian", 0.2, "test"),
                                              ("masking", 0.4, "test"), ("gaussian", 0.4, "tune")]}
   assert len(seeds) == 4
-  assert tuple(scoring.noise_seed(1, "gaussian", 0.4, "test")) not in seeds
+  assert tuple(plan_lib.noise_seed(1, "gaussian", 0.4, "test")) not in seeds
 
 
 def test_slow_baseline_runs_on_a_subset_and_the_models_are_compared_there(evaluated):
@@ -320,7 +310,7 @@ def test_second_evaluation_with_another_model_computes_no_baseline(
     evaluated, saved_models, cache_dir, tmp_path, caplog):
   report, _ = evaluated
   with caplog.at_level("INFO", logger="absl"):
-    second = runner.evaluate_and_report(_small_config(cache_dir),
+    second = _evaluate(_small_config(cache_dir),
                                         {"identity": saved_models["identity"]},
                                         str(tmp_path / "out"))
   assert second["baseline_cache"]["computed"] == 0
@@ -345,14 +335,14 @@ def test_changed_level_or_seed_recomputes(evaluated, saved_models, cache_dir, tm
   del evaluated  # It filled the cache.
   models = {"identity": saved_models["identity"]}
   # 0.3 is new; 0.2 and the reference 0.4 are in the cache.
-  levels_changed = runner.evaluate_and_report(
+  levels_changed = _evaluate(
       _one_type(_small_config(cache_dir), (0.2, 0.3)), models, str(tmp_path / "levels"))
   assert {key: set(flags.values()) for key, flags in _from_cache(levels_changed).items()} == {
       ("gaussian", "0.2"): {True}, ("gaussian", "0.3"): {False}, ("gaussian", "0.4"): {True}}
   assert levels_changed["baseline_cache"]["computed"] == 3
   config = _one_type(_small_config(cache_dir), (0.4,))
   config.seed = 1
-  seed_changed = runner.evaluate_and_report(config, models, str(tmp_path / "seed"))
+  seed_changed = _evaluate(config, models, str(tmp_path / "seed"))
   assert seed_changed["baseline_cache"]["computed"] == 3
   assert seed_changed["representation"]["raw_pixels_from_cache"] is False
 
@@ -371,7 +361,7 @@ def test_truncated_cache_entry_is_recomputed_with_a_warning(evaluated, saved_mod
   content = paths[0].read_bytes()
   paths[0].write_bytes(content[:len(content) // 3])
   with caplog.at_level("WARNING"):
-    again = runner.evaluate_and_report(_one_type(_small_config(cache_dir), (0.4,)),
+    again = _evaluate(_one_type(_small_config(cache_dir), (0.4,)),
                                        {"identity": saved_models["identity"]},
                                        str(tmp_path / "out"))
   assert f"Ignoring the unusable cache entry {paths[0]}" in caplog.text
@@ -386,7 +376,7 @@ def test_truncated_cache_entry_is_recomputed_with_a_warning(evaluated, saved_mod
 def test_evaluation_in_two_worker_processes_reports_the_same_numbers(evaluated, saved_models,
                                                                      tmp_path):
   report, _ = evaluated
-  in_parallel = runner.evaluate_and_report(_small_config(num_workers=2), saved_models,
+  in_parallel = _evaluate(_small_config(num_workers=2), saved_models,
                                            str(tmp_path / "out"))
   assert in_parallel["workers"] == 2
   assert in_parallel["baseline_cache"]["enabled"] is False
@@ -407,26 +397,24 @@ def test_evaluation_in_two_worker_processes_reports_the_same_numbers(evaluated, 
      "reference.level holds -0.4, not a valid gaussian level"),
     (lambda config: setattr(config, "batch_size", 0), r"batch_size=0 must be an integer >= 1"),
 ], ids=["baseline", "level", "noise_type", "reference", "batch_size"])
-def test_bad_config_fails_with_one_line_and_writes_nothing(fakes, tmp_path, change, message):
-  del fakes
+def test_bad_config_fails_with_one_line_and_writes_nothing(tmp_path, change, message):
   config = _small_config()
   with config.unlocked():
     change(config)
   output_dir = str(tmp_path / "out")
   with pytest.raises(errors.EvaluationError, match=message) as error:
-    runner.evaluate_and_report(config, {"m": str(tmp_path / "nowhere")}, output_dir)
+    _evaluate(config, {"m": str(tmp_path / "nowhere")}, output_dir)
   assert "\n" not in str(error.value)
   assert not os.path.exists(output_dir)
 
 
-def test_missing_saved_model_names_the_path_and_the_fix(fakes, tmp_path):
-  del fakes
+def test_missing_saved_model_names_the_path_and_the_fix(tmp_path):
   output_dir = str(tmp_path / "out")
   with pytest.raises(errors.EvaluationError,
                      match=r"No SavedModel at .*/run/saved_model \(model 'run'\); train first "
                            r"\(python -m trainer.main .*--workdir=.*/run\) or pass "
                            r"--saved_model=PATH"):
-    runner.evaluate_and_report(
+    _evaluate(
         _small_config(), loading.model_paths([str(tmp_path / "run")], []), output_dir)
   assert not os.path.exists(output_dir)
 
@@ -448,15 +436,8 @@ def test_model_paths_name_each_model():
 
 
 def _run_cli(args):
-  """`python -m trainer.evaluate ARGS`, with the stand-ins where the real modules are missing."""
-  if MISSING_MODULES:
-    command = [sys.executable, "-c", (
-        "import runpy, sys; from tests import evaluation_fakes; "
-        "evaluation_fakes.install_if_missing(); sys.argv[0] = 'trainer.evaluate'; "
-        "runpy.run_module('trainer.evaluate', run_name='__main__', alter_sys=True)")]
-  else:
-    command = [sys.executable, "-m", "trainer.evaluate"]
-  return subprocess.run(command + args, cwd=REPO_ROOT, capture_output=True, text=True,
+  """`python -m trainer.evaluate ARGS` (the real baselines)."""
+  return subprocess.run([sys.executable, "-m", "trainer.evaluate", *args], cwd=REPO_ROOT, capture_output=True, text=True,
                         timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
 
 

@@ -219,3 +219,22 @@ def test_the_code_digest_follows_the_code_not_its_comments(tmp_path):
   assert original == digest('"""Other doc."""\n\n\ndef f(x):\n  # A comment.\n  return x + 1\n')
   assert original != digest('"""Doc."""\n\ndef f(x):\n  return x + 2\n')
   assert original != digest('"""Doc."""\n\ndef f(y):\n  return y + 1\n')
+
+
+@pytest.mark.parametrize("meta", ["[1, 2]", "42", '"text"', "null"])
+def test_metadata_of_the_wrong_json_type_is_recomputed_with_a_warning(tmp_path, caplog, meta):
+  cache = cache_lib.Cache(str(tmp_path))
+  path = cache.store("baseline-median", KEY, VALUE, _arrays())
+  with open(path, "wb") as file:  # Valid JSON, not an object (issue 25, item 6).
+    np.savez(file, meta=np.array(meta), **_arrays())
+  with caplog.at_level(std_logging.WARNING):
+    assert cache.load("baseline-median", KEY) is None
+  assert cache.invalid == 1
+  assert "not an object" in caplog.text and path in caplog.text
+
+
+def test_an_empty_array_has_a_digest():
+  # wiener_fit_examples=0 (no wiener) leaves the fit images empty; they are digested all the same.
+  empty = np.zeros((0, 28, 28, 1), np.float32)
+  assert cache_lib.array_digest(empty) == cache_lib.array_digest(empty.copy())
+  assert cache_lib.array_digest(empty) != cache_lib.array_digest(np.zeros((0, 28, 28), np.float32))

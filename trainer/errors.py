@@ -54,6 +54,14 @@ class Preempted(UserError):
   exit_code = PREEMPTED_EXIT_CODE
 
 
+class Stopped(UserError):
+  """A stop signal ended a command that has nothing to save (the evaluation): exit 128 + signal."""
+
+  def __init__(self, message: str, signal_number: int):
+    super().__init__(message)
+    self.exit_code = 128 + signal_number
+
+
 def describe(error: BaseException, max_chars: int = 400) -> str:
   """`error` as one line: its type and the start of its message, whitespace collapsed."""
   text = " ".join(str(error).replace("\\n", " ").split())

@@ -5,7 +5,7 @@ type, level) are a function of the data, the noise and the code alone, so a
 second evaluation (another model, the same settings) reads them instead of
 recomputing them; so are the raw-pixel representation scores. `Cache` stores
 each such result as one entry under the key of exactly those inputs (the
-caller builds the key document: see trainer/evaluation/levels.py).
+caller builds the key document: see trainer/evaluation/plan.py).
 
 - Location: `<directory>/<kind>/<sha256 of the key>.npz`; the directory is
   `config.cache_dir`, by default `default_directory()`
@@ -65,7 +65,8 @@ def array_digest(*arrays: np.ndarray) -> str:
   for array in arrays:
     array = np.ascontiguousarray(array)
     digest.update(f"{array.dtype.str}{array.shape};".encode())
-    digest.update(memoryview(array).cast("B"))
+    if array.size:  # memoryview cannot cast an empty array (wiener_fit_examples=0's fit images).
+      digest.update(memoryview(array).cast("B"))
   return digest.hexdigest()
 
 
@@ -166,6 +167,8 @@ class Cache:
         meta = json.loads(str(contents[_META][()]))
         # Reading every member checks its CRC: a corrupt file fails here.
         arrays = {name: contents[name] for name in contents.files if name != _META}
+      if not isinstance(meta, dict):  # Valid JSON, but a list, a number, ...
+        raise ValueError(f"its metadata is a JSON {type(meta).__name__}, not an object")
       if meta.get("format") != FORMAT:
         raise ValueError(f"format {meta.get('format')!r}, not {FORMAT}")
       if canonical_json(meta.get("key")) != canonical_json(key):

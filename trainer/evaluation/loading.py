@@ -61,13 +61,14 @@ def model_paths(workdirs, saved_models) -> dict[str, str]:
   named = []
   for workdir in workdirs or ():
     workdir = workdir.rstrip("/")
-    named.append((os.path.basename(workdir), os.path.join(workdir, "saved_model"), workdir))
+    named.append((os.path.basename(workdir),
+                  os.path.join(workdir, workdir_lib.SAVED_MODEL_DIRNAME), workdir))
   for value in saved_models or ():
     name, separator, path = value.partition("=")
     if not separator or "/" in name:
       path = value.rstrip("/")
       name = os.path.basename(path)
-      if name == "saved_model":
+      if name == workdir_lib.SAVED_MODEL_DIRNAME:
         name = os.path.basename(os.path.dirname(path)) or name
     named.append((name, path.rstrip("/"), value))
   if not named:
@@ -121,10 +122,26 @@ class Model:
 
   def _call(self, endpoint: str, output: str, images: np.ndarray,
             batch_size: int) -> np.ndarray:
+    """The signature's `output` on `images`, in batches; EvaluationError unless all finite."""
     signature = self.loaded.signatures[endpoint]
-    return np.concatenate([
-        signature(images=tf.constant(images[start:start + batch_size]))[output].numpy()
-        for start in range(0, len(images), batch_size)])
+    batches = []
+    for start in range(0, len(images), batch_size):
+      outputs = signature(images=tf.constant(images[start:start + batch_size]))
+      if output not in outputs:
+        raise errors.EvaluationError(
+            f"The SavedModel at {self.path} (model {self.name!r}) returns {sorted(outputs)} from "
+            f"its {endpoint} signature, not {output!r}; evaluate a model exported by "
+            "trainer.main (trainer/export.py).")
+      batches.append(outputs[output].numpy())
+    values = np.concatenate(batches)
+    # A NaN scores as "n/a" and an infinity breaks the probes: the model is unusable.
+    bad = values.size - np.count_nonzero(np.isfinite(values))
+    if bad:
+      raise errors.EvaluationError(
+          f"The SavedModel at {self.path} (model {self.name!r}) returned {bad} non-finite values "
+          f"(NaN or infinity) of {values.size} from its {endpoint} signature, so it cannot be "
+          "scored; check its training run (e.g. a non-finite loss) and export it again.")
+    return values
 
   def denoise(self, images: np.ndarray, batch_size: int) -> np.ndarray:
     return self._call(export.SERVING_ENDPOINT, "denoised", images, batch_size)
@@ -192,6 +209,21 @@ def _load_once(name: str, path: str, trainer: str | None):
   return loaded, info
 
 
+def _check_outputs(model: Model) -> None:
+  """Runs both signatures on two blank images: a model with unusable outputs fails before any work."""
+  blank = np.zeros((2, *data_source.IMAGE_SHAPE), np.float32)
+  try:
+    model.denoise(blank, len(blank))
+    model.encode(blank, len(blank))
+  except errors.EvaluationError:
+    raise  # Already the one line (another output, or non-finite values).
+  except (tf.errors.OpError, ValueError, TypeError) as error:
+    raise errors.EvaluationError(
+        f"The SavedModel at {model.path} (model {model.name!r}) cannot denoise or encode "
+        f"[N, {', '.join(map(str, data_source.IMAGE_SHAPE))}] float32 images "
+        f"({errors.describe(error)}); evaluate a model exported by trainer.main.") from error
+
+
 def load_model(name: str, path: str) -> Model:
   """Loads the SavedModel at `path`; EvaluationError naming the path and the fix if unusable.
 
@@ -217,6 +249,7 @@ def load_model(name: str, path: str) -> Model:
     raise errors.EvaluationError(
         f"The SavedModel at {path} lacks the signature(s) {', '.join(missing)}; evaluate a "
         "model exported by trainer.main (trainer/export.py).")
+  _check_outputs(Model(name, path, loaded))
   if info is not None:
     run = {**(info.get("training_run") or {}),
            "weights_fingerprint": info.get("weights_fingerprint")}
@@ -276,21 +309,12 @@ def _read_split(builder, split: str, num_examples: int = 0):
   return np.concatenate(images), (np.concatenate(labels) if has_labels else None)
 
 
-def _split_size(builder, split: str, field: str) -> int:
-  try:
-    return builder.info.splits[split].num_examples
-  except (KeyError, ValueError) as error:
-    raise errors.EvaluationError(
-        f"{field}={split!r} is not a split of TFDS dataset {builder.name!r} (its splits: "
-        f"{', '.join(sorted(builder.info.splits.keys()))}); set --config.{field}=...") from error
-
-
 def load_data(config: ml_collections.ConfigDict) -> EvalData:
   """Reads the test images and the training examples for tuning, fitting and probing."""
   builder = data_source.get_builder(config.dataset, config.data_dir)
   data_source.ensure_prepared(builder)
-  num_test = _split_size(builder, config.split, "split")
-  num_train = _split_size(builder, config.train_split, "train_split")
+  num_test = data_source.split_size(builder, config.split, "split")
+  num_train = data_source.split_size(builder, config.train_split, "train_split")
   held_out = config.tuning_examples + config.wiener_fit_examples
   if held_out > num_train:
     raise errors.EvaluationError(

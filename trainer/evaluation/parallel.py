@@ -1,7 +1,9 @@
 """The baselines' work in worker processes (concurrent.futures), or inline for a serial run.
 
-- `worker_count(requested)`: `requested` processes, or, for 0, one per core this
-  process may run on.
+- `worker_count(requested)`: `requested` processes, at most one per core this
+  process may run on (more are warned about and not started: each idle one
+  still costs a TensorFlow import, and the report waited for them: 80 s
+  instead of 13 s with 12 on 2 cores); 0 is one per core.
 - `make_executor(workers)`: for more than one worker a ProcessPoolExecutor whose
   processes are started with "spawn" (a fork of a process running TensorFlow's
   threads can deadlock in the child); for one an `InlineExecutor`, which runs
@@ -11,7 +13,11 @@
   denoised, one task each.
 - `TaskQueue`: tasks in priority order (the evaluation gives earlier levels
   precedence, so levels finish in order), a bounded number in flight, results
-  handed to callbacks in the calling thread.
+  handed to callbacks in the calling thread. Left on an error (a failure, a
+  stop signal) it ends its worker processes at once.
+- Workers end with their parent, however it ends (even `kill -9`): each asks
+  Linux to kill it when its parent dies (prctl PR_SET_PDEATHSIG) and, on any
+  system, a watchdog thread ends it once its parent is gone.
 - `tune_task`, `denoise_task`: the work, as module-level functions (what a
   worker can unpickle) that use no TensorFlow.
 
@@ -26,23 +32,36 @@ several threads each would also fight over the cores
 
 import concurrent.futures
 import contextlib
+import ctypes
 import heapq
 import itertools
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 
 from absl import logging
 
+from trainer import errors
 
-def worker_count(requested: int) -> int:
-  """`requested` (>= 1), or the cores this process may run on for 0."""
-  if requested:
-    return requested
+
+def _cores() -> int:
   try:
     return max(1, len(os.sched_getaffinity(0)))
   except AttributeError:  # Not on Linux.
     return max(1, os.cpu_count() or 1)
+
+
+def worker_count(requested: int) -> int:
+  """`requested` (>= 1) but at most the cores this process may run on; those cores for 0."""
+  cores = _cores()
+  if requested > cores:
+    logging.warning("num_workers=%d is more than the %d cores this process may use: running %d "
+                    "worker processes (more would only wait for a core).", requested, cores,
+                    cores)
+  return min(requested, cores) if requested else cores
 
 
 class InlineExecutor(concurrent.futures.Executor):
@@ -57,8 +76,59 @@ class InlineExecutor(concurrent.futures.Executor):
     return future
 
 
-def _initialize_worker(verbosity: int) -> None:
-  """A worker logs at the evaluation's verbosity (its absl flags are never parsed)."""
+# The signals that stop an evaluation: TERM (kill, a scheduler), INT (Ctrl-C), HUP (a closed
+# terminal). Each ends it with exit status 128 + its number: 143, 130, 129.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def stop_on_signals() -> None:
+  """Makes a stop signal raise errors.Stopped in the main thread: the workers end, one line."""
+
+  def stop(signal_number, frame) -> None:
+    del frame
+    raise errors.Stopped(
+        f"stopped by {signal.Signals(signal_number).name} before the report was written; its "
+        "worker processes were ended. Rerun the same command to evaluate again: baseline "
+        "results already computed come from the cache.", signal_number)
+
+  for stop_signal in STOP_SIGNALS:
+    signal.signal(stop_signal, stop)
+
+
+# PR_SET_PDEATHSIG (linux/prctl.h): the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+# How often a worker's watchdog looks for its parent, and its thread's name.
+WATCHDOG_SECONDS = 1.0
+_WATCHDOG = "parent-watchdog"
+
+
+def die_with_parent(parent: int) -> None:
+  """Ends this worker when `parent` ends: at once on Linux, within WATCHDOG_SECONDS elsewhere.
+
+  Ctrl-C and a closed terminal signal the whole process group: a worker ignores
+  them (no traceback of its own), and its parent, stopping, kills it.
+  """
+  for stop_signal in (signal.SIGINT, signal.SIGHUP):
+    signal.signal(stop_signal, signal.SIG_IGN)
+  if sys.platform.startswith("linux"):
+    try:
+      ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+      pass  # The watchdog still works.
+
+  def watch() -> None:
+    while os.getppid() == parent:
+      time.sleep(WATCHDOG_SECONDS)
+    os._exit(1)  # pylint: disable=protected-access  (no cleanup: the parent is gone)
+
+  # The parent may have died before prctl: the watchdog's first look catches that.
+  if not any(thread.name == _WATCHDOG for thread in threading.enumerate()):
+    threading.Thread(target=watch, name=_WATCHDOG, daemon=True).start()
+
+
+def _initialize_worker(verbosity: int, parent: int) -> None:
+  """A worker dies with its parent and logs at its verbosity (its absl flags are never parsed)."""
+  die_with_parent(parent)
   # pylint: disable=g-import-not-at-top
   from absl import flags
   if not flags.FLAGS.is_parsed():
@@ -72,7 +142,17 @@ def make_executor(workers: int) -> concurrent.futures.Executor:
     return InlineExecutor()
   return concurrent.futures.ProcessPoolExecutor(
       max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-      initializer=_initialize_worker, initargs=(logging.get_verbosity(),))
+      initializer=_initialize_worker, initargs=(logging.get_verbosity(), os.getpid()))
+
+
+def _end_workers(executor: concurrent.futures.Executor) -> None:
+  """Kills a process pool's workers now, rather than waiting for their tasks to finish."""
+  # ProcessPoolExecutor has no public way to stop running tasks before Python 3.14
+  # (terminate_workers); its `_processes` ({pid: process}) is stable since 3.2.
+  for process in list((getattr(executor, "_processes", None) or {}).values()):
+    if process.is_alive():
+      process.kill()
+  executor.shutdown(wait=True, cancel_futures=True)
 
 
 # Fewer images than this per task would cost more in transfers than they save.
@@ -116,7 +196,10 @@ class TaskQueue:
 
   def __exit__(self, *exc_info) -> None:
     if self._executor is not None:
-      self._executor.shutdown(wait=True, cancel_futures=exc_info[0] is not None)
+      if exc_info[0] is None:
+        self._executor.shutdown(wait=True)
+      else:  # A failure or a stop signal: the running tasks' results are not wanted.
+        _end_workers(self._executor)
       self._executor = None
 
   def _submit(self) -> None:

@@ -6,13 +6,17 @@ never holds a half-written file.
 
 import math
 import os
+import tempfile
 
 import tensorflow as tf
 
-from trainer import summaries
-from trainer.evaluation import scoring
+from input_pipeline import storage
+from trainer import errors
 from trainer import fileio
 from trainer import plots
+from trainer import summaries
+from trainer.evaluation import plan
+from trainer.evaluation import scoring
 
 
 REPORT_JSON = "report.json"
@@ -41,9 +45,9 @@ def _number(value, digits: int) -> str:
 
 def _headline_table(report: dict) -> list[str]:
   reference = report["reference"]
-  result = report["results"][reference["type"]][scoring.level_key(reference["level"])]
+  result = report["results"][reference["type"]][plan.level_key(reference["level"])]
   lines = [
-      f"## Headline: {reference['type']} noise {scoring.level_key(reference['level'])}, "
+      f"## Headline: {reference['type']} noise {plan.level_key(reference['level'])}, "
       f"{result['num_examples']} test images",
       "",
       "| method | kind | PSNR mean (dB) | PSNR pooled (dB) | SSIM | BCE | MSE | "
@@ -109,7 +113,7 @@ def _representation_table(report: dict) -> list[str]:
       "", "## Representation", "",
       f"{result['protocol']}; {result['num_train_examples']} training images "
       f"({result['train_split']}), {result['num_test_examples']} test images, noise "
-      f"{result['noise']['type']} {scoring.level_key(result['noise']['level'])}.", "",
+      f"{result['noise']['type']} {plan.level_key(result['noise']['level'])}.", "",
       "| features | dim | probe accuracy clean | probe accuracy noisy | k-means accuracy clean "
       "| k-means NMI clean | k-means accuracy noisy | k-means NMI noisy |",
       "|---|---|---|---|---|---|---|---|",
@@ -196,6 +200,26 @@ def _write_tensorboard(report: dict, examples: dict, directory: str) -> None:
     writer.close()
 
 
+def check_writable(output_dir: str) -> None:
+  """EvaluationError unless a directory can be made where `output_dir` goes (local paths).
+
+  `workdir_lib.check_workdir` asks `os.access`, which says yes to root even where
+  nothing can be created (e.g. /proc); so a directory is made and removed
+  again in the nearest existing parent, before any work.
+  """
+  if storage.is_remote(output_dir):
+    return  # workdir_lib.check_workdir wrote and removed a small file there.
+  existing = os.path.abspath(output_dir)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  try:
+    os.rmdir(tempfile.mkdtemp(prefix=".dae-trainer-write-check-", dir=existing))
+  except OSError as error:
+    raise errors.EvaluationError(
+        f"--output_dir={output_dir} cannot be written ({errors.describe(error)}); choose "
+        "another --output_dir or fix its permissions.") from error
+
+
 def write_outputs(report: dict, examples: dict, output_dir: str) -> None:
   """Writes the plots, TensorBoard events, report.json and report.md (last) to `output_dir`."""
   tf.io.gfile.makedirs(output_dir)
@@ -215,7 +239,7 @@ def write_outputs(report: dict, examples: dict, output_dir: str) -> None:
   for noise_type, example in examples.items():
     name = f"examples_{noise_type}.png"
     plots.plot_image_rows(example["rows"], os.path.join(output_dir, name),
-                            title=f"{noise_type} noise {scoring.level_key(example['level'])}")
+                            title=f"{noise_type} noise {plan.level_key(example['level'])}")
     written.add(name)
   # Plots of noise types this run did not evaluate would contradict report.json.
   for pattern in ("psnr_vs_level_*.png", "examples_*.png"):

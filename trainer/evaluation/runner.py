@@ -32,7 +32,7 @@ How the numbers are made comparable and reproducible:
   (trainer/evaluation/cache.py; `config.cache_dir`, `config.use_cache`) and
   reused by the next evaluation with the same inputs; report.json says which
   results came from it. The baselines' work runs in `config.num_workers`
-  processes (trainer/evaluation/levels.py, parallel.py), with the same numbers
+  processes (trainer/evaluation/plan.py, schedule.py, parallel.py), with the same numbers
   as a serial run.
 
 Outputs in `output_dir` (by default `<first workdir>/eval`, next to the
@@ -54,14 +54,15 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import errors
-from trainer.evaluation import baselines
+from input_pipeline import noise as noise_lib
 from trainer.evaluation import cache as cache_lib
-from trainer.evaluation import levels as levels_lib
 from trainer.evaluation import loading
 from trainer.evaluation import parallel
+from trainer.evaluation import plan as plan_lib
 from trainer.evaluation import progress as progress_lib
+from trainer.evaluation import registry as registry_lib
 from trainer.evaluation import report as report_lib
-from trainer.evaluation import representation
+from trainer.evaluation import schedule
 from trainer.evaluation import scoring
 from trainer.evaluation import settings
 from trainer import workdir as workdir_lib
@@ -73,7 +74,7 @@ def _flat(features) -> np.ndarray:
 
 
 def _feature_scores(train_clean, train_noisy, test_clean, test_noisy, data: loading.EvalData,
-                    seed: int) -> dict:
+                    seed: int, registry: registry_lib.Registry) -> dict:
   """Probe accuracies and k-means scores of one kind of features (see `_evaluate_representation`).
 
   Each condition is a probe of its own: trained on clean training features and
@@ -84,15 +85,15 @@ def _feature_scores(train_clean, train_noisy, test_clean, test_noisy, data: load
   """
   train_clean, train_noisy, test_clean, test_noisy = map(
       _flat, (train_clean, train_noisy, test_clean, test_noisy))
-  clean_kmeans = representation.kmeans_scores(test_clean, data.test_labels,
+  clean_kmeans = registry.kmeans_scores(test_clean, data.test_labels,
                                               num_clusters=data.num_classes, seed=seed)
-  noisy_kmeans = representation.kmeans_scores(test_noisy, data.test_labels,
+  noisy_kmeans = registry.kmeans_scores(test_noisy, data.test_labels,
                                               num_clusters=data.num_classes, seed=seed)
   return {
       "dim": int(train_clean.shape[1]),
-      "probe_accuracy_clean": float(representation.linear_probe_accuracy(
+      "probe_accuracy_clean": float(registry.linear_probe_accuracy(
           train_clean, data.probe_labels, test_clean, data.test_labels, seed=seed)),
-      "probe_accuracy_noisy": float(representation.linear_probe_accuracy(
+      "probe_accuracy_noisy": float(registry.linear_probe_accuracy(
           train_noisy, data.probe_labels, test_noisy, data.test_labels, seed=seed)),
       "kmeans_accuracy_clean": float(clean_kmeans["accuracy"]),
       "kmeans_nmi_clean": float(clean_kmeans["nmi"]),
@@ -105,11 +106,10 @@ _FEATURE_SCORES = ("dim", "probe_accuracy_clean", "probe_accuracy_noisy", "kmean
                    "kmeans_nmi_clean", "kmeans_accuracy_noisy", "kmeans_nmi_noisy")
 
 
-def _raw_pixels_key(config, data: loading.EvalData) -> dict:
+def _raw_pixels_key(config, data: loading.EvalData, registry: registry_lib.Registry) -> dict:
   """The cache key of the raw-pixel representation scores: everything they depend on."""
   reference_type, reference_level = config.reference.type, float(config.reference.level)
-  files = [__file__, scoring.__file__,
-           *cache_lib.module_files(representation, "linear_probe_accuracy", "kmeans_scores")]
+  files = [__file__, scoring.__file__, *registry.representation_sources]
   labels = (data.probe_labels, data.test_labels)
   return {
       "kind": "representation",
@@ -125,9 +125,9 @@ def _raw_pixels_key(config, data: loading.EvalData) -> dict:
       "test": {"num_images": len(data.test_images),
                "images": cache_lib.array_digest(data.test_images)},
       "noise": {"type": reference_type, "level": reference_level, "seed": int(config.seed),
-                "stream_seeds": {stream: scoring.noise_seed(
+                "stream_seeds": {stream: plan_lib.noise_seed(
                     config.seed, reference_type, reference_level, stream).tolist()
-                                 for stream in (scoring.TEST_STREAM, "representation_train")}},
+                                 for stream in (plan_lib.TEST_STREAM, "representation_train")}},
       "num_classes": int(data.num_classes),
   }
 
@@ -139,7 +139,7 @@ def _check_feature_scores(entry: cache_lib.Entry) -> None:
 
 def _evaluate_representation(config, data: loading.EvalData, models: list[loading.Model],
                              reference_noisy: np.ndarray, progress: progress_lib.Progress,
-                             cache: cache_lib.Cache) -> dict:
+                             cache: cache_lib.Cache, registry: registry_lib.Registry) -> dict:
   """Linear probe and k-means scores of each encoder's features, and of the raw pixels.
 
   The raw pixels' scores do not depend on the models: they come from the cache
@@ -162,43 +162,46 @@ def _evaluate_representation(config, data: loading.EvalData, models: list[loadin
       "features": {},
   }
   probe_noisy = scoring.add_fixed_noise(
-      data.probe_images, reference_type, reference_level,
-      scoring.noise_seed(config.seed, reference_type, reference_level, "representation_train"))
+      data.probe_images, noise_lib.NoiseSpec(reference_type, reference_level),
+      plan_lib.noise_seed(config.seed, reference_type, reference_level, "representation_train"))
   images = (data.probe_images, probe_noisy, data.test_images, reference_noisy)
-  key = _raw_pixels_key(config, data)
+  key = _raw_pixels_key(config, data, registry)
   cached = cache.load("representation", key, _check_feature_scores)
   result["raw_pixels_from_cache"] = cached is not None
   if cached is not None:
     result["features"][scoring.RAW_PIXELS] = cached.value
   else:
     with progress.stage(f"representation: {scoring.RAW_PIXELS}"):
-      result["features"][scoring.RAW_PIXELS] = _feature_scores(*images, data, config.seed)
+      result["features"][scoring.RAW_PIXELS] = _feature_scores(*images, data, config.seed, registry)
     cache.store("representation", key, result["features"][scoring.RAW_PIXELS])
   for model in models:
     with progress.stage(f"representation: {model.name}"):
       features = [model.encode(batch, config.batch_size) for batch in images]
-      result["features"][model.name] = _feature_scores(*features, data, config.seed)
+      result["features"][model.name] = _feature_scores(*features, data, config.seed, registry)
   return result
 
 
-def _representation_cost(config, data: loading.EvalData, models, cache: cache_lib.Cache) -> float:
+def _representation_cost(config, data: loading.EvalData, models, cache: cache_lib.Cache,
+                         registry: registry_lib.Registry) -> float:
   """Prior cost of `_evaluate_representation`, for the time-left estimate."""
   if not config.representation.train_examples or data.test_labels is None:
     return 0.0
   raw_cached = cache.enabled and os.path.exists(
-      cache.path("representation", _raw_pixels_key(config, data)))
+      cache.path("representation", _raw_pixels_key(config, data, registry)))
   return (progress_lib.cached_cost() if raw_cached else progress_lib.REPRESENTATION_RAW_COST) + (
       progress_lib.REPRESENTATION_MODEL_COST * len(models))
 
 
 def evaluate_and_report(config: ml_collections.ConfigDict, model_paths_by_name: dict[str, str],
-                        output_dir: str) -> dict:
+                        output_dir: str, registry: registry_lib.Registry | None = None) -> dict:
   """Evaluates the SavedModels against the baselines and writes the report to `output_dir`.
 
   Args:
     config: configs/evaluate.py's config.
     model_paths_by_name: {model name: SavedModel path}, e.g. from `model_paths`.
     output_dir: directory (local or gs://) for the report, plots and TensorBoard events.
+    registry: the baselines and representation scorers (`config.baselines` picks among
+      its baselines); default `registry.default_registry()`.
 
   Returns:
     The content of report.json.
@@ -209,8 +212,10 @@ def evaluate_and_report(config: ml_collections.ConfigDict, model_paths_by_name: 
     errors.DatasetUnavailableError: the dataset is neither prepared nor downloadable.
   """
   progress = progress_lib.Progress()
-  settings.validate_config(config)
+  registry = registry or registry_lib.default_registry()
+  settings.validate_config(config, registry.baseline_names)
   workdir_lib.check_workdir(output_dir, flag="--output_dir")
+  report_lib.check_writable(output_dir)
   for name in model_paths_by_name:
     loading.check_model_name(name)
   baseline_names = settings.selected_baselines(config)
@@ -227,15 +232,15 @@ def evaluate_and_report(config: ml_collections.ConfigDict, model_paths_by_name: 
                len(data.test_images), config.split, sum(map(len, levels.values())), workers,
                "" if workers == 1 else "es", cache.directory if cache.enabled else "off")
 
-  shown = min(config.num_images_to_show,
-              levels_lib.subset_size(config, baseline_names, len(data.test_images)))
-  evaluated = levels_lib.evaluate_levels(
-      config, data, models, baseline_names, levels, progress, shown, cache, workers,
-      later_cost=_representation_cost(config, data, models, cache))
-  representation_result = _evaluate_representation(config, data, models,
-                                                   evaluated.reference_noisy, progress, cache)
+  plan = plan_lib.make_plan(config, data, levels, baseline_names, registry.slow_baselines,
+                            cache, schedule.code_key(registry), len(models))
+  evaluated = schedule.evaluate_levels(
+      plan, config, data, models, registry, progress, cache, workers,
+      later_cost=_representation_cost(config, data, models, cache, registry))
+  representation_result = _evaluate_representation(
+      config, data, models, evaluated.reference_noisy, progress, cache, registry)
 
-  slow = [name for name in baseline_names if name in baselines.SLOW_BASELINES]
+  slow = [name for name in baseline_names if name in registry.slow_baselines]
   report = {
       "dataset": {"name": config.dataset, "num_examples": len(data.test_images),
                   "splits": data.splits, "version": data.dataset_version},

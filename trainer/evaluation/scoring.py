@@ -1,13 +1,10 @@
 """Numbers in numpy, shared by every method: fixed noise per (type, level) and per-image metrics.
 
-Image i of a (type, level) gets the noise seed fold_in((config.seed,
-crc32(type, level)), i), so every method sees the very same noisy images and a
-rerun reproduces them. `per_example_metrics` scores every method alike.
+Image i of a (type, level) gets the noise seed fold_in(plan.noise_seed(...), i),
+so every method sees the very same noisy images and a rerun reproduces them.
+`per_example_metrics` scores every method alike.
 """
 
-import zlib
-
-import ml_collections
 import numpy as np
 import tensorflow as tf
 
@@ -38,27 +35,15 @@ PSNR_CONVENTIONS = {
 }
 
 
-# Independent noise streams of each (type, level): test, tuning and Wiener-fit images.
-TEST_STREAM, TUNE_STREAM, FIT_STREAM = "test", "tune", "fit"
-
-
-def noise_seed(seed: int, noise_type: str, level: float, stream: str) -> np.ndarray:
-  """The [2] int64 seed of one (stream, noise type, level): stable across processes and runs."""
-  key = zlib.crc32(f"{stream}/{noise_type}/{float(level)!r}".encode())
-  return np.array([seed, key], np.int64)
-
-
-def add_fixed_noise(clean: np.ndarray, noise_type: str, level: float,
-                    seed: np.ndarray) -> np.ndarray:
-  """`noise.add_noise` on each image i of `clean` with seed fold_in(seed, i)."""
-  noise_config = ml_collections.ConfigDict({"type": noise_type, "factor": float(level)})
+def add_fixed_noise(clean: np.ndarray, spec: noise.NoiseSpec, seed: np.ndarray) -> np.ndarray:
+  """`noise.add_noise` of `spec` on each image i of `clean` with seed fold_in(seed, i)."""
   if not len(clean):
     return clean.copy()
   seed = tf.constant(seed, tf.int64)
   dataset = tf.data.Dataset.from_tensor_slices(
       (tf.range(len(clean), dtype=tf.int64), clean)).map(
           lambda index, image: noise.add_noise(
-              image, noise_config, tf.random.experimental.stateless_fold_in(seed, index)),
+              image, spec, tf.random.experimental.stateless_fold_in(seed, index)),
           num_parallel_calls=tf.data.AUTOTUNE)
   return np.concatenate(list(dataset.batch(10_000).as_numpy_iterator()))
 
@@ -139,8 +124,3 @@ def to_builtin(value):
   if isinstance(value, np.generic):
     return value.item()
   return value
-
-
-def level_key(level: float) -> str:
-  """The JSON key and label of a level: its shortest exact repr, 0.4 -> "0.4"."""
-  return repr(float(level))

@@ -4,12 +4,12 @@ Everything here runs before any model or data is loaded, so a bad value costs
 nothing; each failure is an `errors.EvaluationError` naming the field and the fix.
 """
 
+import math
+
 import ml_collections
 
 from input_pipeline import noise
 from trainer import errors
-from trainer.evaluation import baselines
-
 
 
 def selected_baselines(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -39,15 +39,12 @@ def _check_level(noise_type: str, level, field: str) -> None:
   if not isinstance(level, (int, float)) or isinstance(level, bool):
     raise errors.EvaluationError(f"{field} holds {level!r}, not a number; set --config.{field}=... "
                           "with numbers, e.g. 0.1,0.4.")
-  try:
-    noise.validate_noise_config(ml_collections.ConfigDict(
-        {"type": noise_type, "factor": float(level)}))
-  except ValueError as error:
-    valid = ("fractions of pixels in [0, 1]" if noise_type in noise.FRACTION_NOISE_TYPES
-             else "standard deviations >= 0")
+  fraction = noise_type in noise.FRACTION_NOISE_TYPES
+  if not math.isfinite(level) or level < 0 or (fraction and level > 1):
+    valid = "fractions of pixels in [0, 1]" if fraction else "standard deviations >= 0"
     raise errors.EvaluationError(
         f"{field} holds {level!r}, not a valid {noise_type} level: {noise_type} levels are "
-        f"{valid}; set --config.{field}=... accordingly.") from error
+        f"{valid}; set --config.{field}=... accordingly.")
 
 
 def _check_count(config: ml_collections.ConfigDict, field: str, minimum: int) -> None:
@@ -59,8 +56,11 @@ def _check_count(config: ml_collections.ConfigDict, field: str, minimum: int) ->
                           f"(set --config.{field}=...).")
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises errors.EvaluationError naming the bad field and the fix; reads no data."""
+def validate_config(config: ml_collections.ConfigDict, baseline_names) -> None:
+  """Raises errors.EvaluationError naming the bad field and the fix; reads no data.
+
+  `baseline_names`: the registry's baselines, which `config.baselines` picks from.
+  """
   for noise_type in config.levels:
     if noise_type not in noise.NOISE_TYPES:
       raise errors.EvaluationError(
@@ -74,10 +74,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"{', '.join(noise.NOISE_TYPES)} (set --config.reference.type=...).")
   _check_level(config.reference.type, config.reference.level, "reference.level")
   for name in selected_baselines(config):
-    if name not in baselines.BASELINE_NAMES:
+    if name not in baseline_names:
       raise errors.EvaluationError(
           f"Unknown baseline {name!r} in baselines; valid baselines are "
-          f"{', '.join(baselines.BASELINE_NAMES)} (e.g. --config.baselines=noisy,median).")
+          f"{', '.join(baseline_names)} (e.g. --config.baselines=noisy,median).")
   for field in ("num_examples", "wiener_fit_examples", "representation.train_examples",
                 "num_workers"):
     _check_count(config, field, 0)

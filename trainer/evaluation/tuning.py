@@ -29,6 +29,7 @@ from absl import logging
 import numpy as np
 
 from trainer.evaluation import baselines
+from trainer.evaluation import wiener
 
 
 def _grid(**values: Sequence[Any]) -> tuple[dict[str, Any], ...]:
@@ -203,11 +204,11 @@ def _tune_wiener(noisy: np.ndarray, clean: np.ndarray, fit_noisy: np.ndarray | N
   if fit_noisy.shape[1:] != noisy.shape[1:]:
     raise ValueError(f"fit_noisy has shape {fit_noisy.shape} but noisy_tune has shape "
                      f"{noisy.shape}; both must be [N, H, W, C] with the same H, W, C.")
-  equations = baselines.wiener_normal_equations(fit_noisy, fit_clean)
+  equations = wiener.normal_equations(fit_noisy, fit_clean)
   best_psnr, best_params, best_fitted = -np.inf, {}, {}
   for method_params in _PARAMETER_GRIDS["wiener"]:
-    fitted = baselines.wiener_fitted(equations, method_params["relative_ridge"])
-    denoised = baselines.wiener_denoise(noisy, fitted)
+    fitted = wiener.fitted_arrays(equations, method_params["relative_ridge"])
+    denoised = wiener.denoise(noisy, fitted)
     psnr = float(np.mean(baselines.per_image_psnr_db(clean, denoised)))
     logging.debug("wiener %s: %.2f dB", method_params, psnr)
     if psnr > best_psnr:
