@@ -7,8 +7,9 @@ Every expected failure (a bad config file, override or flag, unusable data or
 workdir, a corrupt file of an earlier run, a full disk, a tensor too large for
 memory, a lost worker, a non-finite loss)
 ends with one line starting "dae-trainer:" and exit status 1, with no
-traceback unless --verbosity=1. SIGTERM saves a checkpoint and exits with
-`errors.PREEMPTED_EXIT_CODE` (75). `cli.run` does the parsing and the one-line
+traceback unless --verbosity=1. SIGTERM, SIGINT (Ctrl-C) and SIGHUP save a
+checkpoint and exit with `errors.PREEMPTED_EXIT_CODE` (75); see
+`trainer/preemption.py`. `cli.run` does the parsing and the one-line
 failures, the same for every tool of the project.
 """
 
@@ -27,6 +28,7 @@ from ml_collections import config_flags
 import tensorflow as tf
 
 from trainer import cli
+from trainer import preemption
 from trainer import train
 
 _WORKDIR = flags.DEFINE_string(
@@ -48,8 +50,10 @@ def main(argv):
                "config.json in the workdir).", tf.__version__,
                config_flags.get_config_filename(flags.FLAGS["config"]),
                logs.format_overrides(config_flags.get_override_values(flags.FLAGS["config"])))
-  train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value,
-                           allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+  # SIGTERM, SIGINT and SIGHUP are stop requests for the whole run (exit 75).
+  with preemption.stop_requests_raise():
+    train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value,
+                             allow_config_change=_ALLOW_CONFIG_CHANGE.value)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from input_pipeline import storage
 from trainer import errors
+from trainer import safe_files
 
 CONFIG_FILENAME = "config.json"
 CONFIG_HISTORY_FILENAME = "config_history.json"
@@ -34,7 +35,7 @@ LOSS_PLOT_FILENAME = "loss.png"
 DENOISED_PLOT_FILENAME = "denoised.png"
 
 
-_TEMPORARY_SUFFIX = ".tmp"
+_TEMPORARY_SUFFIX = safe_files.TEMPORARY_SUFFIX
 
 
 
@@ -147,11 +148,8 @@ def remove_stale_temporaries(workdir: str) -> None:
 
 
 def _write_bytes(path: str, data: bytes) -> None:
-  tf.io.gfile.makedirs(os.path.dirname(path))
-  temporary_path = f"{path}{_TEMPORARY_SUFFIX}"
-  with tf.io.gfile.GFile(temporary_path, "wb") as file:
-    file.write(data)
-  tf.io.gfile.rename(temporary_path, path, overwrite=True)
+  # Never through a symbolic link planted in the workdir (see safe_files).
+  safe_files.write_atomically(path, data)
 
 
 def replace_directory(temporary: str, path: str) -> None:
@@ -165,7 +163,7 @@ def replace_directory(temporary: str, path: str) -> None:
     previous = f"{temporary}-previous"
     tf.io.gfile.rename(path, previous)
     tf.io.gfile.rename(temporary, path)
-    tf.io.gfile.rmtree(previous)
+    safe_files.remove_tree(previous)
   else:
     tf.io.gfile.rename(temporary, path)
 

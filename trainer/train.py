@@ -87,7 +87,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, dirs: output_dirs.Ou
   data = data_source.create_data_source(config)
   profiling.check_window_in_run(config.runtime.profile_steps, total_steps(config, data))
   if config.input.data_service_address:
-    data_service.check_reachable(config.input.data_service_address)
+    data_service.check_serving(config.input.data_service_address,
+                               config.input.data_service_timeout_seconds)
   # The chief locks the workdir before reading anything in it: a second
   # trainer on it would interleave checkpoints and reports.
   lock = (workdir_lock.acquire(workdir, config.runtime.ignore_run_marker)

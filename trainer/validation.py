@@ -6,6 +6,7 @@ import math
 import ml_collections
 
 from configs import default
+from input_pipeline import data_service
 from input_pipeline import noise
 from trainer import config_lib
 from trainer import errors
@@ -74,6 +75,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(f"runtime.jit_compile={config.runtime.jit_compile!r} must be True or False.")
   # Its end is checked against the run's length once the data is known (train.py).
   profiling.parse_profile_steps(config.runtime.profile_steps)
+  data_service.check_timeout(config.input.data_service_timeout_seconds)
   if config.runtime.num_cpu_devices < 0:
     raise errors.ConfigError(
         f"runtime.num_cpu_devices={config.runtime.num_cpu_devices} must be >= 0 "

@@ -10,6 +10,7 @@ import os
 import tensorflow as tf
 
 from trainer import reports
+from trainer import safe_files
 from trainer import summaries
 from trainer.evaluation import scoring
 
@@ -225,7 +226,7 @@ def write_outputs(report: dict, examples: dict, output_dir: str) -> None:
   tensorboard_dir = os.path.join(output_dir, TENSORBOARD_DIRNAME)
   temporary = f"{tensorboard_dir}.tmp-{os.getpid()}"
   if tf.io.gfile.exists(temporary):
-    tf.io.gfile.rmtree(temporary)
+    safe_files.remove_tree(temporary)
   _write_tensorboard(report, examples, temporary)
   reports.replace_directory(temporary, tensorboard_dir)
   reports.write_json(os.path.join(output_dir, REPORT_JSON), report)
