@@ -13,9 +13,12 @@ checkpoint, handled the same way:
   the same command continues from that step, mid-epoch if need be, with the
   data an uninterrupted run would have seen.
 - A repeated SIGTERM or SIGHUP changes nothing (Kubernetes and some schedulers
-  send several). A second Ctrl-C ends the process at once, without a new
-  checkpoint (SIGINT's default action: the shell shows exit status 130); it
-  works even while the process waits inside TensorFlow.
+  send several). A second Ctrl-C ends the process at once with one line and
+  exit status 130 (128 + SIGINT, as a shell reports), without a new
+  checkpoint. Python runs signal handlers only between bytecodes of the main
+  thread, which waits inside TensorFlow for a whole chunk of steps; so the
+  signals are also written to a wakeup pipe (`signal.set_wakeup_fd`) that a
+  watcher thread reads as they arrive.
 - Before and after the training loop (`stop_requests_raise`: start-up, the
   final evaluation and export), the first signal raises `errors.Preempted`
   where the program is, and the command exits with 75: no step is lost, the
@@ -25,7 +28,9 @@ checkpoint, handled the same way:
 """
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 import time
 
@@ -58,6 +63,61 @@ def _restore(previous: dict) -> None:
     signal.signal(signum, handler)
 
 
+# 128 + SIGINT: what a shell reports for a process that Ctrl-C ended.
+INTERRUPTED_EXIT_CODE = 130
+
+
+class _SecondInterrupt:
+  """Ends the process at once on the second SIGINT, from a thread, wherever the main thread is."""
+
+  def __init__(self):
+    self._read, self._write = os.pipe()
+    os.set_blocking(self._write, False)
+    self._previous_fd = None
+    self._thread = threading.Thread(target=self._watch, name="second-ctrl-c", daemon=True)
+
+  def _watch(self):
+    interrupts = 0
+    while True:
+      try:
+        received = os.read(self._read, 64)
+      except OSError:
+        return
+      if not received:  # The write end closed: the context ended.
+        return
+      interrupts += received.count(signal.SIGINT)
+      if interrupts >= 2:
+        # Not through absl logging or the CLI: the process ends here, and this
+        # must be its last line, in the CLI's format.
+        print("dae-trainer: interrupted twice (Ctrl-C): stopped at once, without a new "
+              "checkpoint; rerun the same command to continue from the last one.",
+              file=sys.stderr, flush=True)
+        os._exit(INTERRUPTED_EXIT_CODE)  # pylint: disable=protected-access
+
+  def start(self):
+    self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+    self._thread.start()
+
+  def stop(self):
+    signal.set_wakeup_fd(self._previous_fd)
+    os.close(self._write)
+    self._thread.join(timeout=1)
+    os.close(self._read)
+
+
+@contextlib.contextmanager
+def _second_interrupt_ends_the_process():
+  if threading.current_thread() is not threading.main_thread():
+    yield  # Only the main thread may set the wakeup fd (or handle signals at all).
+    return
+  watcher = _SecondInterrupt()
+  watcher.start()
+  try:
+    yield
+  finally:
+    watcher.stop()
+
+
 class StopSignal:
   """Context manager: while active, each of `signals` only requests a stop (see the module docstring)."""
 
@@ -73,10 +133,6 @@ class StopSignal:
   def _handle(self, signum, frame):
     del frame
     name = signal.Signals(signum).name
-    if signum == signal.SIGINT:
-      # The next Ctrl-C takes SIGINT's default action: the process ends at
-      # once, even while its main thread waits inside TensorFlow.
-      signal.signal(signal.SIGINT, signal.SIG_DFL)
     if self.received is None:
       logging.warning("Received %s: stopping after the current chunk of steps, with a "
                       "checkpoint%s.", name,
@@ -88,9 +144,12 @@ class StopSignal:
 
   def __enter__(self):
     self._previous = _install(self._signals, self._handle)
+    self._watcher = _second_interrupt_ends_the_process()
+    self._watcher.__enter__()  # pylint: disable=unnecessary-dunder-call
     return self
 
   def __exit__(self, *exc_info):
+    self._watcher.__exit__(*exc_info)
     _restore(self._previous)
     self._previous = {}
 
@@ -98,15 +157,20 @@ class StopSignal:
 def _raise_preempted(signum, frame):
   del frame
   name = signal.Signals(signum).name
-  # Only the first signal raises: a second one must not interrupt the unwinding.
+  # Only the first signal raises: a second one must not interrupt the unwinding
+  # (a second Ctrl-C still ends the process at once: see _SecondInterrupt).
   for stop_signal in STOP_SIGNALS:
     if signal.getsignal(stop_signal) is _raise_preempted:
-      signal.signal(stop_signal, signal.SIG_DFL if stop_signal == signal.SIGINT
-                    else signal.SIG_IGN)
+      signal.signal(stop_signal, _ignore)
   raise errors.Preempted(
       f"stopped on {name}'s request outside the training loop (starting up, or writing the "
       "final reports); no training step was lost: rerun the same command to continue from "
       "the last checkpoint.")
+
+
+def _ignore(signum, frame):
+  # A Python handler, not SIG_IGN: the wakeup pipe still sees the signal.
+  del signum, frame
 
 
 @contextlib.contextmanager
@@ -119,7 +183,8 @@ def stop_requests_raise(signals=STOP_SIGNALS):
   """
   previous = _install(signals, _raise_preempted)
   try:
-    yield
+    with _second_interrupt_ends_the_process():
+      yield
   finally:
     _restore(previous)
 

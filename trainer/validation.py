@@ -45,10 +45,14 @@ def _check_positive(config: ml_collections.ConfigDict, names: tuple[str, ...]) -
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises errors.ConfigError if `config` cannot train; cheap, reads no data.
 
+  Also stores `noise.mixture_types` as a tuple of names (`noise.normalize_mixture_types`).
+
   The dataset and its splits are checked when the run's data source is created
   (`data_source.create_data_source`), once.
   """
   _check_keys(config)
+  # Before anything reads it: a command line's '(a,b)' becomes the names a, b.
+  noise.normalize_mixture_types(config.noise)
   noise.validate_noise_config(config.noise)
   models.check_model_config(config.model)
   metrics.check_loss_name(config.train.loss)
