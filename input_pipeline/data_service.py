@@ -99,6 +99,8 @@ def check_serving(address: str, timeout_seconds: float) -> None:
       failure.append(error)  # Reported by the main thread, in its one line.
     done.set()
 
+  logging.info("Waiting up to %g s for the tf.data service at %s to serve a test element.",
+               timeout_seconds, address)
   started = time.monotonic()
   threading.Thread(target=take_one_element, name="data-service-check", daemon=True).start()
   received = preemption.wait_for(done, timeout_seconds)

@@ -92,7 +92,7 @@ def _start_and_signal(tmp_path, name, signals, gap_seconds=0.3, flags=_FLAGS):
   workdir, log_path = tmp_path / name, tmp_path / f"{name}.log"
   process = recovery._start(workdir, log_path, flags)  # pylint: disable=protected-access
   deadline = time.time() + 180
-  while "epoch 1/3" not in log_path.read_text():
+  while "epoch 1/3: train loss" not in log_path.read_text():  # The first epoch's end.
     assert time.time() < deadline and process.poll() is None, log_path.read_text()[-3000:]
     time.sleep(0.05)
   for index, signum in enumerate(signals):
