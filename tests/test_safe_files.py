@@ -1,5 +1,6 @@
 """Links planted in a workdir: the trainer never writes, truncates or deletes through one."""
 
+import fcntl
 import os
 
 import pytest
@@ -9,7 +10,6 @@ from trainer import checkpoints
 from trainer import errors
 from trainer import export
 from trainer import reports
-from trainer import safe_files
 from trainer import train
 from trainer import workdir_lock
 
@@ -25,7 +25,7 @@ def _victim(tmp_path, name="victim"):
 
 def _victim_directory(tmp_path):
   directory = tmp_path / "victim_dir"
-  directory.mkdir()
+  directory.mkdir(parents=True)
   (directory / "keep").write_text(_PRECIOUS)
   return directory
 
@@ -61,8 +61,11 @@ def test_a_hard_link_or_a_fifo_as_the_lock_is_refused(tmp_path):
 def test_the_evaluation_never_reads_a_lock_through_a_link(tmp_path):
   workdir = tmp_path / "workdir"
   workdir.mkdir()
-  (workdir / workdir_lock.LOCK_FILENAME).symlink_to(_victim(tmp_path))
-  assert workdir_lock.holder(str(workdir)) is None
+  victim = _victim(tmp_path)
+  (workdir / workdir_lock.LOCK_FILENAME).symlink_to(victim)
+  with open(victim) as locked:  # Locked by its owner: read through the link, it would be
+    fcntl.flock(locked.fileno(), fcntl.LOCK_EX)  # shown as a trainer's PID.
+    assert workdir_lock.holder(str(workdir)) is None
 
 
 @pytest.mark.parametrize("mode, message", [
@@ -137,23 +140,24 @@ def test_links_inside_a_removed_directory_are_not_followed(tmp_path):
   assert os.listdir(tmp_path / "checkpoints") == []
 
 
-def test_a_run_with_links_planted_at_its_report_files_leaves_their_targets_untouched(tmp_path):
-  """End to end: a short run writes history.json, config files and metrics.json over planted links."""
+def test_a_run_with_links_planted_in_its_workdir_leaves_their_targets_untouched(tmp_path):
+  """End to end: a short run over links planted where it writes, and where it cleans up."""
   workdir = tmp_path / "workdir"
-  workdir.mkdir()
-  victims = {}
-  for name in ("history.json.tmp", "config_history.json.tmp", "metrics.json", "plots"):
-    victims[name] = _victim(tmp_path, f"victim_{name}") if name != "plots" else (
-        _victim_directory(tmp_path))
-    (workdir / name).symlink_to(victims[name])
+  (workdir / "checkpoints").mkdir(parents=True)
+  files = {name: _victim(tmp_path, f"victim_{name}") for name in ("metrics.json", "config.json.tmp")}
+  directories = {name: _victim_directory(tmp_path / name.replace("/", "_"))
+                 for name in ("saved_model.tmp-1", "checkpoints/ckpt-5_temp", "plots")}
+  for name, target in {**files, **directories}.items():
+    (workdir / name).symlink_to(target)
   config = test_config.get_config()
   config.train.max_steps = 8
   train.train_and_evaluate(config, str(workdir))
-  for name, victim in victims.items():
-    if name == "plots":
-      # A directory link is the user's choice (e.g. another disk): written into, never emptied.
-      assert (victim / "keep").read_text() == _PRECIOUS
-    else:
-      assert victim.read_text() == _PRECIOUS, name
-  assert not (workdir / "metrics.json").is_symlink()
-  assert (workdir / "metrics.json").is_file() and (workdir / "history.json").is_file()
+  for name, victim in files.items():
+    assert victim.read_text() == _PRECIOUS, name
+  for name, victim in directories.items():
+    # Before, the export's and the checkpointer's clean-up emptied these through
+    # the links. (A link at plots/ is the user's choice, e.g. another disk: written into.)
+    assert (victim / "keep").read_text() == _PRECIOUS, name
+  assert not os.path.lexists(workdir / "saved_model.tmp-1")
+  assert not os.path.lexists(workdir / "checkpoints" / "ckpt-5_temp")
+  assert (workdir / "metrics.json").is_file() and not (workdir / "metrics.json").is_symlink()
