@@ -16,9 +16,15 @@ failures, the same for every tool of the project.
 import sys
 
 from trainer import logs
+from trainer import preemption
 
-# Before TensorFlow is imported (by the imports below): its C++ runtime reads
-# TF_CPP_MIN_LOG_LEVEL once, at load time.
+if __name__ == "__main__":
+  # SIGTERM, SIGINT and SIGHUP are stop requests from here on (exit 75), also
+  # during the seconds TensorFlow takes to import; the training loop handles
+  # them itself while it runs.
+  preemption.exit_on_stop_requests()
+# Before TensorFlow is imported (here, and by the imports below): its C++
+# runtime reads TF_CPP_MIN_LOG_LEVEL once, at load time.
 logs.silence_tensorflow_startup(sys.argv)
 
 # pylint: disable=wrong-import-position
@@ -28,7 +34,6 @@ from ml_collections import config_flags
 import tensorflow as tf
 
 from trainer import cli
-from trainer import preemption
 from trainer import train
 
 _WORKDIR = flags.DEFINE_string(
@@ -50,10 +55,8 @@ def main(argv):
                "config.json in the workdir).", tf.__version__,
                config_flags.get_config_filename(flags.FLAGS["config"]),
                logs.format_overrides(config_flags.get_override_values(flags.FLAGS["config"])))
-  # SIGTERM, SIGINT and SIGHUP are stop requests for the whole run (exit 75).
-  with preemption.stop_requests_raise():
-    train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value,
-                             allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+  train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value,
+                           allow_config_change=_ALLOW_CONFIG_CHANGE.value)
 
 
 if __name__ == "__main__":

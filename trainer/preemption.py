@@ -19,10 +19,11 @@ checkpoint, handled the same way:
   thread, which waits inside TensorFlow for a whole chunk of steps; so the
   signals are also written to a wakeup pipe (`signal.set_wakeup_fd`) that a
   watcher thread reads as they arrive.
-- Before and after the training loop (`stop_requests_raise`: start-up, the
-  final evaluation and export), the first signal raises `errors.Preempted`
-  where the program is, and the command exits with 75: no step is lost, the
-  last checkpoint is where a rerun continues.
+- Before and after the training loop (`exit_on_stop_requests`: start-up, the
+  final evaluation and export), the first signal ends the process at once
+  with one line and exit status 75: no step is lost, the last checkpoint is
+  where a rerun continues (every file is written atomically, so this is a
+  kill -9 that explains itself).
 - A signal the process was started with ignored (`nohup` ignores SIGHUP) stays
   ignored.
 """
@@ -154,39 +155,40 @@ class StopSignal:
     self._previous = {}
 
 
-def _raise_preempted(signum, frame):
+def _exit_preempted(signum, frame):
   del frame
-  name = signal.Signals(signum).name
-  # Only the first signal raises: a second one must not interrupt the unwinding
-  # (a second Ctrl-C still ends the process at once: see _SecondInterrupt).
-  for stop_signal in STOP_SIGNALS:
-    if signal.getsignal(stop_signal) is _raise_preempted:
-      signal.signal(stop_signal, _ignore)
-  raise errors.Preempted(
-      f"stopped on {name}'s request outside the training loop (starting up, or writing the "
-      "final reports); no training step was lost: rerun the same command to continue from "
-      "the last checkpoint.")
+  # Not an exception: raised between two bytecodes of whatever runs (TFDS's
+  # builder lookup, Keras), it would be caught by a broad `except` there and
+  # reported as something else (a probe got "Unknown TFDS dataset 'mnist'").
+  # Ending here is a kill -9 that explains itself, and a rerun recovers from
+  # any moment of a kill -9 (tests/test_recovery_slow.py).
+  # Not through absl logging or the CLI either: this is the process's last line.
+  logging.flush()
+  sys.stderr.flush()
+  # To the stderr of the process's start: while TensorFlow imports, file
+  # descriptor 2 is captured (logs.silence_tensorflow_startup).
+  os.write(_stderr_at_start or 2, (
+      f"dae-trainer: stopped on {signal.Signals(signum).name}'s request outside the training "
+      "loop (starting up, or writing the final reports); no training step was lost: rerun "
+      "the same command to continue from the last checkpoint.\n").encode())
+  os._exit(errors.PREEMPTED_EXIT_CODE)  # pylint: disable=protected-access
 
 
-def _ignore(signum, frame):
-  # A Python handler, not SIG_IGN: the wakeup pipe still sees the signal.
-  del signum, frame
+_stderr_at_start = None
 
 
-@contextlib.contextmanager
-def stop_requests_raise(signals=STOP_SIGNALS):
-  """While active, the first of `signals` raises `errors.Preempted` (exit 75) where the program is.
+def exit_on_stop_requests(signals=STOP_SIGNALS) -> None:
+  """From now on, the first of `signals` ends the process at once, with one line and exit 75.
 
-  For the trainer's whole run: start-up, the final evaluation and the export
-  have no chunk boundary to stop at, and nothing to save (the training loop's
-  `StopSignal` takes over while it runs, and gives these handlers back).
+  For the trainer's process, from its first line: importing TensorFlow,
+  start-up, the final evaluation and the export have no chunk boundary to stop
+  at, and nothing to save (the training loop's `StopSignal` takes over while
+  it runs, and gives these handlers back).
   """
-  previous = _install(signals, _raise_preempted)
-  try:
-    with _second_interrupt_ends_the_process():
-      yield
-  finally:
-    _restore(previous)
+  global _stderr_at_start  # pylint: disable=global-statement
+  if _stderr_at_start is None:
+    _stderr_at_start = os.dup(2)
+  _install(signals, _exit_preempted)
 
 
 def wait_for(done: threading.Event, timeout_seconds: float, poll_seconds: float = 0.1) -> str | None:
