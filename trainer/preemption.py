@@ -150,8 +150,15 @@ class StopSignal:
     return self
 
   def __exit__(self, *exc_info):
-    self._watcher.__exit__(*exc_info)
-    _restore(self._previous)
+    self._watcher.__exit__(None, None, None)
+    if self.requested and _stderr_at_start is not None:
+      # The trainer's process ends now with its checkpoint (exit 75). Python
+      # puts the default action back while it shuts down (about 2 s with
+      # TensorFlow): a repeated SIGTERM then would end it with 143 instead.
+      for signum in self._previous:
+        signal.signal(signum, signal.SIG_IGN)
+    else:
+      _restore(self._previous)
     self._previous = {}
 
 
