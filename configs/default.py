@@ -101,6 +101,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.data_service_address = ""
   # Name of the service job, so that restarted trainers reattach to it; empty = a new job.
   config.input.data_service_job_name = ""
+  # Seconds the service may take to serve a first test element before the run
+  # stops with one line: an address that accepts connections but never serves
+  # (no workers, another program) would otherwise hang the run forever.
+  config.input.data_service_timeout_seconds = 120.0
 
   config.export = ml_collections.ConfigDict()
   # Also write the trained model in these formats at the end of training, beside saved_model/

@@ -22,6 +22,8 @@ See docs/cloud.md for what the service changes about the data a run sees.
 """
 
 import socket
+import threading
+import time
 import urllib.parse
 
 from absl import app
@@ -30,6 +32,7 @@ from absl import logging
 import tensorflow as tf
 
 from trainer import errors
+from trainer import preemption
 
 # Every epoch of the training dataset goes to one worker, whole: the dataset's
 # source is the range of epochs (see pipeline._create_train_dataset), which the
@@ -49,7 +52,7 @@ def _host_port(address: str) -> tuple[str, int]:
 
 
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
-  """Raises ValueError, in one line, unless something accepts connections at `address`.
+  """Raises errors.ConfigError, in one line, unless something accepts connections at `address`.
 
   The tf.data service client retries an unreachable dispatcher forever; this
   turns a dead address into an error before training starts.
@@ -64,6 +67,72 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> N
         f"({error.strerror or error}); start one with `python -m input_pipeline.data_service "
         "--dispatcher --port=...`, or set --config.input.data_service_address='' to feed "
         "locally.") from error
+
+
+def check_serving(address: str, timeout_seconds: float) -> None:
+  """Raises unless the tf.data service at `address` serves one element within `timeout_seconds`.
+
+  Something that accepts connections but does not serve (a port of another
+  program, a dispatcher without workers, workers that cannot reach it) makes
+  the service client wait forever, inside TensorFlow, where the first batch
+  is taken: no error, and no signal handled. So before training a one-element
+  dataset goes through the service on a daemon thread while the main thread
+  waits in Python, where stop signals are handled (`preemption.wait_for`).
+  A thread that is still waiting when the run ends is left behind: it holds
+  no file and ends with the process.
+
+  Raises:
+    errors.ConfigError: nothing was served in time; names the address, the
+      wait and the fixes.
+    errors.Preempted: a stop signal arrived during the wait (exit 75).
+  """
+  check_reachable(address)
+  done = threading.Event()
+  failure = []
+
+  def take_one_element():
+    try:
+      probe = distribute(tf.data.Dataset.range(1), address, job_name="", pipeline_id=0)
+      for _ in probe:
+        pass
+    except Exception as error:  # pylint: disable=broad-except
+      failure.append(error)  # Reported by the main thread, in its one line.
+    done.set()
+
+  logging.info("Waiting up to %g s for the tf.data service at %s to serve a test element.",
+               timeout_seconds, address)
+  started = time.monotonic()
+  threading.Thread(target=take_one_element, name="data-service-check", daemon=True).start()
+  received = preemption.wait_for(done, timeout_seconds)
+  if received is not None:
+    raise errors.Preempted(
+        f"stopped on {received}'s request while waiting for the tf.data service at "
+        f"{address} to serve (after {time.monotonic() - started:.0f} s), before any training "
+        "step; rerun the same command to start.")
+  if failure:
+    raise errors.ConfigError(
+        f"input.data_service_address={address!r}: the tf.data service failed to serve "
+        f"({errors.describe(failure[0])}); check that it is a tf.data service dispatcher with "
+        "workers, or set --config.input.data_service_address='' to feed locally.")
+  if not done.is_set():
+    raise errors.ConfigError(
+        f"input.data_service_address={address!r} accepts connections but served nothing in "
+        f"{timeout_seconds:g} s (input.data_service_timeout_seconds): it is not a tf.data "
+        "service dispatcher, or it has no workers; start workers with `python -m "
+        "input_pipeline.data_service --worker --dispatcher_address=...`, fix the address, raise "
+        "--config.input.data_service_timeout_seconds, or set "
+        "--config.input.data_service_address='' to feed locally.")
+  logging.info("The tf.data service at %s served a test element in %.1f s.", address,
+               time.monotonic() - started)
+
+
+def check_timeout(value) -> None:
+  """Raises errors.ConfigError unless `input.data_service_timeout_seconds` is a finite number > 0."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+      0 < value < float("inf")):
+    raise errors.ConfigError(
+        f"input.data_service_timeout_seconds={value!r} must be a finite number of seconds > 0, "
+        "e.g. --config.input.data_service_timeout_seconds=120.")
 
 
 def distribute(dataset: tf.data.Dataset, address: str, job_name: str,

@@ -28,6 +28,7 @@ from tensorflow_datasets.core.download import downloader as tfds_downloader
 
 from input_pipeline import storage
 from trainer import errors
+from trainer import safe_files
 
 # TFDS data_dir holding the prepared mnist 3.0.1 shipped with this package.
 BUNDLED_DATA_DIR = os.path.join(os.path.dirname(__file__), "data", "tensorflow_datasets")
@@ -259,7 +260,7 @@ def _remove_partial_download(data_dir_root: str, existed: set[str]) -> None:
       path = os.path.join(directory, name)
       if path not in existed and (".tmp" in name or "incomplete" in name):
         if tf.io.gfile.isdir(path):
-          tf.io.gfile.rmtree(path)
+          safe_files.remove_tree(path)
         else:
           tf.io.gfile.remove(path)
 

@@ -47,7 +47,35 @@ def _factor_range(noise_config) -> tuple[float, ...]:
 
 
 def _mixture_types(noise_config) -> tuple[str, ...]:
-  return tuple(getattr(noise_config, "mixture_types", None) or ())
+  return _type_names(getattr(noise_config, "mixture_types", None) or ())
+
+
+def _type_names(entries) -> tuple[str, ...]:
+  """`noise.mixture_types` as a tuple of names, however the command line spelled it.
+
+  ml_collections reads an override of a tuple field with `ast.literal_eval`;
+  unquoted names are no Python literal, so `--config.noise.mixture_types=
+  (gaussian,masking)` arrives as the one string '(gaussian,masking)'. Each
+  string entry is split on commas, without brackets, quotes or spaces.
+  """
+  if isinstance(entries, str):
+    entries = (entries,)
+  names = []
+  for entry in entries:
+    if not isinstance(entry, str):
+      names.append(entry)  # Refused by the type check, naming it.
+      continue
+    names += [name.strip(" '\"") for name in entry.strip(" ()[]").split(",")
+              if name.strip(" '\"")]
+  return tuple(names)
+
+
+def normalize_mixture_types(noise_config: ml_collections.ConfigDict) -> None:
+  """Stores `noise.mixture_types` as a tuple of names (see `_type_names`), so config.json,
+  the export's record and the resume check see the names, not a command line's string."""
+  raw = noise_config.get("mixture_types", None)
+  if raw is not None and tuple(raw) != _type_names(raw):
+    noise_config.mixture_types = _type_names(raw)
 
 
 def is_blind(noise_config: ml_collections.ConfigDict) -> bool:
@@ -86,10 +114,11 @@ def generator(noise_config: ml_collections.ConfigDict) -> str:
 
 
 def validate_noise_config(noise_config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError with the bad value and the fix if the noise config is invalid."""
+  """Raises errors.ConfigError with the bad value and the fix if the noise config is invalid."""
   _validate_type(noise_config.type, "noise.type")
   for noise_type in _mixture_types(noise_config):
-    _validate_type(noise_type, "noise.mixture_types entry")
+    _validate_type(noise_type, "noise.mixture_types entry",
+                   "--config.noise.mixture_types='(gaussian,masking)', or () for none")
   _validate_factor(noise_config.type, noise_config.factor, "noise.factor")
   factor_range = _factor_range(noise_config)
   if factor_range:
@@ -122,11 +151,11 @@ def _validate_generator(noise_config: ml_collections.ConfigDict) -> None:
         f"{_MAX_TABLE_VALUES:,}] (e.g. --config.noise.table_num_values=4194304).")
 
 
-def _validate_type(noise_type, name: str) -> None:
+def _validate_type(noise_type, name: str, example: str = "--config.noise.type=gaussian") -> None:
   if noise_type not in NOISE_TYPES:
     raise errors.ConfigError(
         f"Unknown {name} {noise_type!r}; valid types are "
-        f"{', '.join(NOISE_TYPES)} (set --config.noise.type=...).")
+        f"{', '.join(NOISE_TYPES)} (set e.g. {example}).")
 
 
 def _validate_factor(noise_type: str, factor, name: str) -> None:

@@ -22,11 +22,15 @@ baseline on the same images (BM3D on its subset), per-image mean PSNR:
 - each beats it at a level outside its training range (noise.factor_range).
 Epochs, parameter counts and training noise come from the report's
 training_runs (what each model's export records, trainer/export.py). Prints one
-line per target and exits 1 if any fails.
+line per target and exits 1 if any fails. A --report that cannot be read (missing,
+a directory, not JSON, not an evaluation report) is one line on stderr and exit
+status 2; a number the report lacks or holds as null (not finite) fails its
+target as "not measured", naming it.
 """
 
 import functools
 import json
+import math
 import sys
 
 from absl import app
@@ -67,11 +71,23 @@ def _level_key(report, level) -> str:
   return matches[0]
 
 
+def _number(value, what: str) -> float:
+  """`value` if it is a finite number; ValueError naming `what` otherwise (null: it was not finite)."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    raise ValueError(f"{what} is {json.dumps(value)} in the report, not a finite number")
+  return value
+
+
 def reference_psnr(report: dict, method: str, level=None) -> float:
   """Per-image mean PSNR of `method` on the reference noise type at `level` (default: reference)."""
   level = report["reference"]["level"] if level is None else level
   entry = report["results"][report["reference"]["type"]][_level_key(report, level)]
-  return entry["metrics"][method]["psnr_mean_db"]
+  return _number(entry["metrics"][method]["psnr_mean_db"],
+                 f"{method}'s PSNR at {report['reference']['type']} {level:g}")
+
+
+def _margin_db(margin: dict, model: str) -> float:
+  return _number(margin["margin_db"], f"{model}'s margin over {margin.get('best_baseline')}")
 
 
 def _run_info(report: dict, name: str) -> dict:
@@ -83,12 +99,24 @@ def _run_info(report: dict, name: str) -> dict:
   return run
 
 
+def _not_measured(error: Exception) -> str:
+  """Why a target could not be measured, as a phrase."""
+  if isinstance(error, KeyError) and error.args and isinstance(error.args[0], str) and (
+      " " in error.args[0]):
+    return error.args[0]  # This module's own sentence.
+  if isinstance(error, KeyError):
+    return f"the report has no {error.args[0]!r} where this target reads it"
+  if isinstance(error, (TypeError, AttributeError, IndexError)):
+    return f"the report is not laid out as trainer.evaluate writes it ({error})"
+  return str(error)
+
+
 def _check(results: list, target: str, measure) -> None:
   """Appends (target, measured, passed); what the report lacks fails as "not measured"."""
   try:
     measured, passed = measure()
-  except (KeyError, OSError, TypeError) as error:
-    measured, passed = f"not measured ({error})", False
+  except (KeyError, OSError, TypeError, ValueError, AttributeError, IndexError) as error:
+    measured, passed = f"not measured ({_not_measured(error)})", False
   results.append((target, measured, passed))
 
 
@@ -113,10 +141,12 @@ def check_targets(report: dict, dense: str, conv: str, unet: str, blind: str) ->
   def baselines_target():
     entry = report["results"][report["reference"]["type"]][_level_key(
         report, report["reference"]["level"])]
-    margins = entry["margin_over_best_baseline"]
-    text = ", ".join(f"{name} +{margin['margin_db']:.2f} dB over {margin['best_baseline']}"
+    margins = {name: _margin_db(margin, name)
+               for name, margin in entry["margin_over_best_baseline"].items()}
+    best = entry["margin_over_best_baseline"]
+    text = ", ".join(f"{name} {margin:+.2f} dB over {best[name]['best_baseline']}"
                      for name, margin in margins.items())
-    return text, bool(margins) and all(margin["margin_db"] > 0 for margin in margins.values())
+    return text, bool(margins) and all(margin > 0 for margin in margins.values())
 
   def blind_target():
     reference_level = float(report["reference"]["level"])
@@ -130,8 +160,9 @@ def check_targets(report: dict, dense: str, conv: str, unet: str, blind: str) ->
 
   def probe_target():
     features = report["representation"]["features"]
-    code, pixels = (features[dense]["probe_accuracy_noisy"],
-                    features["raw_pixels"]["probe_accuracy_noisy"])
+    code, pixels = (_number(features[dense]["probe_accuracy_noisy"], f"{dense}'s probe accuracy"),
+                    _number(features["raw_pixels"]["probe_accuracy_noisy"],
+                            "the raw pixels' probe accuracy"))
     return f"noisy: code {code:.4f}, pixels {pixels:.4f}", code > pixels
 
   check(f"conv >= {CONV_MIN_PSNR_DB} dB in <= {CONV_MAX_EPOCHS} epochs, fewer parameters "
@@ -151,6 +182,7 @@ def _margins(report: dict, model: str, noise_type: str) -> dict:
     margin = entry["margin_over_best_baseline"].get(model)
     if margin is None:
       raise KeyError(f"{model} has no margin over a baseline at {noise_type} {key}")
+    _margin_db(margin, model)
     margins[float(key)] = margin
   return margins
 
@@ -216,14 +248,37 @@ def check_blind_unet_targets(report: dict, blind_unet: str, mixture: str) -> lis
   return results
 
 
+def _fail(message: str) -> None:
+  print(f"dae-trainer check_quality_targets: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def load_report(path: str) -> dict:
+  """The evaluation report at `path`; a file that is not one ends the program in one line (exit 2)."""
+  if not path:
+    _fail("--report is empty; pass the report.json that python -m trainer.evaluate wrote, "
+          "e.g. --report=runs/dense/eval/report.json.")
+  try:
+    with open(path, encoding="utf-8") as file:
+      report = json.load(file)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    _fail(f"--report={path} cannot be read as JSON ({type(error).__name__}: {reason}); pass "
+          "the report.json that python -m trainer.evaluate wrote.")
+  if not (isinstance(report, dict) and isinstance(report.get("results"), dict)
+          and isinstance(report.get("reference"), dict)):
+    _fail(f"--report={path} is not an evaluation report (a JSON object with 'results' and "
+          "'reference'); pass the report.json that python -m trainer.evaluate wrote.")
+  return report
+
+
 def main(argv):
   del argv
   unknown = sorted(set(_TARGETS.value) - set(TARGET_GROUPS))
   if unknown:
     raise app.UsageError(f"--targets={','.join(_TARGETS.value)}: unknown group(s) "
                          f"{', '.join(unknown)}; valid groups are {', '.join(TARGET_GROUPS)}.")
-  with open(_REPORT.value) as file:
-    report = json.load(file)
+  report = load_report(_REPORT.value)
   results = []
   if "models" in _TARGETS.value:
     results += check_targets(report, _DENSE.value, _CONV.value, _UNET.value, _BLIND.value)

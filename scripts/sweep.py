@@ -21,12 +21,15 @@ noise, not ranked by one metric.
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
+
+from trainer import safe_files
 
 # The sweep: (run name, config file, overrides). Each run changes one thing
 # from "dense" (the tutorial's model, loss and noise), so the rows compare.
@@ -131,12 +134,14 @@ def main(argv):
     workdir = os.path.join(os.path.abspath(_ROOT.value), name)
     command = run_command(config_file, overrides, workdir, _NUM_EPOCHS.value, _TRAIN_SPLIT.value)
     if _DRY_RUN.value:
-      print(" ".join(command))
+      # Quoted for a POSIX shell: a pasted command runs nothing from a value
+      # (a root with `$(...)`, a split like train[:x] that would glob).
+      print(shlex.join(command))
       continue
     if _is_finished(workdir):
       logging.info("%s: already finished in %s.", name, workdir)
     else:
-      logging.info("%s: training (%s).", name, " ".join(command[1:]))
+      logging.info("%s: training (%s).", name, shlex.join(command[1:]))
       result = subprocess.run(command, check=False, cwd=_REPOSITORY)
       if result.returncode != 0:
         sys.exit(f"sweep: run {name} failed with exit code {result.returncode}; see its log "
@@ -146,11 +151,13 @@ def main(argv):
     return
   table = markdown_table(rows)
   root = os.path.abspath(_ROOT.value)
-  with open(os.path.join(root, "sweep.json"), "w") as file:
-    json.dump(rows, file, indent=2)
-  with open(os.path.join(root, "sweep.md"), "w") as file:
-    file.write(f"Sweep: {_NUM_EPOCHS.value} epochs on {_TRAIN_SPLIT.value}; psnr is the per-image "
-               "mean PSNR (dB) on each run's own evaluation noise.\n\n" + table)
+  # Atomic, and never through a link planted in the root (trainer/safe_files.py).
+  safe_files.write_atomically(os.path.join(root, "sweep.json"),
+                              json.dumps(rows, indent=2).encode())
+  safe_files.write_atomically(
+      os.path.join(root, "sweep.md"),
+      (f"Sweep: {_NUM_EPOCHS.value} epochs on {_TRAIN_SPLIT.value}; psnr is the per-image "
+       "mean PSNR (dB) on each run's own evaluation noise.\n\n" + table).encode())
   print(table, end="")
 
 

@@ -39,6 +39,14 @@ GPU_ACCELERATOR_TYPE = "NVIDIA_TESLA_T4"
 # shape is `tpuTopology`, and there is no accelerator type.
 TPU_MACHINE_TYPE = "ct5lp-hightpu-4t"
 TPU_TOPOLOGY = "2x2"
+# The TPU v5e slices of ct5lp-hightpu-4t hosts (4 chips each; a pod is 256
+# chips, a 2D torus): 2x2 is one host, the larger ones several.
+TPU_TOPOLOGIES = ("2x2", "2x4", "4x4", "4x8", "8x8", "8x16", "16x16")
+# More replicas than this is a typo, not a job: each would get 2 or fewer of
+# the default global batch of 128 images (train.batch_size must divide among them).
+MAX_REPLICAS = 64
+# The most GPUs one Vertex AI machine has (a2-megagpu-16g).
+MAX_ACCELERATOR_COUNT = 16
 DEFAULT_CONFIG = "configs/default.py"
 TPU_CONFIG = "configs/tpu.py"
 # Vertex AI passes each trial's parameters as `--<parameterId> <value>`: with this
@@ -87,6 +95,9 @@ def build_job_spec(*,
   if replicas < 1:
     raise ValueError(f"--replicas {replicas} is below 1; pass 1 for one machine "
                      "or N > 1 for multi-worker training")
+  if replicas > MAX_REPLICAS:
+    raise ValueError(f"--replicas {replicas} is above {MAX_REPLICAS}; pass at most "
+                     f"{MAX_REPLICAS} (a chief and N-1 workers), e.g. --replicas=4")
   if tpu and replicas != 1:
     raise ValueError(f"--replicas {replicas} with --tpu: a TPU job is one slice; "
                      "choose its size with --tpu-topology instead")
@@ -95,6 +106,12 @@ def build_job_spec(*,
                      "the TPU slice is set by --machine-type and --tpu-topology")
   if tpu_topology and not tpu:
     raise ValueError(f"--tpu-topology {tpu_topology} needs --tpu; add --tpu or drop it")
+  if tpu_topology is not None and tpu_topology not in TPU_TOPOLOGIES:
+    raise ValueError(f"--tpu-topology {tpu_topology!r} is not a TPU v5e slice; pass one of "
+                     f"{', '.join(TPU_TOPOLOGIES)} (chips across x down)")
+  if accelerator_count is not None and accelerator_count > MAX_ACCELERATOR_COUNT:
+    raise ValueError(f"--accelerator-count {accelerator_count} is more GPUs than a Vertex AI "
+                     f"machine has (at most {MAX_ACCELERATOR_COUNT})")
   if accelerator_count is not None and accelerator_count < 0:
     raise ValueError(f"--accelerator-count {accelerator_count} is negative; "
                      "pass 0 for CPUs only or the number of GPUs per replica")

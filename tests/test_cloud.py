@@ -462,6 +462,10 @@ def test_vertex_spec_bad_accelerator_is_rejected(monkeypatch):
     ({"tpu": True, "accelerator_type": "NVIDIA_TESLA_T4"}, "do not apply to --tpu"),
     ({"accelerator_count": -1}, "--accelerator-count -1 is negative"),
     ({"tpu_topology": "4x4"}, "--tpu-topology 4x4 needs --tpu"),
+    ({"tpu": True, "tpu_topology": "9x9"}, "--tpu-topology '9x9' is not a TPU v5e slice; pass "
+                                           "one of 2x2, 2x4"),
+    ({"replicas": 100000}, "--replicas 100000 is above 64; pass at most 64"),
+    ({"accelerator_count": 99}, "--accelerator-count 99 is more GPUs than a Vertex AI machine"),
 ])
 def test_vertex_spec_bad_values_name_the_value(kwargs, message):
   with pytest.raises(ValueError, match=re.escape(message)):
@@ -526,6 +530,8 @@ def test_submit_vertex_dry_run_prints_command_and_spec():
     (["--replicas=0"], ["--replicas 0", "below 1"]),
     (["--replicas", "x"], ["--replicas", "'x'"]),
     (["--output-dir=/tmp/x"], ["'/tmp/x'", "gs://"]),
+    (["--tpu", "--tpu-topology=9x9"], ["--tpu-topology '9x9'", "2x2"]),
+    (["--replicas=100000"], ["--replicas 100000", "at most 64"]),
 ])
 def test_submit_vertex_bad_values_are_one_line(args, fragments):
   base = ["--project=p", "--image=i", "--output-dir=gs://b/r"]

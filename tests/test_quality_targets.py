@@ -1,7 +1,11 @@
 """scripts/check_quality_targets.py on synthetic reports: each target passes and fails when it should."""
 
 import os
+import re
+import subprocess
 import sys
+
+import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
 import check_quality_targets  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -133,3 +137,62 @@ def test_a_blind_unet_target_without_its_levels_is_not_measured():
   assert [passed for _, _, passed in results] == [True, True, False, False, False]
   assert "no evaluated level of gaussian is outside blind_unet's training range" in results[2][1]
   assert "salt_and_pepper level(s) 0.3 not in the report" in results[3][1]
+
+
+_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
+                       "check_quality_targets.py")
+
+
+def _run_script(report_flag):
+  return subprocess.run([sys.executable, _SCRIPT, report_flag], capture_output=True, text=True,
+                        timeout=120, check=False)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot be read as JSON \\(FileNotFoundError: No such file or directory\\)"),
+    ("", "cannot be read as JSON \\(JSONDecodeError"),
+    ("not json{", "cannot be read as JSON \\(JSONDecodeError"),
+    ("directory", "cannot be read as JSON \\(IsADirectoryError"),
+    ("[]", "is not an evaluation report \\(a JSON object with 'results' and 'reference'\\)"),
+    ("{}", "is not an evaluation report"),
+    ('{"results": [], "reference": {}}', "is not an evaluation report"),
+    ("empty flag", "--report is empty; pass the report.json"),
+])
+def test_a_report_that_cannot_be_read_is_one_line_and_exit_2(tmp_path, content, message):
+  path = tmp_path / "report.json"
+  if content == "directory":
+    path.mkdir()
+  elif content is not None and content != "empty flag":
+    path.write_text(content)
+  result = _run_script("--report=" if content == "empty flag" else f"--report={path}")
+  assert result.returncode == 2, result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert "Traceback" not in result.stderr and lines[-1].startswith(
+      "dae-trainer check_quality_targets: ")
+  assert re.search(message, lines[-1]), lines[-1]
+
+
+def test_a_negative_margin_prints_with_one_sign(tmp_path):
+  beaten = {**_PSNR, "wavelet": {0.2: 24.5, 0.4: 25.6, 0.6: 16.5}}
+  results = _check(_report(tmp_path, psnr=beaten))
+  assert results[2][2] is False
+  assert "conv -3.20 dB over wavelet" in results[2][1] and "+-" not in results[2][1]
+
+
+def test_a_null_or_nan_number_fails_as_not_measured_naming_it(tmp_path):
+  report = _report(tmp_path)
+  report["results"]["gaussian"]["0.4"]["metrics"]["conv"]["psnr_mean_db"] = None  # NaN, as JSON.
+  report["results"]["gaussian"]["0.4"]["margin_over_best_baseline"]["unet"]["margin_db"] = (
+      float("nan"))
+  results = _check(report)
+  assert results[0] == (results[0][0], "not measured (conv's PSNR at gaussian 0.4 is null in the "
+                        "report, not a finite number)", False)
+  assert results[2][1] == ("not measured (unet's margin over wavelet is NaN in the report, not a "
+                           "finite number)") and results[2][2] is False
+
+
+def test_a_report_lacking_a_section_names_it(tmp_path):
+  report = _report(tmp_path)
+  del report["representation"]
+  assert _check(report)[4][1] == ("not measured (the report has no 'representation' where this "
+                                  "target reads it)")

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 
@@ -68,3 +69,22 @@ def test_sweep_trains_runs_and_writes_the_table(tmp_path):
   # A rerun keeps the finished runs instead of training them again.
   again = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
   assert again.returncode == 0 and "already finished" in again.stderr
+
+
+def test_dry_run_commands_are_quoted_for_a_shell(tmp_path):
+  root = str(tmp_path / "x" / "$(touch pwned)")
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, "scripts", "sweep.py"), f"--root={root}",
+       "--only=dense", "--train_split=train[:x] *", "--dry_run"],
+      capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path,
+      env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+  assert result.returncode == 0, result.stderr[-2000:]
+  (line,) = result.stdout.strip().splitlines()
+  assert shlex.split(line) == sweep.run_command(
+      "configs/default.py", {}, os.path.join(root, "dense"), 3, "train[:x] *")
+  # Pasted into a shell (with printf for the trainer), it runs nothing from a value.
+  words = line.split(" ", 1)[1]
+  replayed = subprocess.run(["sh", "-c", f"printf '%s\\n' {words}"], capture_output=True,
+                            text=True, check=True, cwd=tmp_path)
+  assert replayed.stdout.splitlines() == shlex.split(line)[1:]
+  assert not (tmp_path / "pwned").exists()

@@ -12,6 +12,7 @@ import pytest
 from input_pipeline import data_source
 from trainer import errors
 from trainer import strategy as strategy_lib
+from trainer import train
 from trainer import validation
 from tests import helpers
 from tests.helpers import REPO_ROOT
@@ -84,6 +85,10 @@ def _run_main(workdir, *flags):
     (["--config.train.num_epoch=3"],
      'dae-trainer: unknown config key in a --config.* override: num_epoch. '
      'Did you mean "num_epochs"'),
+    # The tuple parsed into names, and the field to fix named (not noise.type).
+    (["--config.noise.mixture_types=(bogus,)"],
+     "dae-trainer: Unknown noise.mixture_types entry 'bogus'; valid types are gaussian, "
+     "salt_and_pepper, masking (set e.g. --config.noise.mixture_types='(gaussian,masking)'"),
     # A trainer process each: CI runs the other three in make test-slow.
     pytest.param(["--config.noise.type=masking", "--config.noise.factor=1.5"],
                  "dae-trainer: noise.factor=1.5 is not a fraction of pixels", marks=pytest.mark.slow),
@@ -162,3 +167,21 @@ def test_with_a_cosine_schedule_training_longer_changes_the_result(config):
     validation.check_resumable(config, earlier)
   assert validation.check_resumable(config, earlier, allow_changes=True) == [
       "train.num_epochs=1 -> 5"]
+
+
+@pytest.mark.parametrize("given", [("(gaussian,masking)",), ("gaussian, masking",),
+                                   ("('gaussian', 'masking')",), ("gaussian", "masking")])
+def test_mixture_types_from_a_command_line_become_a_tuple_of_names(config, given):
+  # ml_collections hands an unquoted `--config.noise.mixture_types=(gaussian,masking)`
+  # over as the one string '(gaussian,masking)'.
+  config.noise.mixture_types = given
+  validation.validate_config(config)
+  assert config.noise.mixture_types == ("gaussian", "masking")
+
+
+def test_a_profile_window_beyond_the_run_writes_nothing_not_even_the_lock(config, tmp_path):
+  config.runtime.profile_steps = (1000, 2000)  # configs/test.py runs 32 steps.
+  with pytest.raises(errors.ConfigError, match="runtime.profile_steps=.* ends after the run's "
+                                               "last step 31"):
+    train.train_and_evaluate(config, str(tmp_path / "workdir"))
+  assert not (tmp_path / "workdir").exists()

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import errors
+from trainer import safe_files
 
 
 # The names tf.train.CheckpointManager gives its checkpoints: ckpt-<step>.index + data files.
@@ -109,15 +110,11 @@ class Checkpointer:
     self._checkpoint = checkpoint
     self.directory = directory
     self._is_chief = is_chief
+    self._task_name = task_name.replace(" ", "-")
+    self._manager = None
     if is_chief:
-      self._write_dir = directory
       repair_state_file(directory)
-    else:
-      self._write_dir = os.path.join(
-          tempfile.gettempdir(), f"dae-trainer-{task_name.replace(' ', '-')}-{os.getpid()}")
-      max_to_keep = 1
-    self._manager = tf.train.CheckpointManager(checkpoint, self._write_dir,
-                                               max_to_keep=max_to_keep)
+      self._manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep)
 
   def restore_latest(self) -> str | None:
     """Restores the chief's newest intact checkpoint, if any; returns its path.
@@ -159,9 +156,18 @@ class Checkpointer:
     for name in tf.io.gfile.listdir(self.directory):
       if name.rstrip("/").endswith("_temp"):
         logging.info("Removing %s, left by an interrupted checkpoint save.", name)
-        tf.io.gfile.rmtree(os.path.join(self.directory, name))
+        safe_files.remove_tree(os.path.join(self.directory, name))
 
   def save(self, number: int) -> None:
-    self._manager.save(checkpoint_number=number)
-    if not self._is_chief:
-      tf.io.gfile.rmtree(self._write_dir)
+    if self._is_chief:
+      self._manager.save(checkpoint_number=number)
+      return
+    # A new directory for each save (mkdtemp: this user's only, under a name
+    # no one could plant a link at beforehand; a fixed name in /tmp could be
+    # one), removed at once.
+    write_dir = tempfile.mkdtemp(prefix=f"dae-trainer-{self._task_name}-")
+    try:
+      tf.train.CheckpointManager(self._checkpoint, write_dir, max_to_keep=1).save(
+          checkpoint_number=number)
+    finally:
+      safe_files.remove_tree(write_dir)

@@ -41,6 +41,7 @@ from trainer import checkpoints
 from trainer import errors
 from trainer import models
 from trainer import fileio
+from trainer import safe_files
 
 SERVING_ENDPOINT = "serving_default"
 ENCODE_ENDPOINT = "encode"
@@ -122,7 +123,7 @@ def _remove_temporaries(path: str) -> None:
   """Removes `path`'s temporary siblings left by an export that was killed."""
   for stale in tf.io.gfile.glob(path + _TEMPORARY_INFIX + "*"):
     logging.info("Removing %s, left by an interrupted export.", stale)
-    tf.io.gfile.rmtree(stale)
+    safe_files.remove_tree(stale)
 
 
 def read_export_info(path: str) -> dict | None:
@@ -206,7 +207,7 @@ def export_saved_model(model: keras.Model, path: str, training_run: dict | None 
     })
   except BaseException:
     if tf.io.gfile.exists(temporary):
-      tf.io.gfile.rmtree(temporary)
+      safe_files.remove_tree(temporary)
     raise
   fileio.replace_directory(temporary, path)
   logging.info("Exported the SavedModel to %s.", path)

@@ -14,9 +14,10 @@ import os
 import tensorflow as tf
 
 from trainer import errors
+from trainer import safe_files
 
 # Appended to a file's name while it is being written.
-TEMPORARY_SUFFIX = ".tmp"
+TEMPORARY_SUFFIX = safe_files.TEMPORARY_SUFFIX
 
 
 def remove_stale_temporaries(directories) -> None:
@@ -30,12 +31,11 @@ def remove_stale_temporaries(directories) -> None:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-  """Writes `data` to `path` through a temporary file and a rename."""
-  tf.io.gfile.makedirs(os.path.dirname(path))
-  temporary_path = f"{path}{TEMPORARY_SUFFIX}"
-  with tf.io.gfile.GFile(temporary_path, "wb") as file:
-    file.write(data)
-  tf.io.gfile.rename(temporary_path, path, overwrite=True)
+  """Writes `data` to `path` through a temporary file and a rename.
+
+  Never through a symbolic link planted in the workdir (see `safe_files`).
+  """
+  safe_files.write_atomically(path, data)
 
 
 def write_text(path: str, text: str) -> None:
@@ -54,7 +54,7 @@ def replace_directory(temporary: str, path: str) -> None:
     previous = f"{temporary}-previous"
     tf.io.gfile.rename(path, previous)
     tf.io.gfile.rename(temporary, path)
-    tf.io.gfile.rmtree(previous)
+    safe_files.remove_tree(previous)
   else:
     tf.io.gfile.rename(temporary, path)
 

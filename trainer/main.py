@@ -7,17 +7,24 @@ Every expected failure (a bad config file, override or flag, unusable data or
 workdir, a corrupt file of an earlier run, a full disk, a tensor too large for
 memory, a lost worker, a non-finite loss)
 ends with one line starting "dae-trainer:" and exit status 1, with no
-traceback unless --verbosity=1. SIGTERM saves a checkpoint and exits with
-`errors.PREEMPTED_EXIT_CODE` (75). `cli.run` does the parsing and the one-line
+traceback unless --verbosity=1. SIGTERM, SIGINT (Ctrl-C) and SIGHUP save a
+checkpoint and exit with `errors.PREEMPTED_EXIT_CODE` (75); see
+`trainer/preemption.py`. `cli.run` does the parsing and the one-line
 failures, the same for every tool of the project.
 """
 
 import sys
 
 from trainer import logs
+from trainer import preemption
 
-# Before TensorFlow is imported (by the imports below): its C++ runtime reads
-# TF_CPP_MIN_LOG_LEVEL once, at load time.
+if __name__ == "__main__":
+  # SIGTERM, SIGINT and SIGHUP are stop requests from here on (exit 75), also
+  # during the seconds TensorFlow takes to import; the training loop handles
+  # them itself while it runs.
+  preemption.exit_on_stop_requests()
+# Before TensorFlow is imported (here, and by the imports below): its C++
+# runtime reads TF_CPP_MIN_LOG_LEVEL once, at load time.
 logs.silence_tensorflow_startup(sys.argv)
 
 # pylint: disable=wrong-import-position

@@ -99,7 +99,8 @@ def setup(config: ml_collections.ConfigDict, dirs: workdir_lib.OutputDirs,
   workdir_lib.check_output_paths(dirs)
   strategy, data = create_strategy_and_data(config)
   if config.input.data_service_address:
-    data_service.check_reachable(config.input.data_service_address)
+    data_service.check_serving(config.input.data_service_address,
+                               config.input.data_service_timeout_seconds)
   # The chief locks the workdir before reading anything in it: a second
   # trainer on it would interleave checkpoints and reports.
   lock = (workdir_lock.acquire(dirs.workdir, config.runtime.ignore_run_marker)

@@ -6,6 +6,7 @@ import math
 import ml_collections
 
 from configs import default
+from input_pipeline import data_service
 from input_pipeline import noise
 from trainer import config_lib
 from trainer import errors
@@ -46,10 +47,14 @@ def _check_positive(config: ml_collections.ConfigDict, names: tuple[str, ...]) -
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises errors.ConfigError if `config` cannot train; cheap, reads no data.
 
+  Also stores `noise.mixture_types` as a tuple of names (`noise.normalize_mixture_types`).
+
   The dataset and its splits are checked when the run's data source is created
   (`data_source.create_data_source`), once.
   """
   _check_keys(config)
+  # Before anything reads it: a command line's '(a,b)' becomes the names a, b.
+  noise.normalize_mixture_types(config.noise)
   noise.validate_noise_config(config.noise)
   models.check_model_config(config.model)
   metrics.check_loss_name(config.train.loss)
@@ -78,6 +83,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   profiling.parse_profile_steps(config.runtime.profile_steps)
   hypertune.check_metric_name(config.runtime.hypertune_metric)
   portable_export.parse_formats(config.export.formats)
+  data_service.check_timeout(config.input.data_service_timeout_seconds)
   if config.runtime.num_cpu_devices < 0:
     raise errors.ConfigError(
         f"runtime.num_cpu_devices={config.runtime.num_cpu_devices} must be >= 0 "

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from input_pipeline import storage
 from trainer import errors
+from trainer import safe_files
 from trainer import workdir as workdir_lib
 
 # How often the owner of a run marker renews it, and how many missed renewals
@@ -199,9 +200,11 @@ def acquire(workdir: str, ignore_marker: bool = False) -> WorkdirLock:
   if storage.is_remote(workdir):
     return WorkdirLock(marker=claim_marker(workdir, ignore_marker))
   os.makedirs(workdir, exist_ok=True)
+  safe_files.check_not_writable_by_others(workdir)
   path = os.path.join(workdir, workdir_lib.LOCK_FILENAME)
-  # "a+": never truncates the holder's PID before we own the lock.
-  file = open(path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+  # Never truncates the holder's PID before we own the lock, and never follows
+  # a link planted at that name (it would write our PID into its target).
+  file = safe_files.open_for_update(path)
   try:
     fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError as error:
@@ -231,8 +234,10 @@ def holder(workdir: str) -> str | None:
     return None
   path = os.path.join(workdir, workdir_lib.LOCK_FILENAME)
   try:
-    file = open(path, encoding="utf-8")  # pylint: disable=consider-using-with
-  except OSError:  # No lock file, or no such workdir: no trainer there.
+    # Not through a link: the trainer never writes through one either.
+    file = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC),
+                     encoding="utf-8")
+  except OSError:  # No lock file, no such workdir, or a link: no trainer there.
     return None
   with file:  # Closing the descriptor releases the shared lock.
     try:

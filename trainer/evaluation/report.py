@@ -14,6 +14,7 @@ from input_pipeline import storage
 from trainer import errors
 from trainer import fileio
 from trainer import plots
+from trainer import safe_files
 from trainer import summaries
 from trainer.evaluation import plan
 from trainer.evaluation import scoring
@@ -250,7 +251,7 @@ def write_outputs(report: dict, examples: dict, output_dir: str) -> None:
   tensorboard_dir = os.path.join(output_dir, TENSORBOARD_DIRNAME)
   temporary = f"{tensorboard_dir}.tmp-{os.getpid()}"
   if tf.io.gfile.exists(temporary):
-    tf.io.gfile.rmtree(temporary)
+    safe_files.remove_tree(temporary)
   _write_tensorboard(report, examples, temporary)
   fileio.replace_directory(temporary, tensorboard_dir)
   fileio.write_json(os.path.join(output_dir, REPORT_JSON), report)
