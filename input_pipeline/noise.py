@@ -9,7 +9,7 @@ A noise config has a `type` and a `factor` (the level), and optionally, for
 training blind denoisers, a `factor_range` (lo, hi) from which each image draws
 its own level, and `mixture_types` from which each image draws its own type.
 Evaluation uses fixed noise, a `NoiseSpec`: one type at one level (the
-training config's reference noise is `reference_noise`), so that its numbers
+training config's reference noise is `NoiseSpec.from_config`), so that its numbers
 compare across runs.
 
 Training may draw its Gaussian values from a fixed table instead (`generator`
@@ -83,11 +83,6 @@ def is_blind(noise_config: ml_collections.ConfigDict) -> bool:
   return bool(_factor_range(noise_config) or _mixture_types(noise_config))
 
 
-def reference_noise(noise_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The fixed noise of evaluation: `type` at level `factor`, without range or mixture."""
-  return ml_collections.ConfigDict({"type": noise_config.type, "factor": noise_config.factor})
-
-
 @dataclasses.dataclass(frozen=True)
 class NoiseSpec:
   """One noise type at one level, validated when made: what evaluation noise is.
@@ -110,7 +105,7 @@ class NoiseSpec:
 
 def generator(noise_config: ml_collections.ConfigDict) -> str:
   """How Gaussian training values are drawn: 'philox' (exact; configs without the field) or 'table'."""
-  return noise_config.get("generator", "philox")
+  return getattr(noise_config, "generator", "philox")
 
 
 def validate_noise_config(noise_config: ml_collections.ConfigDict) -> None:

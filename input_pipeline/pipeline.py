@@ -42,9 +42,10 @@ _SHUFFLE_STREAM = 3
 _NOISE_TABLE_STREAM = 4
 # A batch size larger than any split: one batch of all its examples.
 _ALL_EXAMPLES = 2**31 - 1
-# The pipelines cache decoded (train) or noisy (eval) images themselves; TFDS's
-# automatic cache of the encoded records would only double the memory.
-_READ_CONFIG = tfds.ReadConfig(try_autocache=False)
+# How every reader of a split (these pipelines, the evaluation, the pipeline's
+# scores) reads it: the readers cache decoded or noisy images themselves, and
+# TFDS's automatic cache of the encoded records would only double the memory.
+READ_CONFIG = tfds.ReadConfig(try_autocache=False)
 
 
 def scale_images(images: tf.Tensor) -> tf.Tensor:
@@ -70,7 +71,7 @@ def _shard(dataset: tf.data.Dataset, input_context) -> tf.data.Dataset:
 
 def _read_examples(data: data_source.DataSource, tfds_split: str) -> tf.data.Dataset:
   return data.builder.as_dataset(split=tfds_split, shuffle_files=False,
-                                 read_config=_READ_CONFIG)
+                                 read_config=READ_CONFIG)
 
 
 def _seed(config: ml_collections.ConfigDict, stream: int) -> tf.Tensor:
@@ -176,7 +177,7 @@ def _noisy_eval_pairs(data, config, input_context):
   # Evaluation always uses the reference noise (one type, one level), also for
   # blind models trained on a range of levels or a mixture of types, so that
   # every run's eval numbers measure the same task.
-  eval_noise = noise.reference_noise(config.noise)
+  eval_noise = noise.NoiseSpec.from_config(config.noise)
   # The index is taken before sharding: an image's noise depends only on its
   # position in the split, never on how many pipelines or replicas there are.
   dataset = _shard(_read_examples(data, data.eval_split).enumerate(), input_context)

@@ -29,7 +29,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from trainer import fileio
 from trainer import safe_files
+from trainer import workdir as workdir_lib
 
 # The sweep: (run name, config file, overrides). Each run changes one thing
 # from "dense" (the tutorial's model, loss and noise), so the rows compare.
@@ -80,12 +82,9 @@ def run_command(config_file: str, overrides: dict, workdir: str, num_epochs: int
 
 def summarize_run(name: str, workdir: str) -> dict:
   """One table row from a finished run's config.json, metrics.json and history.json."""
-  with open(os.path.join(workdir, "config.json")) as file:
-    config = json.load(file)
-  with open(os.path.join(workdir, "metrics.json")) as file:
-    metrics = json.load(file)
-  with open(os.path.join(workdir, "history.json")) as file:
-    history = json.load(file)
+  config, metrics, history = (
+      fileio.read_json(os.path.join(workdir, name)) for name in (
+          workdir_lib.CONFIG_FILENAME, workdir_lib.METRICS_FILENAME, workdir_lib.HISTORY_FILENAME))
   noise = config["noise"]
   return {
       "run": name,

@@ -1,9 +1,13 @@
-"""What many test modules share: the repository's root and running the trainer as a process."""
+"""What many test modules share: the repository's root, running the trainer as a process, and
+looking at or copying a workdir."""
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+
+from trainer import workdir as workdir_lib
 
 REPO_ROOT = str(pathlib.Path(__file__).resolve().parents[1])
 # Long enough for a configs/test.py run on a busy 2-core machine; a hung run still ends.
@@ -39,3 +43,32 @@ def skip_unless_ci(reason: str) -> None:
   if os.environ.get("CI"):
     pytest.fail(f"{reason}, but CI must run this test")
   pytest.skip(reason)
+
+
+def snapshot(directory):
+  """Every file under `directory` with its size and modification time."""
+  found = {}
+  for parent, _, files in os.walk(directory):
+    for name in files:
+      if parent == str(directory) and name == workdir_lib.LOCK_FILENAME:
+        continue  # The lock's own file: each run writes its PID there, not a result.
+      path = os.path.join(parent, name)
+      found[os.path.relpath(path, directory)] = (os.path.getsize(path), os.stat(path).st_mtime_ns)
+  return found
+
+
+def copy_workdir(workdir, tmp_path) -> str:
+  """A copy of `workdir` as tmp_path/workdir, for a test that changes it."""
+  copy = str(tmp_path / "workdir")
+  shutil.copytree(workdir, copy)
+  return copy
+
+
+def truncate(path, size=100_000) -> None:
+  with open(path, "r+b") as file:
+    file.truncate(size)
+
+
+def run_in(tmp_path, *flags) -> subprocess.CompletedProcess:
+  """The trainer on tmp_path/w to its end, as a process (output captured)."""
+  return run_trainer(pathlib.Path(tmp_path) / "w", *flags, timeout=120)

@@ -236,6 +236,9 @@ def _run_in_process(capfd, root, serving_dir, overrides, extra_levels=()):
   return record, capfd.readouterr().out
 
 
+# Four steps, each a process that imports TensorFlow, three times: minutes on 2 cores; CI
+# runs it in make test-slow.
+@pytest.mark.slow
 def test_pipeline_pushes_blessed_models_only(tmp_path, capfd):
   """Version 1 into an empty directory; a worse model is not pushed; a better one is version 2."""
   root, serving_dir = tmp_path / "root", tmp_path / "serving"

@@ -192,7 +192,7 @@ def test_mixture_gives_each_image_one_of_the_types():
 def test_reference_noise_drops_range_and_mixture():
   config = _blind_config("masking", 0.25, (0.1, 0.5), ("masking", "gaussian"))
   assert noise.is_blind(config)
-  reference = noise.reference_noise(config)
+  reference = noise.NoiseSpec.from_config(config)
   assert not noise.is_blind(reference)
   assert (reference.type, reference.factor) == ("masking", 0.25)
   assert not noise.is_blind(_noise_config("gaussian", 0.4))

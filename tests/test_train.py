@@ -127,6 +127,22 @@ def test_nan_loss_raises_with_the_step_range():
                         stop_requested=False)
 
 
+def test_a_chunk_passes_the_stop_request_in_and_returns_the_answer():
+  calls = []
+
+  def fake_train_steps(iterator, num_steps, stop_requested):
+    del iterator
+    calls.append((int(num_steps), float(stop_requested)))
+    return {"loss": tf.constant(0.5), "psnr": tf.constant(10.0), "stop": stop_requested}
+
+  chunk = steps_lib.run_chunk(fake_train_steps, None, first_step=0, num_steps=8, epoch=0,
+                              stop_requested=True)
+  assert calls == [(8, 1.0)] and chunk == {"loss": 0.5, "psnr": 10.0, "stop": 1.0}
+  chunk = steps_lib.run_chunk(fake_train_steps, None, first_step=8, num_steps=4, epoch=0,
+                              stop_requested=False)
+  assert calls[-1] == (4, 0.0) and chunk["stop"] == 0.0
+
+
 def test_mirrored_two_replicas_match_one_device():
   """Same global batch, same initial weights: per-replica losses and gradients combine exactly."""
   output = _run_python("""

@@ -126,6 +126,8 @@ def _hparams_sessions(tensorboard_dir):
   return sessions
 
 
+# Three trainer processes and a killed study: about a minute; CI runs it in make test-slow.
+@pytest.mark.slow
 def test_a_study_killed_after_its_first_trial_resumes_with_only_the_missing_trials(tmp_path):
   """THE end-to-end check: 3 trials of a 512-image slice of configs/test.py, 2 at a time."""
   study_file, root = tmp_path / "study.yaml", tmp_path / "root"

@@ -65,14 +65,19 @@ def parse_profile_steps(value) -> tuple[int, int] | None:
   return int(parsed[0]), int(parsed[1])
 
 
-def check_window_in_run(value, last_step: int) -> None:
-  """Raises errors.ConfigError if the window does not fall inside the run's steps 0..last_step - 1."""
+def resolve_window(value, last_step: int) -> tuple[int, int] | None:
+  """`runtime.profile_steps` as (first, last) global steps of this run, or None for off.
+
+  Raises:
+    errors.ConfigError: the window does not fall inside the run's steps 0..last_step - 1.
+  """
   window = parse_profile_steps(value)
   if window is not None and window[1] >= last_step:
     raise errors.ConfigError(
         f"runtime.profile_steps={value!r} ends after the run's last step {last_step - 1}; "
         f"choose steps below {last_step}, e.g. --config.runtime.profile_steps="
         f"'({max(0, last_step - 10)}, {last_step - 1})'.")
+  return window
 
 
 def _xplane_paths(logdir: str) -> set[str]:
@@ -104,8 +109,9 @@ def _group_by_step_markers(path: str) -> None:
 class ProfilerWindow:
   """Starts the profiler before the chunk that reaches the window and stops it after the last."""
 
-  def __init__(self, profile_steps, logdir: str, enabled: bool):
-    self._window = parse_profile_steps(profile_steps) if enabled else None
+  def __init__(self, window: tuple[int, int] | None, logdir: str, enabled: bool):
+    """`window`: (first, last) global steps to trace (`resolve_window`), or None for off."""
+    self._window = tuple(window) if enabled and window is not None else None
     self._logdir = logdir
     self.active = False
     self._done = False

@@ -58,7 +58,6 @@ def create_strategy_and_data(config: ml_collections.ConfigDict):
   strategy = strategy_lib.get_strategy(config.runtime)
   validation.validate_batch_sizes(config, strategy.num_replicas_in_sync)
   data = data_source.create_data_source(config)
-  profiling.check_window_in_run(config.runtime.profile_steps, total_steps(config, data))
   return strategy, data
 
 
@@ -69,6 +68,8 @@ class Setup:
   data: data_source.DataSource
   dirs: workdir_lib.OutputDirs
   last_step: int
+  # The profiler's (first, last) global steps, or None.
+  profile_window: tuple[int, int] | None
   # The config changes since the workdir's last run ("name=old -> new").
   changes: tuple[str, ...]
   # The chief's lock on the workdir (an empty one elsewhere), held until the run ends.
@@ -98,6 +99,9 @@ def setup(config: ml_collections.ConfigDict, dirs: workdir_lib.OutputDirs,
   workdir_lib.check_workdir(dirs.workdir)
   workdir_lib.check_output_paths(dirs)
   strategy, data = create_strategy_and_data(config)
+  # Checked before the lock, like every setting: a bad window writes nothing.
+  profile_window = profiling.resolve_window(config.runtime.profile_steps,
+                                            total_steps(config, data))
   if config.input.data_service_address:
     data_service.check_serving(config.input.data_service_address,
                                config.input.data_service_timeout_seconds)
@@ -111,6 +115,7 @@ def setup(config: ml_collections.ConfigDict, dirs: workdir_lib.OutputDirs,
     lock.release()
     raise
   return Setup(strategy=strategy, data=data, dirs=dirs, last_step=total_steps(config, data),
+               profile_window=profile_window,
                changes=tuple(changes), lock=lock, task_name=strategy_lib.task_name(strategy))
 
 
@@ -189,7 +194,7 @@ def _train(config: ml_collections.ConfigDict, run: Setup) -> keras.Model:
                                    enabled=strategy_lib.is_chief(run.strategy))
   reporter.start(from_step=start_step, changes=list(run.changes))
   profiler = profiling.ProfilerWindow(
-      config.runtime.profile_steps,
+      run.profile_window,
       run.dirs.tensorboard_subdirectory(workdir_lib.TRAIN_SUBDIRECTORY), reporter.enabled)
   # Each chunk is one step of TensorBoard's Profile tab while the profiler traces.
   train_steps = profiler.with_step_markers(

@@ -20,7 +20,6 @@ from absl import logging
 import ml_collections
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from input_pipeline import data_source
 from input_pipeline import pipeline
@@ -37,8 +36,6 @@ from trainer import workdir as workdir_lib
 # The default output directory inside the first workdir.
 DEFAULT_OUTPUT_DIRNAME = "eval"
 
-
-_READ_CONFIG = tfds.ReadConfig(try_autocache=False)
 
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -295,7 +292,7 @@ class EvalData:
 
 def _read_split(builder, split: str, num_examples: int = 0):
   """(images float32 in [0, 1], labels or None) of `split`, its first `num_examples` if > 0."""
-  dataset = builder.as_dataset(split=split, shuffle_files=False, read_config=_READ_CONFIG)
+  dataset = builder.as_dataset(split=split, shuffle_files=False, read_config=pipeline.READ_CONFIG)
   if num_examples:
     dataset = dataset.take(num_examples)
   has_labels = "label" in builder.info.features

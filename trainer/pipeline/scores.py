@@ -9,11 +9,12 @@ a server would serve. Every call into the evaluation suite is in `_psnr_db`.
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from input_pipeline import data_source
+from input_pipeline import noise
 from input_pipeline import pipeline
 from trainer import export
+from trainer.evaluation import plan
 from trainer.evaluation import scoring
 
 # configs/evaluate.py's `seed`: the root of every noise draw of the evaluation.
@@ -26,7 +27,7 @@ def read_test_images(config) -> np.ndarray:
   """The clean images (float32 [N, 28, 28, 1] in [0, 1]) of the config's eval split."""
   builder = data_source.get_builder(config.dataset, config.data_dir)
   dataset = builder.as_dataset(split=config.eval_split, shuffle_files=False,
-                               read_config=tfds.ReadConfig(try_autocache=False))
+                               read_config=pipeline.READ_CONFIG)
   batches = [pipeline.scale_images(batch["image"]).numpy()
              for batch in dataset.batch(10_000).as_numpy_iterator()]
   return np.concatenate(batches)
@@ -42,8 +43,8 @@ def denoise(loaded, images: np.ndarray) -> np.ndarray:
 
 def _psnr_db(loaded, clean: np.ndarray, noise_type: str, level: float) -> float:
   """The evaluation suite's psnr_mean_db of `loaded` at one (noise type, level)."""
-  seed = scoring.noise_seed(EVALUATION_SEED, noise_type, level, scoring.TEST_STREAM)
-  noisy = scoring.add_fixed_noise(clean, noise_type, level, seed)
+  seed = plan.noise_seed(EVALUATION_SEED, noise_type, level, plan.TEST_STREAM)
+  noisy = scoring.add_fixed_noise(clean, noise.NoiseSpec(noise_type, level), seed)
   per_example = scoring.per_example_metrics(clean, denoise(loaded, noisy))
   return scoring.summarize(per_example)["psnr_mean_db"]
 
