@@ -1,6 +1,7 @@
 """Shared fixtures: configs, mocked TFDS data for unit tests, one real-MNIST run for end-to-end tests."""
 
 import os
+import pathlib
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -13,6 +14,7 @@ import pytest  # pylint: disable=g-import-not-at-top
 import tensorflow_datasets as tfds
 
 from configs import test as test_config
+from tests import cloud_helpers as cloud
 from input_pipeline import data_source
 from trainer import train
 
@@ -47,3 +49,14 @@ def trained_run(tmp_path_factory):
   config = test_config.get_config()
   model = train.train_and_evaluate(config, workdir)
   return workdir, config, model
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+  """The wheel, built once by scripts/build_wheel.sh --fail-on-warnings, as CI builds it."""
+  result = cloud.build_wheel(cloud.REPO, tmp_path_factory.mktemp("dist"), "--fail-on-warnings")
+  assert result.returncode == 0, result.stderr
+  path = pathlib.Path(result.stdout.strip())
+  assert path.is_file() and path.name == "dae_trainer-0.1.0-py3-none-any.whl"
+  return path
+

@@ -13,6 +13,9 @@ import sys
 
 import numpy as np
 
+from configs import evaluate as evaluate_config
+from input_pipeline import data_source
+
 from trainer.evaluation import registry as registry_lib
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,3 +117,34 @@ def assert_python_runs(code: str) -> None:
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, cwd=_REPO_ROOT)
   assert result.returncode == 0, result.stderr[-2000:]
+
+
+# The small evaluation's test images, and the subset the slow baseline (bm3d) scores.
+NUM_EXAMPLES = 24
+SLOW_SUBSET = 10
+
+
+def small_config(cache_dir=None, num_workers=1):
+  """Four levels on 24 images; the baseline cache in `cache_dir` (off without one)."""
+  config = evaluate_config.get_config()
+  config.num_workers = num_workers
+  config.use_cache = cache_dir is not None
+  config.cache_dir = str(cache_dir or "")
+  config.num_examples = NUM_EXAMPLES
+  config.levels.gaussian = (0.2, 0.4)
+  config.levels.salt_and_pepper = (0.1,)
+  config.levels.masking = (0.25,)
+  config.baselines = ("noisy", "median", "bm3d")
+  config.slow_baseline_max_images = SLOW_SUBSET
+  config.tuning_examples = 16
+  config.wiener_fit_examples = 16
+  config.representation.train_examples = 100
+  config.batch_size = 16  # Several batches per call.
+  config.num_images_to_show = 4
+  return config
+
+
+def train_images(count):
+  builder = data_source.get_builder("mnist", None)
+  batch = next(builder.as_dataset(split=f"train[:{count}]").batch(count).as_numpy_iterator())
+  return batch["image"].astype(np.float32) / 255.0

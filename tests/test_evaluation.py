@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -22,10 +21,8 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from tests import evaluation_fakes
 from trainer import errors
-from configs import evaluate as evaluate_config
 from configs import test as test_config
 from input_pipeline import data_source
-from trainer import checkpoints
 from trainer.evaluation import loading
 from trainer.evaluation import report as report_lib
 from trainer.evaluation import runner
@@ -33,46 +30,19 @@ from trainer.evaluation import plan as plan_lib
 from trainer.evaluation import scoring
 from trainer import export
 from trainer import models
-from trainer import workdir_lock
 from input_pipeline import noise as noise_lib
 from tests.helpers import REPO_ROOT
 # pylint: enable=g-import-not-at-top,g-bad-import-order
 
 IMAGE_SHAPE = data_source.IMAGE_SHAPE
-NUM_EXAMPLES = 24
-SLOW_SUBSET = 10
-
-
-def _small_config(cache_dir=None, num_workers=1):
-  """Four levels on 24 images; the baseline cache in `cache_dir` (off without one)."""
-  config = evaluate_config.get_config()
-  config.num_workers = num_workers
-  config.use_cache = cache_dir is not None
-  config.cache_dir = str(cache_dir or "")
-  config.num_examples = NUM_EXAMPLES
-  config.levels.gaussian = (0.2, 0.4)
-  config.levels.salt_and_pepper = (0.1,)
-  config.levels.masking = (0.25,)
-  config.baselines = ("noisy", "median", "bm3d")
-  config.slow_baseline_max_images = SLOW_SUBSET
-  config.tuning_examples = 16
-  config.wiener_fit_examples = 16
-  config.representation.train_examples = 100
-  config.batch_size = 16  # Several batches per call.
-  config.num_images_to_show = 4
-  return config
-
-
-def _train_images(count):
-  builder = data_source.get_builder("mnist", None)
-  batch = next(builder.as_dataset(split=f"train[:{count}]").batch(count).as_numpy_iterator())
-  return batch["image"].astype(np.float32) / 255.0
+NUM_EXAMPLES = evaluation_fakes.NUM_EXAMPLES
+SLOW_SUBSET = evaluation_fakes.SLOW_SUBSET
 
 
 def _export_trained_dae(path):
   """The test config's dense DAE after a few Adam steps on noisy MNIST."""
   model = models.create_model(test_config.get_config().model, IMAGE_SHAPE, seed=0)
-  clean = _train_images(256)
+  clean = evaluation_fakes.train_images(256)
   noisy = np.clip(clean + 0.4 * np.random.default_rng(0).normal(size=clean.shape), 0, 1)
   model.compile(keras.optimizers.Adam(3e-3), "binary_crossentropy")
   model.fit(noisy.astype(np.float32), clean, batch_size=64, epochs=2, verbose=0)
@@ -114,7 +84,7 @@ def cache_dir(tmp_path_factory):
 def evaluated(saved_models, cache_dir, tmp_path_factory):
   """(report, output_dir) of one evaluation of both models, with an empty baseline cache."""
   output_dir = str(tmp_path_factory.mktemp("eval") / "out")
-  report = _evaluate(_small_config(cache_dir), saved_models, output_dir)
+  report = _evaluate(evaluation_fakes.small_config(cache_dir), saved_models, output_dir)
   return report, output_dir
 
 
@@ -310,7 +280,7 @@ def test_second_evaluation_with_another_model_computes_no_baseline(
     evaluated, saved_models, cache_dir, tmp_path, caplog):
   report, _ = evaluated
   with caplog.at_level("INFO", logger="absl"):
-    second = _evaluate(_small_config(cache_dir),
+    second = _evaluate(evaluation_fakes.small_config(cache_dir),
                                         {"identity": saved_models["identity"]},
                                         str(tmp_path / "out"))
   assert second["baseline_cache"]["computed"] == 0
@@ -336,11 +306,11 @@ def test_changed_level_or_seed_recomputes(evaluated, saved_models, cache_dir, tm
   models = {"identity": saved_models["identity"]}
   # 0.3 is new; 0.2 and the reference 0.4 are in the cache.
   levels_changed = _evaluate(
-      _one_type(_small_config(cache_dir), (0.2, 0.3)), models, str(tmp_path / "levels"))
+      _one_type(evaluation_fakes.small_config(cache_dir), (0.2, 0.3)), models, str(tmp_path / "levels"))
   assert {key: set(flags.values()) for key, flags in _from_cache(levels_changed).items()} == {
       ("gaussian", "0.2"): {True}, ("gaussian", "0.3"): {False}, ("gaussian", "0.4"): {True}}
   assert levels_changed["baseline_cache"]["computed"] == 3
-  config = _one_type(_small_config(cache_dir), (0.4,))
+  config = _one_type(evaluation_fakes.small_config(cache_dir), (0.4,))
   config.seed = 1
   seed_changed = _evaluate(config, models, str(tmp_path / "seed"))
   assert seed_changed["baseline_cache"]["computed"] == 3
@@ -361,7 +331,7 @@ def test_truncated_cache_entry_is_recomputed_with_a_warning(evaluated, saved_mod
   content = paths[0].read_bytes()
   paths[0].write_bytes(content[:len(content) // 3])
   with caplog.at_level("WARNING"):
-    again = _evaluate(_one_type(_small_config(cache_dir), (0.4,)),
+    again = _evaluate(_one_type(evaluation_fakes.small_config(cache_dir), (0.4,)),
                                        {"identity": saved_models["identity"]},
                                        str(tmp_path / "out"))
   assert f"Ignoring the unusable cache entry {paths[0]}" in caplog.text
@@ -376,7 +346,7 @@ def test_truncated_cache_entry_is_recomputed_with_a_warning(evaluated, saved_mod
 def test_evaluation_in_two_worker_processes_reports_the_same_numbers(evaluated, saved_models,
                                                                      tmp_path):
   report, _ = evaluated
-  in_parallel = _evaluate(_small_config(num_workers=2), saved_models,
+  in_parallel = _evaluate(evaluation_fakes.small_config(num_workers=2), saved_models,
                                            str(tmp_path / "out"))
   assert in_parallel["workers"] == 2
   assert in_parallel["baseline_cache"]["enabled"] is False
@@ -398,7 +368,7 @@ def test_evaluation_in_two_worker_processes_reports_the_same_numbers(evaluated, 
     (lambda config: setattr(config, "batch_size", 0), r"batch_size=0 must be an integer >= 1"),
 ], ids=["baseline", "level", "noise_type", "reference", "batch_size"])
 def test_bad_config_fails_with_one_line_and_writes_nothing(tmp_path, change, message):
-  config = _small_config()
+  config = evaluation_fakes.small_config()
   with config.unlocked():
     change(config)
   output_dir = str(tmp_path / "out")
@@ -415,7 +385,7 @@ def test_missing_saved_model_names_the_path_and_the_fix(tmp_path):
                            r"\(python -m trainer.main .*--workdir=.*/run\) or pass "
                            r"--saved_model=PATH"):
     _evaluate(
-        _small_config(), loading.model_paths([str(tmp_path / "run")], []), output_dir)
+        evaluation_fakes.small_config(), loading.model_paths([str(tmp_path / "run")], []), output_dir)
   assert not os.path.exists(output_dir)
 
 
@@ -470,194 +440,3 @@ def test_command_line_end_to_end_reproduces_the_numbers(saved_models, evaluated,
             == report["results"]["gaussian"]["0.4"]["metrics"][method]), method
   assert list(cli_report["results"]) == ["gaussian"]
   assert os.path.exists(os.path.join(output_dir, report_lib.REPORT_MD))
-
-
-def test_training_run_is_read_from_the_workdir_around_the_saved_model(tmp_path):
-  assert loading.training_run(str(tmp_path / "saved_model")) is None
-  (tmp_path / "metrics.json").write_text(json.dumps(
-      {"epochs": 30.0, "step": 14040, "num_parameters": 437777, "psnr": 22.4}))
-  (tmp_path / "config.json").write_text(json.dumps(
-      {"model": {"type": "conv"}, "noise": {"type": "gaussian", "factor": 0.4}}))
-  assert loading.training_run(str(tmp_path / "saved_model") + "/") == {
-      "model_type": "conv", "num_parameters": 437777, "epochs": 30.0, "step": 14040,
-      "noise": {"type": "gaussian", "factor": 0.4}}
-  (tmp_path / "metrics.json").write_text("{not json")
-  assert loading.training_run(str(tmp_path / "saved_model")) is None
-
-
-def _export_at_step(workdir, step, seed):
-  """A dense model exported into `workdir`/saved_model as trainer.main does at `step`."""
-  model = models.create_model(test_config.get_config().model, IMAGE_SHAPE, seed=seed)
-  export.export_saved_model(model, str(workdir / "saved_model"),
-                            training_run={"step": step, "model_type": "dense"})
-  return model
-
-
-def _write_later_run_files(workdir):
-  """metrics.json and config.json of a later run of `workdir`, at step 64."""
-  (workdir / "metrics.json").write_text(json.dumps({"epochs": 2.0, "step": 64}))
-  (workdir / "config.json").write_text(json.dumps({"model": {"type": "conv"}}))
-
-
-def test_the_training_run_is_the_one_the_export_records_not_the_workdirs_latest(tmp_path):
-  # A resumed run has rewritten the workdir's files (step 64); the export is from step 32.
-  model = _export_at_step(tmp_path, 32, seed=0)
-  _write_later_run_files(tmp_path)
-  loaded = loading.load_model("run", str(tmp_path / "saved_model"))
-  assert loaded.training_run == {"step": 32, "model_type": "dense",
-                                 "weights_fingerprint": checkpoints.weights_fingerprint(model)}
-
-
-@pytest.fixture
-def trainer_holding(tmp_path):
-  """`tmp_path` locked as a running trainer locks its workdir (this process holds it)."""
-  assert workdir_lock.holder(str(tmp_path)) is None
-  lock = workdir_lock.acquire(str(tmp_path))
-  yield str(os.getpid())
-  lock.release()
-  assert workdir_lock.holder(str(tmp_path)) is None
-
-
-def test_a_workdir_in_training_scores_its_last_export_and_says_so_in_one_line(
-    tmp_path, trainer_holding, caplog):
-  assert workdir_lock.holder(str(tmp_path)) == trainer_holding
-  model = _export_at_step(tmp_path, 32, seed=0)
-  _write_later_run_files(tmp_path)
-  loaded = loading.load_model("run", str(tmp_path / "saved_model"))
-  fingerprint = checkpoints.weights_fingerprint(model)
-  assert loaded.training_run == {"step": 32, "model_type": "dense",
-                                 "weights_fingerprint": fingerprint,
-                                 "trainer_pid": trainer_holding}
-  warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
-  assert warnings == [(f"{tmp_path} is being trained (PID {trainer_holding} holds trainer.lock): "
-                       f"evaluating its last complete export, from step 32 (weights "
-                       f"{fingerprint}).")]
-  markdown = report_lib.format_markdown({
-      "dataset": {"name": "mnist", "num_examples": 1, "splits": {
-          "test": "test", "tuning": "t", "wiener_fit": "w"}},
-      "models": {"run": loaded.path}, "training_runs": {"run": loaded.training_run},
-      "baselines": [], "slow_baselines": {}, "reference": {"type": "gaussian", "level": 0.4},
-      "results": {"gaussian": {"0.4": {"num_examples": 1, "metrics": {"run": {
-          "psnr_mean_db": 20.0, "psnr_pooled_db": 19.0, "ssim": 0.5, "bce": 0.1, "mse": 0.01}},
-          "margin_over_best_baseline": {"run": None}}}},
-      "representation": {"skipped": "no labels"}, "timings_seconds": {}})
-  assert f"run ({loaded.path}, step 32, weights {fingerprint})" in markdown
-  assert (f"- run's workdir was being trained (PID {trainer_holding}) during this evaluation: "
-          "its last complete export was scored.") in markdown
-
-
-def test_an_export_swapped_in_during_the_load_is_loaded_again(
-    tmp_path, trainer_holding, monkeypatch):
-  del trainer_holding
-  _export_at_step(tmp_path, 32, seed=0)
-  newer = models.create_model(test_config.get_config().model, IMAGE_SHAPE, seed=1)
-  real_load = tf.saved_model.load
-  loads = []
-
-  def load_while_the_trainer_exports(path, *args, **kwargs):
-    # The first load reads the record of step 32, then the weights of the
-    # export of step 64 that the trainer renamed into place meanwhile.
-    if not loads:
-      export.export_saved_model(newer, path, training_run={"step": 64})
-    loads.append(path)
-    return real_load(path, *args, **kwargs)
-
-  monkeypatch.setattr(tf.saved_model, "load", load_while_the_trainer_exports)
-  monkeypatch.setattr(loading, "_RETRY_SECONDS", 0.0)
-  loaded = loading.load_model("run", str(tmp_path / "saved_model"))
-  assert len(loads) == 2
-  assert loaded.training_run["step"] == 64
-  assert loaded.training_run["weights_fingerprint"] == checkpoints.weights_fingerprint(newer)
-  np.testing.assert_allclose(loaded.denoise(_train_images(2), batch_size=2),
-                             newer(_train_images(2), training=False).numpy(), atol=1e-6)
-
-
-def test_weights_that_do_not_match_the_exports_record_are_one_line(tmp_path):
-  _export_at_step(tmp_path, 32, seed=0)
-  record = tmp_path / "saved_model" / export.EXPORT_INFO_PATH
-  record.write_text(json.dumps({"weights_fingerprint": "0123456789abcdef",
-                                "training_run": {"step": 32}}))
-  with pytest.raises(errors.EvaluationError,
-                     match=r"holds weights [0-9a-f]{16}, but its assets.extra/export.json records "
-                           r"0123456789abcdef: it changed while it was loaded"):
-    loading.load_model("run", str(tmp_path / "saved_model"))
-
-
-def test_a_workdir_in_training_without_an_export_yet_names_its_trainer(
-    tmp_path, trainer_holding, monkeypatch):
-  monkeypatch.setattr(loading, "_RETRY_SECONDS", 0.0)
-  with pytest.raises(errors.EvaluationError,
-                     match=rf"No SavedModel at .*saved_model \(model 'run'\) yet: .* is being "
-                           rf"trained \(PID {trainer_holding} holds trainer.lock\), and its "
-                           r"trainer exports at the end of its run"):
-    loading.load_model("run", str(tmp_path / "saved_model"))
-
-
-def test_an_export_without_a_record_is_described_by_its_workdir_unless_in_training(tmp_path):
-  model = models.create_model(test_config.get_config().model, IMAGE_SHAPE, seed=0)
-  export.export_saved_model(model, str(tmp_path / "saved_model"))
-  os.remove(tmp_path / "saved_model" / export.EXPORT_INFO_PATH)
-  _write_later_run_files(tmp_path)
-  assert loading.load_model("run", str(tmp_path / "saved_model")).training_run == {
-      "model_type": "conv", "num_parameters": None, "epochs": 2.0, "step": 64, "noise": None}
-  # A trainer may be rewriting those files: they describe no export then.
-  lock = workdir_lock.acquire(str(tmp_path))
-  try:
-    assert loading.load_model("run", str(tmp_path / "saved_model")).training_run == {
-        "trainer_pid": str(os.getpid())}
-  finally:
-    lock.release()
-
-
-@pytest.mark.slow
-def test_a_real_trainer_resuming_the_workdir_is_detected_and_its_last_export_scored(tmp_path):
-  """trainer.main trains to step 32, then resumes towards step 640; meanwhile the evaluation
-  loads the step-32 export and names the running trainer."""
-  workdir = tmp_path / "run"
-  command = [sys.executable, "-m", "trainer.main", "--config=configs/test.py",
-             f"--workdir={workdir}"]
-  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  subprocess.run(command, cwd=REPO_ROOT, env=environment, check=True, capture_output=True,
-                 timeout=300)
-  trainer = subprocess.Popen(command + ["--config.train.num_epochs=20"], cwd=REPO_ROOT,
-                             env=environment, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-  try:
-    deadline = time.time() + 120
-    while workdir_lock.holder(str(workdir)) != str(trainer.pid):
-      assert trainer.poll() is None and time.time() < deadline, "the trainer never held the lock"
-      time.sleep(0.1)
-    loaded = loading.load_model("run", str(workdir / "saved_model"))
-    assert loaded.training_run["step"] == 32
-    assert loaded.training_run["trainer_pid"] == str(trainer.pid)
-  finally:
-    # It may not have installed its SIGTERM handler yet (it locks the workdir first).
-    trainer.terminate()
-    trainer.wait(timeout=120)
-
-
-@pytest.mark.slow  # An evaluate process: CI runs it in make test-slow.
-def test_missing_eval_extra_is_one_line_naming_it(tmp_path):
-  # A stand-in scikit-learn that cannot be imported, as on an install without the extra.
-  (tmp_path / "sklearn").mkdir()
-  (tmp_path / "sklearn" / "__init__.py").write_text(
-      "raise ModuleNotFoundError(\"No module named 'sklearn'\", name='sklearn')\n")
-  result = subprocess.run(
-      [sys.executable, "-m", "trainer.evaluate", "--saved_model=/nonexistent"], cwd=REPO_ROOT,
-      env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), REPO_ROOT])),
-      capture_output=True, text=True, timeout=120, check=False)
-  assert result.returncode == 1
-  assert result.stderr.strip().splitlines()[-1] == (
-      "dae-trainer evaluate: the evaluation needs sklearn, which is not installed; install the "
-      "eval extra: pip install '.[eval]' (or 'dae-trainer[eval]').")
-  assert "Traceback" not in result.stderr
-
-
-def test_more_examples_than_the_split_score_the_whole_split_with_a_warning(caplog):
-  config = _small_config()
-  config.split = "test[:40]"
-  config.num_examples = 100_000
-  data = loading.load_data(config)
-  assert len(data.test_images) == 40 and data.splits["test"] == "test[:40]"
-  assert any("num_examples=100000 is more than the 40 images of split 'test[:40]': scoring all 40"
-             in record.getMessage() for record in caplog.records)
