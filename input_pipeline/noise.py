@@ -131,7 +131,7 @@ def _validate_generator(noise_config: ml_collections.ConfigDict) -> None:
   name = generator(noise_config)
   if name not in GENERATORS:
     raise errors.ConfigError(f"Unknown noise.generator {name!r}; valid generators are "
-                     f"{', '.join(GENERATORS)} (set --config.noise.generator=philox).")
+                             f"{', '.join(GENERATORS)} (set --config.noise.generator=philox).")
   if name != "table":
     return
   if "gaussian" not in (_mixture_types(noise_config) or (noise_config.type,)):

@@ -149,6 +149,7 @@ def _gone_within(pids, seconds: float) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.slow  # An evaluation process and its workers, killed: CI runs it in make test-slow.
 def test_killing_the_evaluation_leaves_no_worker_process(tmp_path):
   # THE check of issue 25 item 4: after kill -9 no worker may be left (they were, 111 s later).
   process, workers = _start_evaluation_with_workers(tmp_path)

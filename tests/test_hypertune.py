@@ -95,6 +95,7 @@ def test_a_run_outside_a_trial_writes_no_metric_file(config, tmp_path, monkeypat
   assert (tmp_path / "workdir" / "metrics.json").exists() and not path.exists()
 
 
+@pytest.mark.slow  # A trainer process of two epochs: CI runs it in make test-slow.
 def test_a_trial_run_takes_vertex_arguments_and_reports_each_evaluation(tmp_path):
   """The command Vertex AI runs: space-separated config flags, a trial id and a metric file."""
   metric_file = tmp_path / "hypertune" / "output.metrics"

@@ -355,6 +355,8 @@ def test_pipeline_job_parses_with_aiplatform_types(compiled, monkeypatch):
       "image"] == IMAGE
 
 
+# The submit script compiles the pipeline in a process of its own: CI runs it in make test-slow.
+@pytest.mark.slow
 def test_submit_script_dry_run_prints_the_pipeline_job(tmp_path):
   result = subprocess.run(
       [str(REPO / "scripts" / "submit_pipeline.sh"), "--project=p", f"--image={IMAGE}",

@@ -90,6 +90,7 @@ def test_onnx_and_litert_match_the_saved_model(exported_run, noisy_images, batch
   assert np.ptp(expected) > 1000 * _TOLERANCE
 
 
+@pytest.mark.slow  # A training, an export and two conversions: CI runs it in make test-slow.
 def test_a_finished_workdir_is_exported_from_its_saved_model(trained_run, noisy_images, tmp_path):
   workdir = str(tmp_path / "workdir")
   shutil.copytree(trained_run[0], workdir)
@@ -137,7 +138,8 @@ def test_parse_formats(value, expected):
 
 def test_an_unknown_format_is_a_config_error_before_training(config, tmp_path):
   config.export.formats = "onnx,torchscript"
-  with pytest.raises(errors.ConfigError, match="unknown export format.*'torchscript' in export.formats='onnx,torchscript'"):
+  with pytest.raises(errors.ConfigError, match="unknown export format.*'torchscript' in "
+                     "export.formats='onnx,torchscript'"):
     train.train_and_evaluate(config, str(tmp_path / "workdir"))
   assert not os.path.exists(tmp_path / "workdir" / "config.json")
 

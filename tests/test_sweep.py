@@ -71,6 +71,7 @@ def test_sweep_trains_runs_and_writes_the_table(tmp_path):
   assert again.returncode == 0 and "already finished" in again.stderr
 
 
+@pytest.mark.slow  # A script process that imports TensorFlow: CI runs it in make test-slow.
 def test_dry_run_commands_are_quoted_for_a_shell(tmp_path):
   root = str(tmp_path / "x" / "$(touch pwned)")
   result = subprocess.run(

@@ -12,6 +12,7 @@ import textwrap
 
 from google.cloud.aiplatform_v1.types import HyperparameterTuningJob
 from google.protobuf import json_format
+import pytest
 import yaml
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -97,6 +98,9 @@ def _run(args):
                         check=False)
 
 
+# The submit script checks the study in a process that imports TensorFlow: CI runs it in
+# make test-slow.
+@pytest.mark.slow
 def test_submit_vertex_dry_run_creates_a_tuning_job(tmp_path):
   result = _run([str(REPO / "scripts" / "submit_vertex.sh"), "--project=proj",
                  f"--image={IMAGE}", "--output-dir=gs://b/tune1", f"--study={STUDY}",

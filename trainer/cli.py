@@ -97,7 +97,7 @@ def fail(message: str, exit_code: int = 1, program: str = "dae-trainer"):
 
 def parse_flags(argv: list[str], program: str = "dae-trainer", default_config: str | None = None,
                 config_fields: str = "configs/default.py") -> list[str]:
-  """Parses flags and loads the config (`default_config` if no --config); errors exit in one line."""
+  """Parses flags and loads the config (`default_config` without --config); errors in one line."""
   if default_config and not any(argument == "--config" or argument.startswith("--config=")
                                 for argument in argv):
     argv = [argv[0], f"--config={default_config}", *argv[1:]]

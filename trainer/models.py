@@ -185,7 +185,7 @@ def check_model_config(model_config: ml_collections.ConfigDict) -> None:
     _check_filters("conv_filters", model_config.conv_filters, 2, "(28 -> 14 -> 7)", "(32,64)")
     if model_config.conv_blocks_per_level < 0:
       raise errors.ConfigError(f"model.conv_blocks_per_level={model_config.conv_blocks_per_level} "
-                       "must be >= 0.")
+                               "must be >= 0.")
     _check_conv_bottleneck(model_config)
   if model_config.type == "unet":
     # Levels: 28, 14, 7 (each pooling halves the side; 28 halves at most twice evenly).
@@ -193,7 +193,7 @@ def check_model_config(model_config: ml_collections.ConfigDict) -> None:
                    "one per level (28, 14, 7)", "(32,64,128)")
     if not model_config.unet_convs_per_level > 0:
       raise errors.ConfigError(f"model.unet_convs_per_level={model_config.unet_convs_per_level} "
-                       "must be > 0.")
+                               "must be > 0.")
 
 
 def _check_conv_bottleneck(model_config) -> None:

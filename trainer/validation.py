@@ -70,13 +70,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not math.isfinite(config.train.learning_rate):
     # inf passes "> 0" but makes every weight non-finite after the first step.
     raise errors.ConfigError(f"train.learning_rate={config.train.learning_rate} must be a finite "
-                     "number > 0 (e.g. --config.train.learning_rate=0.001).")
+                             "number > 0 (e.g. --config.train.learning_rate=0.001).")
   if config.train.log_every_steps < 0:
     raise errors.ConfigError(f"train.log_every_steps={config.train.log_every_steps} must be >= 0 "
-                     "(0: no step-level summaries or progress lines).")
+                             "(0: no step-level summaries or progress lines).")
   if config.train.max_steps < 0:
     raise errors.ConfigError(f"train.max_steps={config.train.max_steps} must be >= 0 "
-                     "(0: train.num_epochs decides).")
+                             "(0: train.num_epochs decides).")
   if not isinstance(config.runtime.jit_compile, bool):
     raise errors.ConfigError(f"runtime.jit_compile={config.runtime.jit_compile!r} must be True or False.")
   # Its end is checked against the run's length once the data is known (train.py).

@@ -71,7 +71,7 @@ class OutputDirs:
     return os.path.join(self.tensorboard, name)
 
   def report_paths(self) -> list[str]:
-    """The run files of the workdir (config, history, metrics, plots), with their temporary names."""
+    """The workdir's run files (config, history, metrics, plots), with their temporary names."""
     names = [CONFIG_FILENAME, CONFIG_HISTORY_FILENAME, HISTORY_FILENAME, METRICS_FILENAME,
              os.path.join(PLOTS_DIRNAME, LOSS_PLOT_FILENAME),
              os.path.join(PLOTS_DIRNAME, DENOISED_PLOT_FILENAME)]
@@ -110,7 +110,8 @@ def check_workdir(workdir: str, flag: str = "--workdir") -> None:
   """
   if not workdir.strip():
     # os.path.abspath("") is the current directory: the run would litter it.
-    raise errors.ConfigError(f"{flag}={workdir!r} is empty; name a directory, e.g. {flag}=runs/dae.")
+    raise errors.ConfigError(
+        f"{flag}={workdir!r} is empty; name a directory, e.g. {flag}=runs/dae.")
   if storage.is_remote(workdir):
     _check_object_name_length(workdir, flag)
     storage.check_usable(workdir, flag, writable=True)
@@ -124,10 +125,10 @@ def check_workdir(workdir: str, flag: str = "--workdir") -> None:
   _check_path_length(workdir, path, existing, flag)
   if not os.path.isdir(existing):
     raise errors.ConfigError(f"{flag}={workdir} cannot be created: {existing} is a file; choose "
-                     f"another {flag}.")
+                             f"another {flag}.")
   if not os.access(existing, os.W_OK | os.X_OK):
     raise errors.ConfigError(f"{flag}={workdir} cannot be written ({existing} is not writable by "
-                     f"this user); choose another {flag} or fix its permissions.")
+                             f"this user); choose another {flag} or fix its permissions.")
 
 
 # Bytes of the longest path a run (or the evaluation) writes below its workdir,
@@ -160,7 +161,7 @@ def _check_path_length(workdir: str, path: str, existing: str, flag: str) -> Non
 
 
 def _check_object_name_length(workdir: str, flag: str) -> None:
-  """Raises errors.ConfigError if the objects below a gs:// workdir would have names too long for GCS."""
+  """Raises errors.ConfigError if objects below a gs:// workdir would have names too long for GCS."""
   if not workdir.startswith("gs://"):
     return
   object_name = workdir[len("gs://"):].partition("/")[2]
@@ -173,7 +174,8 @@ def _check_object_name_length(workdir: str, flag: str) -> None:
 
 
 def check_path_kinds(directories, files, flag: str = "--workdir") -> None:
-  """Raises errors.ConfigError naming the first of `directories` that is a file, or of `files` that is a directory.
+  """Raises errors.ConfigError naming the first of `directories` that is a file, or of `files`
+  that is a directory.
 
   A run checks every path it will write before it starts: otherwise a
   metrics.json that is a directory shows only when the run ends, after all
@@ -181,12 +183,14 @@ def check_path_kinds(directories, files, flag: str = "--workdir") -> None:
   """
   for path in directories:
     if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
-      raise errors.ConfigError(f"{path} is a file where the run writes a directory; move it away, or "
-                       f"choose another {flag}.")
+      raise errors.ConfigError(
+          f"{path} is a file where the run writes a directory; move it away, or "
+          f"choose another {flag}.")
   for path in files:
     if tf.io.gfile.isdir(path):
-      raise errors.ConfigError(f"{path} is a directory where the run writes a file; move it away, or "
-                       f"choose another {flag}.")
+      raise errors.ConfigError(
+          f"{path} is a directory where the run writes a file; move it away, or "
+          f"choose another {flag}.")
 
 
 def check_output_paths(dirs: OutputDirs) -> None:

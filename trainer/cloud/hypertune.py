@@ -47,7 +47,7 @@ def check_metric_name(name: str) -> None:
   """Raises errors.ConfigError unless `name` is an eval metric the trainer reports."""
   if name not in METRIC_GOALS:
     raise errors.ConfigError(f"runtime.hypertune_metric={name!r} is not an eval metric of the trainer; "
-                     f"use one of {', '.join(METRIC_GOALS)}.")
+                             f"use one of {', '.join(METRIC_GOALS)}.")
 
 
 def normalize_vertex_args(argv: Sequence[str]) -> list[str]:

@@ -70,7 +70,7 @@ def model_paths(workdirs, saved_models) -> dict[str, str]:
     named.append((name, path.rstrip("/"), value))
   if not named:
     raise errors.EvaluationError("No model to evaluate; pass --workdir=DIR (a workdir trained by "
-                                   "trainer.main) or --saved_model=[NAME=]PATH, either repeatable.")
+                                 "trainer.main) or --saved_model=[NAME=]PATH, either repeatable.")
   paths = {}
   for name, path, given in named:
     check_model_name(name, given)
@@ -102,7 +102,7 @@ def default_output_dir(workdirs) -> str:
   """
   if not workdirs:
     raise errors.EvaluationError("Pass --output_dir=DIR: without a --workdir there is no default "
-                                   f"(<first workdir>/{DEFAULT_OUTPUT_DIRNAME}).")
+                                 f"(<first workdir>/{DEFAULT_OUTPUT_DIRNAME}).")
   return os.path.join(workdirs[0].rstrip("/"), DEFAULT_OUTPUT_DIRNAME)
 
 

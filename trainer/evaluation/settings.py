@@ -38,7 +38,7 @@ def noise_levels(config: ml_collections.ConfigDict) -> dict[str, tuple[float, ..
 def _check_level(noise_type: str, level, field: str) -> None:
   if not isinstance(level, (int, float)) or isinstance(level, bool):
     raise errors.EvaluationError(f"{field} holds {level!r}, not a number; set --config.{field}=... "
-                          "with numbers, e.g. 0.1,0.4.")
+                                 "with numbers, e.g. 0.1,0.4.")
   fraction = noise_type in noise.FRACTION_NOISE_TYPES
   if not math.isfinite(level) or level < 0 or (fraction and level > 1):
     valid = "fractions of pixels in [0, 1]" if fraction else "standard deviations >= 0"
@@ -53,7 +53,7 @@ def _check_count(config: ml_collections.ConfigDict, field: str, minimum: int) ->
     value = value[part]
   if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
     raise errors.EvaluationError(f"{field}={value!r} must be an integer >= {minimum} "
-                          f"(set --config.{field}=...).")
+                                 f"(set --config.{field}=...).")
 
 
 def validate_config(config: ml_collections.ConfigDict, baseline_names) -> None:
@@ -83,14 +83,14 @@ def validate_config(config: ml_collections.ConfigDict, baseline_names) -> None:
     _check_count(config, field, 0)
   if not isinstance(config.use_cache, bool):
     raise errors.EvaluationError(f"use_cache={config.use_cache!r} must be true or false "
-                          "(--config.use_cache=false computes every baseline afresh).")
+                                 "(--config.use_cache=false computes every baseline afresh).")
   if not isinstance(config.cache_dir, str) or "://" in config.cache_dir:
     raise errors.EvaluationError(f"cache_dir={config.cache_dir!r} must be a local directory, or '' for "
-                          "the default ~/.cache/dae-trainer/evaluation (set --config.cache_dir=...).")
+                                 "the default ~/.cache/dae-trainer/evaluation (set --config.cache_dir=...).")
   if "wiener" in selected_baselines(config) and not config.wiener_fit_examples:
     raise errors.EvaluationError("The wiener baseline is fitted on wiener_fit_examples training images, "
-                          "but wiener_fit_examples=0; set --config.wiener_fit_examples=5000 or "
-                          "leave wiener out of --config.baselines.")
+                                 "but wiener_fit_examples=0; set --config.wiener_fit_examples=5000 or "
+                                 "leave wiener out of --config.baselines.")
   for field in ("batch_size", "slow_baseline_max_images", "tuning_examples",
                 "num_images_to_show"):
     _check_count(config, field, 1)

@@ -85,7 +85,7 @@ def _levels() -> list[float]:
     return [float(level) for level in _EXTRA_LEVELS.value]
   except ValueError as error:
     raise errors.ConfigError(f"--extra_levels={','.join(_EXTRA_LEVELS.value)}: {error}; pass numbers, "
-                     "e.g. --extra_levels=0.2,0.6.") from error
+                             "e.g. --extra_levels=0.2,0.6.") from error
 
 
 def _run() -> None:

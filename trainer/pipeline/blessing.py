@@ -45,7 +45,7 @@ def decide(candidate_db: float, serving_db: float | None, *, min_psnr_db: float,
   """
   if max_psnr_drop_db < 0:
     raise errors.ConfigError(f"max_psnr_drop_db={max_psnr_drop_db} is negative; pass 0 to require a "
-                     "candidate at least as good as the model in service, or a tolerance in dB.")
+                             "candidate at least as good as the model in service, or a tolerance in dB.")
   serving = f"version {serving_version}" if serving_version is not None else "the serving model"
   failures = []
   if not candidate_db >= min_psnr_db:  # Written so that NaN fails.

@@ -41,7 +41,7 @@ def parameters(config_path: str, overrides: dict, pipeline_root: str, serving_di
 def _check_thresholds(max_psnr_drop_db: float) -> None:
   if max_psnr_drop_db < 0:
     raise errors.ConfigError(f"--max_psnr_drop_db={max_psnr_drop_db} is negative; pass 0 to push only a "
-                     "model at least as good as the one in service, or a tolerance in dB.")
+                             "model at least as good as the one in service, or a tolerance in dB.")
 
 
 def run_locally(config_path: str, overrides: dict, pipeline_root: str, serving_dir: str,
@@ -57,8 +57,8 @@ def run_locally(config_path: str, overrides: dict, pipeline_root: str, serving_d
   workdir_lib.check_workdir(pipeline_root, "--pipeline_root")
   if storage.is_remote(pipeline_root):
     raise errors.ConfigError(f"--pipeline_root={pipeline_root}: the local runner keeps its artifacts on "
-                     "this machine; pass a local directory (gs:// roots are for Vertex AI: "
-                     "scripts/submit_pipeline.sh).")
+                             "this machine; pass a local directory (gs:// roots are for Vertex AI: "
+                             "scripts/submit_pipeline.sh).")
   serving.check_serving_dir(serving_dir)
   # Imported here: only a local run needs the runner.
   from kfp import local  # pylint: disable=import-outside-toplevel
@@ -78,13 +78,13 @@ def compile_pipeline(output_path: str, image: str, accelerator_type: str,
   """Writes the pipeline's YAML for Vertex AI Pipelines to `output_path`."""
   if not image.strip():
     raise errors.ConfigError("--image is empty; pass the image cloudbuild.yaml builds, e.g. "
-                     "us-central1-docker.pkg.dev/PROJECT/dae-trainer/dae-trainer:latest")
+                             "us-central1-docker.pkg.dev/PROJECT/dae-trainer/dae-trainer:latest")
   if accelerator_count < 0:
     raise errors.ConfigError(f"--accelerator_count={accelerator_count} is negative; pass 0 to train on "
-                     "CPUs or the number of accelerators.")
+                             "CPUs or the number of accelerators.")
   if accelerator_count and not accelerator_type:
     raise errors.ConfigError(f"--accelerator_count={accelerator_count} needs --accelerator_type, e.g. "
-                     "NVIDIA_TESLA_T4.")
+                             "NVIDIA_TESLA_T4.")
   from kfp import compiler  # pylint: disable=import-outside-toplevel
   compiler.Compiler().compile(
       definition.create_pipeline(image, accelerator_type, accelerator_count), output_path)
@@ -100,7 +100,7 @@ def check_cloud_inputs(config_path: str, overrides: dict, pipeline_root: str, se
   for flag, path in (("--pipeline_root", pipeline_root), ("--serving_dir", serving_dir)):
     if not path.startswith("gs://"):
       raise errors.ConfigError(f"{flag}={path!r} is not a Cloud Storage path; Vertex AI needs one like "
-                       "gs://BUCKET/dae-trainer/pipeline.")
+                               "gs://BUCKET/dae-trainer/pipeline.")
     if reach:
       workdir_lib.check_workdir(path, flag)
 
