@@ -41,6 +41,10 @@ class DatasetUnavailableError(UserError, RuntimeError):
   """The dataset is neither prepared in the data_dir nor downloadable."""
 
 
+class NonFiniteLossError(UserError, FloatingPointError):
+  """The training loss stopped being finite; the message names the step range and the fix."""
+
+
 class PeerLostError(UserError, RuntimeError):
   """Another task of a multi-worker job died or stopped answering."""
 

@@ -15,6 +15,7 @@ import math
 import keras
 import tensorflow as tf
 
+from trainer import errors
 from trainer import metrics
 from trainer import strategy as strategy_lib
 
@@ -186,12 +187,12 @@ def run_chunk(train_steps, iterator, first_step: int, num_steps: int, epoch: int
   multi-worker job sees the same answer after the same chunk).
 
   Raises:
-    FloatingPointError: the loss stopped being finite, naming the step range.
+    errors.NonFiniteLossError: the loss stopped being finite, naming the step range.
   """
   chunk = to_floats(train_steps(iterator, tf.constant(num_steps),
                                 tf.constant(float(stop_requested))))
   if not math.isfinite(chunk["loss"]):
-    raise FloatingPointError(
+    raise errors.NonFiniteLossError(
         f"Training loss became {chunk['loss']} between steps {first_step} and "
         f"{first_step + num_steps - 1} (epoch {epoch + 1}); lower "
         "train.learning_rate or check the input data.")

@@ -178,7 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     errors.ConfigError: a bad config, found before anything is written.
     errors.PeerLostError: another task of a multi-worker job was lost.
     errors.Preempted: stopped on a signal after saving a checkpoint.
-    FloatingPointError: the training loss stopped being finite.
+    errors.NonFiniteLossError: the training loss stopped being finite.
   """
   run = setup(config, dirs or workdir_lib.resolve(workdir), allow_config_change)
   with run.lock:

@@ -149,4 +149,4 @@ def main(argv):
 
 if __name__ == "__main__":
   # The command is the one positional argument; --config is optional (compile needs none).
-  cli.run(main, program="dae-trainer pipeline", positional_arguments=1)
+  cli.run(main, positional_arguments=1)
