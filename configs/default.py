@@ -64,6 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.unet_convs_per_level = 2
   # False: a bias-free U-Net (no additive constant in any layer; configs/blind_unet.py).
   config.model.unet_use_bias = True
+  # True: the U-Net runs on 2x2 blocks of pixels (space-to-depth to 14x14x4, undone at the output,
+  # as FFDNet does): no 28x28 convolutions, so unet_filters name the 14x14 and 7x7 levels only.
+  config.model.unet_space_to_depth = False
 
   config.train = ml_collections.ConfigDict()
   # Passes over the training split.
@@ -76,10 +79,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.learning_rate = 1e-3
   # constant, or cosine: decays from learning_rate to 0 over the whole run.
   config.train.learning_rate_schedule = "constant"
-  # Reconstruction loss: bce (binary cross-entropy) or mse.
+  # Reconstruction loss: bce (binary cross-entropy), mse, or psnr (minus each image's PSNR in dB:
+  # the mean of per-image PSNRs that evaluation reports, optimised directly).
   config.train.loss = "bce"
   # Evaluate on the eval split every this many epochs (and always at the end).
   config.train.eval_every_epochs = 1
+  # If > 0, end the run at the first evaluation whose mean PSNR reaches this many dB: training
+  # to a target quality, as MLPerf times it. 0 = train all of num_epochs.
+  config.train.stop_at_eval_psnr = 0.0
   # Shuffle buffer in examples; >= the split size gives a full shuffle.
   config.train.shuffle_buffer_size = 60_000
   # If > 0, stop after this many global steps, even mid-epoch (TFX's train_steps).

@@ -150,3 +150,37 @@ def test_the_pipeline_is_timed_with_each_generator_the_noise_allows(config, data
   assert all(math.isfinite(value) and value > 0 for timing in timings.values() for value in timing)
   config.noise.type, config.noise.factor = "masking", 0.2
   assert list(harness.time_input_pipeline_by_generator(data, config, 1)) == ["philox"]
+
+
+@pytest.mark.slow
+def test_time_to_quality_trains_to_the_target_and_reports_the_median_ratio():
+  """--time_to_quality on a tiny target: two rounds (the trainer first in the second)."""
+  result = subprocess.run(
+      [sys.executable, "scripts/benchmark.py", "--config=configs/test.py", "--time_to_quality",
+       "--target_psnr=5.0", "--rounds=2", "--tutorial_epochs=2",
+       "--config.train.num_epochs=3"],
+      cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True,
+      text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.loads(result.stdout.strip().splitlines()[-1])
+  assert results["target_psnr"] == 5.0 and not results["target_is_tutorial_psnr"]
+  assert len(results["rounds"]) == 2
+  for entry in results["rounds"]:
+    # The run stopped at its first evaluation, which met the target.
+    assert entry["trainer_epochs_to_target"] == 1 and entry["trainer_best_psnr"] >= 5.0
+    assert entry["trainer_seconds_trained"] == entry["trainer_seconds_to_target"] > 0
+    assert entry["ratio"] == pytest.approx(
+        entry["trainer_seconds_to_target"] / entry["tutorial_seconds"])
+    assert entry["tutorial_test_psnr"] > 5.0 and entry["tutorial_seconds"] > 0
+  assert results["time_to_quality_ratio"] == pytest.approx(
+      np.median([entry["ratio"] for entry in results["rounds"]]))
+  assert "round 2: tutorial" in result.stdout and "ratio" in result.stdout
+
+  unreachable = subprocess.run(
+      [sys.executable, "scripts/benchmark.py", "--config=configs/test.py", "--time_to_quality",
+       "--target_psnr=60.0", "--rounds=1", "--tutorial_epochs=2"],
+      cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True,
+      text=True, timeout=300)
+  assert unreachable.returncode == 0, unreachable.stderr[-3000:]
+  results = json.loads(unreachable.stdout.strip().splitlines()[-1])
+  assert results["time_to_quality_ratio"] is None and "never reached 60.00 dB" in unreachable.stdout

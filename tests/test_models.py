@@ -1,5 +1,6 @@
 """Models: the tutorial's exact dense architecture, the conv variant at several latent sizes, the U-Net."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -153,6 +154,36 @@ def test_unet_with_fewer_levels(filters, features):
   assert models.get_encoder(model)(images).shape == (2, features)
 
 
+def test_space_to_depth_unet_runs_on_pixel_blocks():
+  config = unet_config.get_config().model
+  config.unet_space_to_depth, config.unet_filters = True, (64, 128)
+  model = models.create_model(config, IMAGE_SHAPE)
+  # Levels 14x14 (4 -> 64 -> 64 channels) and 7x7 (64 -> 128 -> 128), a 2x2 transposed
+  # convolution up, 128 -> 64 -> 64 after the skip, and a 1x1 convolution to 4 logits.
+  conv = lambda size, fan_in, fan_out: size * size * fan_in * fan_out + fan_out  # noqa: E731
+  assert model.count_params() == (
+      conv(3, 4, 64) + conv(3, 64, 64) + conv(3, 64, 128) + conv(3, 128, 128)
+      + conv(2, 128, 64) + conv(3, 128, 64) + conv(3, 64, 64) + conv(1, 64, 4)) == 404_548
+  images = tf.random.stateless_uniform((3, 28, 28, 1), seed=[0, 5])
+  denoised = model(images)
+  assert denoised.shape == (3, 28, 28, 1)
+  assert 0.0 <= float(tf.reduce_min(denoised)) and float(tf.reduce_max(denoised)) <= 1.0
+  # Its first convolution sees TensorFlow's own space-to-depth of the images.
+  first_conv = next(layer for layer in model.layers if layer.name.startswith("conv2d"))
+  np.testing.assert_array_equal(
+      keras.Model(model.inputs, first_conv.input)(images), tf.nn.space_to_depth(images, 2))
+  # The blocks go back where they came from: a pixel's logit moves only that pixel.
+  output_conv = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][-1]
+  assert output_conv.kernel_size == (1, 1)
+  kernel, bias = output_conv.get_weights()
+  output_conv.set_weights([kernel * 0.0, bias * 0.0 + np.array([5.0, 0.0, 0.0, 0.0])])
+  corners = model(images).numpy()[0, :, :, 0]
+  np.testing.assert_allclose(corners[0::2, 0::2], 1 / (1 + np.exp(-5.0)), rtol=1e-5)
+  np.testing.assert_allclose(corners[1::2, :], 0.5)
+  np.testing.assert_allclose(corners[:, 1::2], 0.5)
+  assert models.get_encoder(model)(images).shape == (3, 7 * 7 * 128)
+
+
 def test_same_seed_same_weights_other_seed_other_weights():
   config = default_config.get_config().model
   first = models.create_model(config, IMAGE_SHAPE, seed=3).get_weights()
@@ -195,9 +226,11 @@ def test_spatial_code_must_fill_whole_channels(filters, latent_dim, message):
     ("unet_filters", (8, 16, 32, 64), "must be 1 to 3 positive filter counts"),
     ("unet_filters", (8, 0), "must be 1 to 3 positive filter counts"),
     ("unet_convs_per_level", 0, "unet_convs_per_level=0 must be > 0"),
+    ("unet_space_to_depth", True, r"must be 1 to 2 positive filter counts, one per level \(14, "
+                                  r"7\) with model.unet_space_to_depth"),
 ])
 def test_invalid_unet_config_is_rejected(field, value, message):
-  config = unet_config.get_config().model
+  config = unet_config.get_config().model  # Three levels of filters.
   config[field] = value
   with pytest.raises(ValueError, match=message):
     models.create_model(config, IMAGE_SHAPE)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,6 +17,7 @@ from input_pipeline import data_source
 from input_pipeline import pipeline
 from trainer import checkpoints
 from trainer import export
+from trainer import metrics
 from trainer import models
 from trainer import optimizers
 from trainer import steps as steps_lib
@@ -53,10 +55,26 @@ def _evaluate(model, data, config):
           evaluate(iter(dataset), tf.constant(data.num_eval_steps)).items()}
 
 
-def test_loss_drops_over_a_few_steps(config):
+@pytest.mark.parametrize("loss", ["bce", "psnr"])
+def test_loss_drops_over_a_few_steps(config, loss):
+  config.train.loss = loss
   _, _, losses = _train_briefly(config, num_chunks=8)
   assert all(np.isfinite(losses))
-  assert losses[-1] < 0.8 * losses[0], losses
+  # psnr's loss is minus dB (about -7 at the start): it must fall by 2 dB or more.
+  assert (losses[-1] < 0.8 * losses[0] if loss == "bce" else losses[-1] < losses[0] - 2.0), losses
+
+
+def test_each_loss_is_its_definition_per_example():
+  clean = tf.random.stateless_uniform([3, 28, 28, 1], seed=[1, 2])
+  denoised = tf.random.stateless_uniform([3, 28, 28, 1], seed=[3, 4], minval=0.01, maxval=0.99)
+  np.testing.assert_allclose(metrics.per_example_loss(clean, denoised, "bce"), tf.reduce_mean(
+      keras.losses.binary_crossentropy(clean, denoised), axis=[1, 2]), rtol=1e-5)
+  np.testing.assert_allclose(metrics.per_example_loss(clean, denoised, "mse"),
+                             metrics.per_example_mse(clean, denoised), rtol=1e-6)
+  # Minus each image's PSNR: the batch mean is minus the PSNR that evaluation reports.
+  np.testing.assert_allclose(metrics.per_example_loss(clean, denoised, "psnr"),
+                             -metrics.per_example_psnr(clean, denoised), rtol=1e-5)
+  assert np.isfinite(metrics.per_example_loss(clean, clean, "psnr")).all()  # 100 dB, not inf.
 
 
 def test_xla_steps_match_plain_steps(config):
@@ -325,6 +343,22 @@ def test_eval_every_epochs_evaluates_less_often_and_always_at_the_end(config, tm
   assert [entry["step"] for entry in run_files.load_history(workdir)] == [64, 96]
   for step in (32, 64, 96):  # A checkpoint every epoch all the same.
     assert os.path.exists(os.path.join(workdir, "checkpoints", f"ckpt-{step}.index"))
+
+
+def test_a_run_ends_at_its_target_psnr_and_a_rerun_trains_no_further(config, tmp_path):
+  config.train.num_epochs = 3
+  config.train.stop_at_eval_psnr = 5.0  # Reached at the first evaluation (a gray image scores ~7 dB).
+  workdir = str(tmp_path / "workdir")
+  train.train_and_evaluate(config, workdir)
+  history = run_files.load_history(workdir)
+  assert [entry["step"] for entry in history] == [32] and history[0]["eval_psnr"] >= 5.0
+  assert json.load(open(os.path.join(workdir, "metrics.json")))["step"] == 32
+  train.train_and_evaluate(config, workdir)  # The rerun evaluates, finds the target met, stops.
+  assert run_files.load_history(workdir) == history
+  assert not os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-64.index"))
+  config.train.stop_at_eval_psnr = 60.0  # A higher target (a free change): training goes on.
+  train.train_and_evaluate(config, workdir)
+  assert [entry["step"] for entry in run_files.load_history(workdir)] == [32, 64, 96]
 
 
 def test_a_tiny_bias_free_blind_unet_on_every_noise_type_trains_and_exports(tmp_path):

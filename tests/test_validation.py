@@ -33,6 +33,8 @@ from tests.helpers import REPO_ROOT
     ({"train.learning_rate": float("inf")}, "train.learning_rate=inf must be a finite number"),
     ({"train.learning_rate": float("nan")}, "train.learning_rate=nan must be > 0"),
     ({"train.learning_rate": -0.001}, "train.learning_rate=-0.001 must be > 0"),
+    ({"train.stop_at_eval_psnr": -1.0}, r"train.stop_at_eval_psnr=-1.0 must be a number of dB >= 0"),
+    ({"train.stop_at_eval_psnr": float("nan")}, r"train.stop_at_eval_psnr=nan must be"),
 ])
 def test_bad_config_is_rejected(config, overrides, message):
   for key, value in overrides.items():

@@ -34,6 +34,8 @@ DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 # The output layer computes in float32 under any policy: the sigmoid's
 # probabilities, the loss and the metrics stay float32.
 _OUTPUT_DTYPE = "float32"
+# Side of the pixel blocks a space-to-depth U-Net works on (model.unet_space_to_depth).
+_BLOCK = 2
 # Layer of a U-Net whose output `get_encoder` returns (flattened).
 _UNET_DEEPEST_LAYER = "deepest_features"
 
@@ -141,7 +143,7 @@ def _unet(model_config, image_shape, initializers):
   """
   use_bias = model_config.unet_use_bias
   images = keras.Input(shape=image_shape, name="images")
-  x = images
+  x = _space_to_depth(images) if model_config.unet_space_to_depth else images
   skips = []
   *upper_filters, deepest_filters = model_config.unet_filters
   for filters in upper_filters:
@@ -160,9 +162,37 @@ def _unet(model_config, image_shape, initializers):
     x = keras.layers.Concatenate()([x, skip])
     for _ in range(model_config.unet_convs_per_level):
       x = _conv(filters, initializers, use_bias=use_bias)(x)
-  denoised = _conv(image_shape[-1], initializers, activation="sigmoid", kernel_size=1,
-                   dtype=_OUTPUT_DTYPE, use_bias=use_bias)(x)
+  if not model_config.unet_space_to_depth:
+    denoised = _conv(image_shape[-1], initializers, activation="sigmoid", kernel_size=1,
+                     dtype=_OUTPUT_DTYPE, use_bias=use_bias)(x)
+    return keras.Model(images, denoised, name="unet_denoiser")
+  # One logit per pixel of each 2x2 block, back to the image's layout, then the sigmoid.
+  x = _conv(_BLOCK**2 * image_shape[-1], initializers, activation=None, kernel_size=1,
+            dtype=_OUTPUT_DTYPE, use_bias=use_bias)(x)
+  denoised = keras.layers.Activation("sigmoid", dtype=_OUTPUT_DTYPE)(
+      _depth_to_space(x, image_shape))
   return keras.Model(images, denoised, name="unet_denoiser")
+
+
+def _space_to_depth(images):
+  """[28, 28, C] -> [14, 14, 4C]: each 2x2 block of pixels becomes one position's channels.
+
+  Built from Reshape and Permute layers (not tf.nn.space_to_depth in a Lambda
+  layer) so that the SavedModel, ONNX and LiteRT exports need nothing custom.
+  """
+  height, width, channels = images.shape[1:]
+  x = keras.layers.Reshape((height // _BLOCK, _BLOCK, width // _BLOCK, _BLOCK * channels))(images)
+  x = keras.layers.Permute((1, 3, 2, 4))(x)
+  return keras.layers.Reshape((height // _BLOCK, width // _BLOCK, _BLOCK**2 * channels))(x)
+
+
+def _depth_to_space(x, image_shape):
+  """The inverse of `_space_to_depth`: [14, 14, 4C] -> [28, 28, C]."""
+  height, width, channels = image_shape
+  x = keras.layers.Reshape((height // _BLOCK, width // _BLOCK, _BLOCK, _BLOCK * channels),
+                           dtype=_OUTPUT_DTYPE)(x)
+  x = keras.layers.Permute((1, 3, 2, 4), dtype=_OUTPUT_DTYPE)(x)
+  return keras.layers.Reshape(image_shape, dtype=_OUTPUT_DTYPE)(x)
 
 
 def check_model_config(model_config: ml_collections.ConfigDict) -> None:
@@ -188,9 +218,14 @@ def check_model_config(model_config: ml_collections.ConfigDict) -> None:
                                "must be >= 0.")
     _check_conv_bottleneck(model_config)
   if model_config.type == "unet":
-    # Levels: 28, 14, 7 (each pooling halves the side; 28 halves at most twice evenly).
-    _check_filters("unet_filters", model_config.unet_filters, 3,
-                   "one per level (28, 14, 7)", "(32,64,128)")
+    # Levels: 28, 14, 7 (each pooling halves the side; 28 halves at most twice evenly);
+    # 14 and 7 on the space-to-depth blocks.
+    if model_config.unet_space_to_depth:
+      _check_filters("unet_filters", model_config.unet_filters, 2,
+                     "one per level (14, 7) with model.unet_space_to_depth", "(64,128)")
+    else:
+      _check_filters("unet_filters", model_config.unet_filters, 3,
+                     "one per level (28, 14, 7)", "(32,64,128)")
     if not model_config.unet_convs_per_level > 0:
       raise errors.ConfigError(f"model.unet_convs_per_level={model_config.unet_convs_per_level} "
                                "must be > 0.")

@@ -158,6 +158,17 @@ def _make_evaluate(config, run: Setup, model: keras.Model):
   return lambda: steps_lib.to_floats(evaluate(iter(eval_dataset), num_steps))
 
 
+def _is_done(run: Setup, step: int, eval_metrics: dict | None, target_psnr: float) -> bool:
+  """At the run's last step, or (`train.stop_at_eval_psnr` > 0) its target PSNR reached."""
+  if step == run.last_step:
+    return True
+  if not (target_psnr and eval_metrics and eval_metrics["psnr"] >= target_psnr):
+    return False
+  logging.info("%s: eval PSNR %.2f dB at step %d reached train.stop_at_eval_psnr=%.2f; the run "
+               "ends here.", run.task_name, eval_metrics["psnr"], step, target_psnr)
+  return True
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        dirs: workdir_lib.OutputDirs | None = None,
                        allow_config_change: bool = False) -> keras.Model:
@@ -207,14 +218,22 @@ def _train(config: ml_collections.ConfigDict, run: Setup) -> keras.Model:
   logs.log_run_header(run.task_name, state.model, run.data, start_step, run.last_step,
                       config.train.batch_size, run.dirs.workdir)
 
-  step, eval_metrics, run_start = start_step, None, time.time()
+  step, run_start, target_psnr = start_step, time.time(), config.train.stop_at_eval_psnr
+  # Evaluated first only if the restored model may need no training: trained to
+  # its end, or (a rerun) to its target quality at an epoch's end.
+  eval_metrics = (evaluate() if step == run.last_step or (
+      target_psnr and step and run.evaluates_after(step, config.train.eval_every_epochs))
+                  else None)
+  done = _is_done(run, step, eval_metrics, target_psnr)
+  if done:
+    reporter.report_evaluation(step, eval_metrics)
   with contextlib.ExitStack() as stack:
     stack.enter_context(strategy_lib.watch_peers(run.strategy))
     stop_signal = stack.enter_context(preemption.StopSignal())
     for hook in hooks:  # A run that stops early (preempted, a NaN) still writes its trace.
       stack.callback(hook.close)
     epoch_means, epoch_start = steps_lib.RunningMeans(), time.time()
-    while step < run.last_step:
+    while not done:
       epoch, num_steps = step // run.data.steps_per_epoch, run.chunk_size(step, steps_per_loop)
       for hook in hooks:
         hook.before_chunk(step, num_steps)
@@ -246,9 +265,7 @@ def _train(config: ml_collections.ConfigDict, run: Setup) -> keras.Model:
                      eval_metrics, examples_per_second, time.time() - epoch_start, seconds_left,
                      resources.rss_mb())
       epoch_means, epoch_start = steps_lib.RunningMeans(), time.time()
-    if eval_metrics is None:  # Already trained: report on the restored model.
-      eval_metrics = evaluate()
-      reporter.report_evaluation(step, eval_metrics)
+      done = _is_done(run, step, eval_metrics, target_psnr)
   reporter.write_final(state.model, step, eval_metrics)
   logs.log_final(run.task_name, step, eval_metrics, checkpoints.weights_fingerprint(state.model),
                  run.dirs.saved_model if reporter.enabled else None)

@@ -74,6 +74,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.train.log_every_steps < 0:
     raise errors.ConfigError(f"train.log_every_steps={config.train.log_every_steps} must be >= 0 "
                              "(0: no step-level summaries or progress lines).")
+  if not (math.isfinite(config.train.stop_at_eval_psnr) and config.train.stop_at_eval_psnr >= 0):
+    raise errors.ConfigError(
+        f"train.stop_at_eval_psnr={config.train.stop_at_eval_psnr} must be a number of dB >= 0 "
+        "(0: train all of train.num_epochs), e.g. --config.train.stop_at_eval_psnr=23.0.")
   if config.train.max_steps < 0:
     raise errors.ConfigError(f"train.max_steps={config.train.max_steps} must be >= 0 "
                              "(0: train.num_epochs decides).")
@@ -95,7 +99,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 # (runtime settings change float rounding at most).
 _FREE_FIELDS = ("data_dir", "train.num_epochs", "train.max_steps", "train.checkpoints_to_keep",
                 "train.num_images_to_show", "train.steps_per_loop", "train.eval_every_epochs",
-                "train.log_every_steps")
+                "train.log_every_steps", "train.stop_at_eval_psnr")
 _FREE_PREFIXES = ("runtime.", "input.", "export.")
 # Fields a resumed run can never change: which variables the checkpoint holds,
 # and what its step counts (batches of one size, of one split).
