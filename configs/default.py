@@ -79,8 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.learning_rate = 1e-3
   # constant, or cosine: decays from learning_rate to 0 over the whole run.
   config.train.learning_rate_schedule = "constant"
-  # Reconstruction loss: bce (binary cross-entropy), mse, or psnr (minus each image's PSNR in dB:
-  # the mean of per-image PSNRs that evaluation reports, optimised directly).
+  # Reconstruction loss: bce (binary cross-entropy) or mse.
   config.train.loss = "bce"
   # Evaluate on the eval split every this many epochs (and always at the end).
   config.train.eval_every_epochs = 1

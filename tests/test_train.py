@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,7 +16,6 @@ from input_pipeline import data_source
 from input_pipeline import pipeline
 from trainer import checkpoints
 from trainer import export
-from trainer import metrics
 from trainer import models
 from trainer import optimizers
 from trainer import steps as steps_lib
@@ -55,26 +53,10 @@ def _evaluate(model, data, config):
           evaluate(iter(dataset), tf.constant(data.num_eval_steps)).items()}
 
 
-@pytest.mark.parametrize("loss", ["bce", "psnr"])
-def test_loss_drops_over_a_few_steps(config, loss):
-  config.train.loss = loss
+def test_loss_drops_over_a_few_steps(config):
   _, _, losses = _train_briefly(config, num_chunks=8)
   assert all(np.isfinite(losses))
-  # psnr's loss is minus dB (about -7 at the start): it must fall by 2 dB or more.
-  assert (losses[-1] < 0.8 * losses[0] if loss == "bce" else losses[-1] < losses[0] - 2.0), losses
-
-
-def test_each_loss_is_its_definition_per_example():
-  clean = tf.random.stateless_uniform([3, 28, 28, 1], seed=[1, 2])
-  denoised = tf.random.stateless_uniform([3, 28, 28, 1], seed=[3, 4], minval=0.01, maxval=0.99)
-  np.testing.assert_allclose(metrics.per_example_loss(clean, denoised, "bce"), tf.reduce_mean(
-      keras.losses.binary_crossentropy(clean, denoised), axis=[1, 2]), rtol=1e-5)
-  np.testing.assert_allclose(metrics.per_example_loss(clean, denoised, "mse"),
-                             metrics.per_example_mse(clean, denoised), rtol=1e-6)
-  # Minus each image's PSNR: the batch mean is minus the PSNR that evaluation reports.
-  np.testing.assert_allclose(metrics.per_example_loss(clean, denoised, "psnr"),
-                             -metrics.per_example_psnr(clean, denoised), rtol=1e-5)
-  assert np.isfinite(metrics.per_example_loss(clean, clean, "psnr")).all()  # 100 dB, not inf.
+  assert losses[-1] < 0.8 * losses[0], losses
 
 
 def test_xla_steps_match_plain_steps(config):

@@ -8,11 +8,9 @@ import tensorflow as tf
 
 from trainer import errors
 
-LOSSES = ("bce", "mse", "psnr")
+LOSSES = ("bce", "mse")
 # Keras's clipping for probabilities in binary cross-entropy.
 _EPSILON = 1e-7
-# Added to the MSE under the psnr loss: a perfect image scores 100 dB, not infinity.
-_PSNR_LOSS_MSE_FLOOR = 1e-10
 
 
 def check_loss_name(loss_name: str) -> None:
@@ -26,15 +24,9 @@ def per_example_loss(clean: tf.Tensor, denoised: tf.Tensor, loss_name: str) -> t
   """Mean over pixels of the reconstruction loss, one value per example.
 
   bce matches `keras.losses.binary_crossentropy` on probabilities (the
-  tutorial's loss); mse is the mean squared error; psnr is minus the image's
-  PSNR in dB, so that the batch mean is minus the metric reported (the mean
-  of per-image PSNRs): it weighs each image's error relative to its own MSE,
-  where mse weighs the already-clean images least.
+  tutorial's loss); mse is the mean squared error.
   """
   check_loss_name(loss_name)
-  if loss_name == "psnr":
-    return 10.0 * tf.math.log(per_example_mse(clean, denoised)
-                              + _PSNR_LOSS_MSE_FLOOR) / tf.math.log(10.0)
   if loss_name == "bce":
     probabilities = tf.clip_by_value(denoised, _EPSILON, 1.0 - _EPSILON)
     per_pixel = -(clean * tf.math.log(probabilities)
