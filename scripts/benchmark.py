@@ -131,6 +131,9 @@ def _trainer_round(config, target_psnr: float) -> dict:
       "epochs": reached[0]["epoch"] if reached else None,
       "best_psnr": max(entry["eval_psnr"] for entry in history),
       "trained_seconds": history[-1]["elapsed_seconds"],
+      # (epoch, seconds, eval PSNR) of every evaluation: the run's quality against time.
+      "curve": [(entry["epoch"], round(entry["elapsed_seconds"], 1), round(entry["eval_psnr"], 3))
+                for entry in history],
   }
 
 
@@ -155,6 +158,7 @@ def _time_to_quality(data, config, num_rounds: int) -> dict:
         "trainer_epochs_to_target": trainer["epochs"],
         "trainer_best_psnr": trainer["best_psnr"],
         "trainer_seconds_trained": trainer["trained_seconds"],
+        "trainer_curve": trainer["curve"],
         "ratio": (trainer["seconds"] / tutorial_seconds if trainer["seconds"] is not None
                   else None),
     })

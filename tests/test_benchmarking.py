@@ -172,15 +172,18 @@ def test_time_to_quality_trains_to_the_target_and_reports_the_median_ratio():
     assert entry["ratio"] == pytest.approx(
         entry["trainer_seconds_to_target"] / entry["tutorial_seconds"])
     assert entry["tutorial_test_psnr"] > 5.0 and entry["tutorial_seconds"] > 0
+    assert [point[0] for point in entry["trainer_curve"]] == [1]
   assert results["time_to_quality_ratio"] == pytest.approx(
       np.median([entry["ratio"] for entry in results["rounds"]]))
   assert "round 2: tutorial" in result.stdout and "ratio" in result.stdout
 
   unreachable = subprocess.run(
       [sys.executable, "scripts/benchmark.py", "--config=configs/test.py", "--time_to_quality",
-       "--target_psnr=60.0", "--rounds=1", "--tutorial_epochs=2"],
+       "--target_psnr=60.0", "--rounds=1", "--tutorial_epochs=2", "--config.train.num_epochs=2"],
       cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True,
       text=True, timeout=300)
   assert unreachable.returncode == 0, unreachable.stderr[-3000:]
   results = json.loads(unreachable.stdout.strip().splitlines()[-1])
   assert results["time_to_quality_ratio"] is None and "never reached 60.00 dB" in unreachable.stdout
+  # Trained to the config's end, every evaluation on the curve.
+  assert [point[0] for point in results["rounds"][0]["trainer_curve"]] == [1, 2]

@@ -56,6 +56,7 @@ def _evaluate(data, num_workers, tmp_path):
                                   cache, parallel.worker_count(num_workers))
 
 
+@pytest.mark.slow  # Worker processes; tests/test_evaluation.py runs two workers in make test.
 def test_every_baseline_gives_the_same_numbers_in_two_processes_as_serially(data, tmp_path):
   serial = _evaluate(data, 1, tmp_path)
   in_parallel = _evaluate(data, 2, tmp_path)

@@ -42,6 +42,7 @@ def _train(tmp_path, *flags):
   return (result.stdout + result.stderr).splitlines()
 
 
+@pytest.mark.slow  # A trainer process with XLA: CI runs it in make test-slow.
 def test_a_two_epoch_run_prints_a_short_log(tmp_path):
   lines = _train(tmp_path, "--config.train.num_epochs=2", "--config.runtime.jit_compile=true")
   assert len(lines) <= 15, "\n".join(lines)

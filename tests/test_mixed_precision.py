@@ -50,7 +50,7 @@ def test_only_float16_gets_loss_scaling():
 
 
 @pytest.mark.parametrize("policy, jit_compile", [
-    ("mixed_bfloat16", False), ("mixed_bfloat16", True),
+    ("mixed_bfloat16", False), pytest.param("mixed_bfloat16", True, marks=pytest.mark.slow),
     pytest.param("mixed_float16", False, marks=pytest.mark.slow),
     # Loss scaling's skipped steps and scale updates inside the one-XLA-call loop.
     pytest.param("mixed_float16", True, marks=pytest.mark.slow)])

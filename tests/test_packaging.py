@@ -5,6 +5,7 @@ import re
 import shutil
 import zipfile
 
+import pytest
 
 from tests import cloud_helpers as cloud
 
@@ -58,6 +59,7 @@ def test_build_wheel_fails_when_setuptools_warns_with_fail_on_warnings(tmp_path)
   assert not list((tmp_path / "dist").glob("*.whl"))
 
 
+@pytest.mark.slow  # Builds a wheel: CI runs it in make test-slow.
 def test_a_setuptools_warning_never_fails_a_submission(tmp_path):
   """Without --fail-on-warnings (the submit path) a warning is shown and the wheel is built."""
   copy = _checkout_whose_build_warns(tmp_path)

@@ -36,7 +36,8 @@ def noisy_images():
   return noisy.numpy()
 
 
-@pytest.fixture(scope="module", params=["dense", "conv"])
+# The conv model's run and conversion: in make test-slow.
+@pytest.fixture(scope="module", params=["dense", pytest.param("conv", marks=pytest.mark.slow)])
 def exported_run(request, tmp_path_factory):
   """configs/test.py trained with export.formats=onnx,litert: (model type, workdir)."""
   config = test_config.get_config()

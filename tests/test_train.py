@@ -143,6 +143,7 @@ def test_a_chunk_passes_the_stop_request_in_and_returns_the_answer():
   assert calls[-1] == (4, 0.0) and chunk["stop"] == 0.0
 
 
+@pytest.mark.slow  # Two replicas' training twice over; test_mirrored_training_job_end_to_end too.
 def test_mirrored_two_replicas_match_one_device():
   """Same global batch, same initial weights: per-replica losses and gradients combine exactly."""
   output = _run_python("""
@@ -278,8 +279,10 @@ def test_exported_saved_model_matches_the_model_in_a_fresh_process(trained_run, 
   np.testing.assert_allclose(latent, models.get_encoder(model)(images).numpy(), atol=1e-5)
 
 
+# Five trainer runs each: CI runs both in make test-slow (tests/test_resume.py
+# keeps resuming in make test).
 @pytest.mark.parametrize("jit_compile", [
-    False,
+    pytest.param(False, marks=pytest.mark.slow),
     # configs/default.py's path: one XLA call per chunk of steps.
     pytest.param(True, marks=pytest.mark.slow)])
 def test_resumed_runs_end_where_an_uninterrupted_run_does(config, tmp_path, jit_compile):
@@ -328,7 +331,7 @@ def test_eval_every_epochs_evaluates_less_often_and_always_at_the_end(config, tm
 
 
 def test_a_run_ends_at_its_target_psnr_and_a_rerun_trains_no_further(config, tmp_path):
-  config.train.num_epochs = 3
+  config.train.num_epochs = 2
   config.train.stop_at_eval_psnr = 5.0  # Reached at the first evaluation (a gray image scores ~7 dB).
   workdir = str(tmp_path / "workdir")
   train.train_and_evaluate(config, workdir)
@@ -340,9 +343,10 @@ def test_a_run_ends_at_its_target_psnr_and_a_rerun_trains_no_further(config, tmp
   assert not os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-64.index"))
   config.train.stop_at_eval_psnr = 60.0  # A higher target (a free change): training goes on.
   train.train_and_evaluate(config, workdir)
-  assert [entry["step"] for entry in run_files.load_history(workdir)] == [32, 64, 96]
+  assert [entry["step"] for entry in run_files.load_history(workdir)] == [32, 64]
 
 
+@pytest.mark.slow  # tests/test_models.py checks the bias-free U-Net itself.
 def test_a_tiny_bias_free_blind_unet_on_every_noise_type_trains_and_exports(tmp_path):
   """configs/blind_unet_mixture.py, shrunk: one short epoch on every noise type and level."""
   config = blind_unet_mixture_config.get_config()

@@ -66,6 +66,7 @@ def test_its_trials_run_the_image_with_the_study_config_and_report_its_metric():
   assert 'ENTRYPOINT ["python", "-m", "trainer.main"]' in dockerfile
 
 
+@pytest.mark.slow  # A trainer process: CI runs it in make test-slow.
 def test_a_trials_command_line_parses_into_the_trainers_config():
   """The args of the trial spec plus a parameter as Vertex AI appends it (`--id value`)."""
   spec = vertex_job.build_tuning_job_spec(STUDY, image=IMAGE, output_dir="gs://b/tune1")
