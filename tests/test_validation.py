@@ -1,7 +1,9 @@
 """Bad configs fail before any training starts, with one line naming the value and the fix."""
 
+import importlib
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import time
@@ -11,6 +13,7 @@ import pytest
 
 from input_pipeline import data_source
 from trainer import errors
+from trainer import models
 from trainer import strategy as strategy_lib
 from trainer import train
 from trainer import validation
@@ -188,3 +191,15 @@ def test_a_profile_window_beyond_the_run_writes_nothing_not_even_the_lock(config
                                                "last step 31"):
     train.train_and_evaluate(config, str(tmp_path / "workdir"))
   assert not (tmp_path / "workdir").exists()
+
+
+@pytest.mark.parametrize("name", sorted(
+    path.stem for path in (pathlib.Path(REPO_ROOT) / "configs").glob("*.py")
+    if path.stem not in ("__init__", "evaluate")))  # evaluate.py configures trainer.evaluate.
+def test_every_config_validates_and_builds_its_model(name):
+  config = importlib.import_module(f"configs.{name}").get_config()
+  validation.validate_config(config)
+  model = models.create_model(config.model, (28, 28, 1), config.seed, config.runtime.dtype_policy)
+  assert model.output_shape == (None, 28, 28, 1)
+  if name == "unet_s2d":  # The parameter count its docstring gives.
+    assert model.count_params() == 228_148

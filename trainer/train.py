@@ -219,19 +219,19 @@ def _train(config: ml_collections.ConfigDict, run: Setup) -> keras.Model:
                       config.train.batch_size, run.dirs.workdir)
 
   step, run_start, target_psnr = start_step, time.time(), config.train.stop_at_eval_psnr
-  # Evaluated first only if the restored model may need no training: trained to
-  # its end, or (a rerun) to its target quality at an epoch's end.
-  eval_metrics = (evaluate() if step == run.last_step or (
-      target_psnr and step and run.evaluates_after(step, config.train.eval_every_epochs))
-                  else None)
-  done = _is_done(run, step, eval_metrics, target_psnr)
-  if done:
-    reporter.report_evaluation(step, eval_metrics)
   with contextlib.ExitStack() as stack:
     stack.enter_context(strategy_lib.watch_peers(run.strategy))
     stop_signal = stack.enter_context(preemption.StopSignal())
     for hook in hooks:  # A run that stops early (preempted, a NaN) still writes its trace.
       stack.callback(hook.close)
+    # Evaluated first only if the restored model may need no training: trained to
+    # its end, or (a rerun) to its target quality at an epoch's end.
+    eval_metrics = (evaluate() if step == run.last_step or (
+        target_psnr and step and run.evaluates_after(step, config.train.eval_every_epochs))
+                    else None)
+    done = _is_done(run, step, eval_metrics, target_psnr)
+    if done:
+      reporter.report_evaluation(step, eval_metrics)
     epoch_means, epoch_start = steps_lib.RunningMeans(), time.time()
     while not done:
       epoch, num_steps = step // run.data.steps_per_epoch, run.chunk_size(step, steps_per_loop)

@@ -1,0 +1,38 @@
+"""A U-Net on 2x2 blocks of pixels: most of the U-Net's quality in a fraction of its time.
+
+The image goes through space-to-depth (28x28x1 -> 14x14x4, as FFDNet does) and
+back at the output, so the U-Net has no 28x28 convolutions, where
+configs/unet.py spends most of its FLOPs: two levels of 48 and 96 filters,
+228,148 parameters, 739 training examples/s on this project's 2-core AVX2 CPU
+(2026-12-06, float32) against 111 for configs/unet.py. Eight epochs at a
+cosine-decayed learning rate from 2e-3.
+
+What was tried, chosen on a validation slice held out of the training split
+(train[:54000] for training, train[54000:] for validation; mean PSNR on the
+held-out 6,000 images; docs/performance.md#time-to-23-db has the table):
+- Space-to-depth against a 28x28 U-Net of similar cost: 16-48-128 filters train
+  at 336 examples/s, 32-64-128 at 200; space-to-depth 64-128 at 351, 48-96 at 739.
+- 48-96 for 8 epochs reached 22.28 dB (21.48 after one); see the docs for the
+  64-128 model's 4 epochs in about the same time.
+- mixed_bfloat16 and XLA both slow convolutions down on a CPU without bf16
+  instructions (configs/unet.py's docstring has the measurements on one with them).
+- A loss on each image's PSNR, or mse, instead of bce: both collapsed to an
+  all-black output (9.80 dB) within the first epoch of configs/fast.py.
+
+It does not reach 23.0 dB in 3x the tutorial's wall time here: see the frontier
+in docs/performance.md.
+"""
+
+import ml_collections
+
+from configs import unet
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the U-Net config on space-to-depth blocks, trained for 8 epochs."""
+  config = unet.get_config()
+  config.model.unet_space_to_depth = True
+  config.model.unet_filters = (48, 96)
+  config.train.num_epochs = 8
+  config.train.learning_rate = 2e-3
+  return config
