@@ -12,15 +12,17 @@ What was tried, chosen on a validation slice held out of the training split
 held-out 6,000 images; docs/performance.md#time-to-23-db has the table):
 - Space-to-depth against a 28x28 U-Net of similar cost: 16-48-128 filters train
   at 336 examples/s, 32-64-128 at 200; space-to-depth 64-128 at 351, 48-96 at 739.
-- 48-96 for 8 epochs reached 22.28 dB (21.48 after one); see the docs for the
-  64-128 model's 4 epochs in about the same time.
+- 48-96 for 8 epochs reached 22.28 dB (21.48 after one, 22.12 after four, 500 s
+  in); 64-128 for 4 epochs, in about the time of those four, reached 22.08.
 - mixed_bfloat16 and XLA both slow convolutions down on a CPU without bf16
   instructions (configs/unet.py's docstring has the measurements on one with them).
 - A loss on each image's PSNR, or mse, instead of bce: both collapsed to an
   all-black output (9.80 dB) within the first epoch of configs/fast.py.
 
-It does not reach 23.0 dB in 3x the tutorial's wall time here: see the frontier
-in docs/performance.md.
+On the test set (2026-12-06, scripts/benchmark.py --time_to_quality): 22.31 dB
+after its 8 epochs, 701 s in, 3.3x the tutorial's 50 epochs (213 s); 22.29 dB
+within 3x and 21.85 within 1x. That is 0.69 dB short of 23.0 and 0.76 short of
+configs/unet.py's 23.07 (docs/performance.md#time-to-23-db has the frontier).
 """
 
 import ml_collections

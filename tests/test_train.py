@@ -143,7 +143,6 @@ def test_a_chunk_passes_the_stop_request_in_and_returns_the_answer():
   assert calls[-1] == (4, 0.0) and chunk["stop"] == 0.0
 
 
-@pytest.mark.slow  # Two replicas' training twice over; test_mirrored_training_job_end_to_end too.
 def test_mirrored_two_replicas_match_one_device():
   """Same global batch, same initial weights: per-replica losses and gradients combine exactly."""
   output = _run_python("""
