@@ -26,11 +26,12 @@ its 50 epochs, and this trainer trains --config (evaluating every epoch, as it
 always does) until its mean test PSNR first reaches --target_psnr (default: the
 tutorial's own test PSNR, measured in the same round), with
 `train.stop_at_eval_psnr` ending the run there. It prints each round's wall
-times and their ratio, then one JSON object with the median ratio. The two
-sides alternate which goes first, as (a) and (b) do.
+times and their ratio, then one JSON object with the median ratio. With a
+fixed --target_psnr the two sides alternate which goes first, as (a) and (b) do.
 """
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -47,6 +48,7 @@ from input_pipeline import noise
 from trainer.benchmarking import harness
 from trainer.benchmarking import tutorial
 from trainer import cli
+from trainer import errors
 from trainer.cloud import local_cluster
 from trainer import models
 from trainer import resources
@@ -241,6 +243,11 @@ def main(argv):
   if num_epochs < 1 or num_rounds < 1:
     raise app.UsageError(f"--num_epochs={num_epochs} and --rounds={num_rounds} must both be "
                          ">= 1, e.g. --num_epochs=3 --rounds=3.")
+  target_psnr = _TARGET_PSNR.value
+  if target_psnr is not None and not (math.isfinite(target_psnr) and target_psnr > 0):
+    # Checked before the tutorial's minutes of training, not after them.
+    raise errors.ConfigError(f"--target_psnr={target_psnr} must be a number of dB > 0, e.g. "
+                             "--target_psnr=23.0 (or leave it out: the tutorial's own PSNR).")
   strategy, data = _checked_setup(config)
   if _TIME_TO_QUALITY.value:
     results = _time_to_quality(data, config, num_rounds)

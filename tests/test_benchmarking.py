@@ -187,3 +187,12 @@ def test_time_to_quality_trains_to_the_target_and_reports_the_median_ratio():
   assert results["time_to_quality_ratio"] is None and "never reached 60.00 dB" in unreachable.stdout
   # Trained to the config's end, every evaluation on the curve.
   assert [point[0] for point in results["rounds"][0]["trainer_curve"]] == [1, 2]
+
+  # A bad target: one line, before the tutorial's minutes of training.
+  bad = subprocess.run(
+      [sys.executable, "scripts/benchmark.py", "--config=configs/test.py", "--time_to_quality",
+       "--target_psnr=-3"], cwd=REPO_ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+      capture_output=True, text=True, timeout=120)
+  assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == (
+      "dae-trainer: --target_psnr=-3.0 must be a number of dB > 0, e.g. --target_psnr=23.0 (or "
+      "leave it out: the tutorial's own PSNR).")
