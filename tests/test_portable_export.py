@@ -13,10 +13,12 @@ import pytest
 import tensorflow as tf
 
 from configs import test as test_config
+from configs import unet_s2d as unet_s2d_config
 from input_pipeline import data_source
 from input_pipeline import pipeline
 from trainer import errors
 from trainer import export
+from trainer import models
 from trainer import portable_export
 from trainer import train
 from tests.helpers import REPO_ROOT
@@ -89,6 +91,22 @@ def test_onnx_and_litert_match_the_saved_model(exported_run, noisy_images, batch
     assert difference <= _TOLERANCE, f"{name}: max abs diff {difference}"
   # The outputs spread far wider than the tolerance, so matching within it means something.
   assert np.ptp(expected) > 1000 * _TOLERANCE
+
+
+@pytest.mark.slow  # An export and two conversions: CI runs it in make test-slow.
+def test_a_space_to_depth_unet_converts_with_its_pixel_blocks_in_place(noisy_images, tmp_path):
+  """Its Reshape/Permute blocks survive both converters (configs/unet_s2d.py, untrained, narrow)."""
+  config = unet_s2d_config.get_config()
+  config.model.unet_filters = (8, 16)
+  model = models.create_model(config.model, (28, 28, 1), seed=0)
+  path = str(tmp_path / "saved_model")
+  export.export_saved_model(model, path)
+  paths = portable_export.export_formats(model, path, ("onnx", "litert"))
+  images = noisy_images[:100]
+  expected = _saved_model_output(str(tmp_path), images)
+  np.testing.assert_allclose(expected, model(images), atol=_TOLERANCE)
+  for name, run in (("onnx", _onnx_output), ("litert", _litert_output)):
+    np.testing.assert_allclose(run(paths[name], images), expected, atol=_TOLERANCE, err_msg=name)
 
 
 @pytest.mark.slow  # A training, an export and two conversions: CI runs it in make test-slow.

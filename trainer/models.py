@@ -135,6 +135,10 @@ def _unet(model_config, image_shape, initializers):
   down, 2x2 transposed convolutions up, and the features of each level
   concatenated into the decoder at the same resolution (no bottleneck).
 
+  With `unet_space_to_depth=True` the same U-Net runs on the image's 2x2 pixel
+  blocks (14x14x4, FFDNet's trick) and a 1x1 convolution gives the logits of
+  each block's 4 pixels, put back in place: no convolution at 28x28.
+
   With `unet_use_bias=False` no layer adds a constant (bias-free, as in Mohan
   et al., ICLR 2020): ReLU, max-pooling and concatenation are positively
   homogeneous, so the output's logits scale with the input, logits(a * x) =
