@@ -343,6 +343,7 @@ def test_truncated_cache_entry_is_recomputed_with_a_warning(evaluated, saved_mod
   assert paths[0].read_bytes() != content[:len(content) // 3]  # Whole again.
 
 
+@pytest.mark.slow  # Worker processes: CI runs it in make test-slow, with test_evaluation_parallel.py.
 def test_evaluation_in_two_worker_processes_reports_the_same_numbers(evaluated, saved_models,
                                                                      tmp_path):
   report, _ = evaluated
