@@ -14,8 +14,9 @@ held-out 6,000 images; docs/performance.md#time-to-23-db has the table):
   at 336 examples/s, 32-64-128 at 200; space-to-depth 64-128 at 351, 48-96 at 739.
 - 48-96 for 8 epochs reached 22.28 dB (21.48 after one, 22.12 after four, 500 s
   in); 64-128 for 4 epochs, in about the time of those four, reached 22.08.
-- mixed_bfloat16 and XLA both slow convolutions down on a CPU without bf16
-  instructions (configs/unet.py's docstring has the measurements on one with them).
+- Float32 without XLA, as configs/unet.py: mixed_bfloat16 is far slower on a CPU
+  without bf16 instructions (configs/unet.py at under 30 examples/s here), and
+  XLA's convolutions were slower on the earlier machine (configs/unet.py).
 - A loss on each image's PSNR, or mse, instead of bce: both collapsed to an
   all-black output (9.80 dB) within the first epoch of configs/fast.py.
 
