@@ -21,8 +21,8 @@ held-out 6,000 images; docs/performance.md#time-to-23-db has the table):
   all-black output (9.80 dB) within the first epoch of configs/fast.py.
 
 On the test set (2026-12-06, scripts/benchmark.py --time_to_quality): 22.31 dB
-after its 8 epochs, 701 s in, 3.3x the tutorial's 50 epochs (213 s); 22.29 dB
-within 3x and 21.85 within 1x. That is 0.69 dB short of 23.0 and 0.76 short of
+after its 8 epochs, 701 s in, 3.3x the tutorial's 50 epochs (213 s; a second,
+slower round: 889 s against 242, 3.7x); 22.29 dB within 3x and 21.85 within 1x. That is 0.69 dB short of 23.0 and 0.76 short of
 configs/unet.py's 23.07 (docs/performance.md#time-to-23-db has the frontier).
 """
 

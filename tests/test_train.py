@@ -331,7 +331,7 @@ def test_eval_every_epochs_evaluates_less_often_and_always_at_the_end(config, tm
 
 def test_a_run_ends_at_its_target_psnr_and_a_rerun_trains_no_further(config, tmp_path):
   config.train.num_epochs = 2
-  config.train.stop_at_eval_psnr = 5.0  # Reached at the first evaluation (a gray image scores ~7 dB).
+  config.train.stop_at_eval_psnr = 5.0  # Reached at the first evaluation (all-gray output: ~6 dB).
   workdir = str(tmp_path / "workdir")
   train.train_and_evaluate(config, workdir)
   history = run_files.load_history(workdir)
